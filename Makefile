@@ -1,0 +1,44 @@
+# wsfleet — run `make help` for the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FLEET ?= examples/01-minimal-fleet.yaml
+LOAD ?=
+PYTEST_ARGS ?=
+
+.PHONY: help up test lint bench deps clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+deps: $(STAMP) ## Create .venv and install the project, Redis and Prometheus
+	bash hack/install-deps.sh
+
+up: deps ## Run a local fleet from examples/ (FLEET=..., LOAD=wedding-season)
+	$(BIN)/wsfleet up -f $(FLEET) $(if $(LOAD),--load $(LOAD),)
+
+test: deps ## Run the test suite with coverage
+	$(BIN)/python -m pytest -q -p no:cacheprovider \
+	  --cov --cov-report=term --cov-report=xml:.coverage.xml $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (format + lint) and mypy --strict
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: deps ## Run the benchmark suite; results under bench/results/
+	$(BIN)/python -m wsfleet.bench
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .coverage .coverage.* .coverage.xml

@@ -1,0 +1,1 @@
+"""The wsfleet WebSocket channel gateway (picows + uvloop)."""

@@ -1,0 +1,139 @@
+"""The broker contract: where published messages, history and metadata live.
+
+Two implementations share it:
+
+- `MemoryBroker` (``memory_broker.py``): the embedded default, one process,
+  in-process fan-out and bounded in-memory history.
+- `RedisBroker` (``redis_broker.py``): cross-pod fan-out by Redis pub/sub
+  (one Redis subscription per channel per pod, shared by every local
+  subscriber and kept for ``linger_s`` after the last one leaves) and
+  per-channel history in a Redis Stream bounded by length and age. Every key
+  of a channel sits under one hash tag, ``{channel}``.
+
+Offsets are opaque to clients but ordered here: ``"<ms>-<seq>"`` exactly as
+Redis stream IDs, so both brokers speak the same offsets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+JSONValue = Any  # any JSON-serialisable value
+
+
+class BrokerUnavailableError(Exception):
+    """The backing store cannot serve the request right now (maps to `unavailable`)."""
+
+
+class InvalidOffsetError(ValueError):
+    """A `since` value that is not an offset this server gave."""
+
+
+def parse_offset(offset: str) -> tuple[int, int]:
+    """``"<ms>-<seq>"`` → ``(ms, seq)``; raises `InvalidOffsetError`."""
+    ms, sep, seq = offset.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit() or len(offset) > 41:
+        raise InvalidOffsetError(f"invalid offset {offset!r}")
+    return int(ms), int(seq)
+
+
+def format_offset(ms: int, seq: int) -> str:
+    return f"{ms}-{seq}"
+
+
+ZERO_OFFSET = "0-0"
+
+
+def offset_after(a: str, b: str) -> bool:
+    """True when offset `a` is strictly later than offset `b`."""
+    return parse_offset(a) > parse_offset(b)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One published message as every subscriber sees it.
+
+    `data_json` is the message's data already encoded as JSON text, so a
+    fan-out to N sockets encodes once (see `message_frame`).
+    """
+
+    channel: str
+    offset: str
+    data_json: str
+    ts_ms: int
+
+    @property
+    def data(self) -> JSONValue:
+        return json.loads(self.data_json)
+
+    def message_frame(self) -> bytes:
+        """The wire `message` frame, encoded once per delivery."""
+        return (
+            '{"type":"message","channel":%s,"offset":"%s","ts":%d,"data":%s}'
+            % (json.dumps(self.channel), self.offset, self.ts_ms, self.data_json)
+        ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The answer to a history read.
+
+    `messages`: oldest first, every message after `since` (or the most
+    recent `limit` when `since` is None). `offset`: the channel's latest
+    offset (a client that got this reply is up to date at it).
+    `recovered`: with `since`, True when nothing after it was trimmed away
+    and no more than `limit` messages were missed; always True without it.
+    """
+
+    messages: list[Delivery]
+    offset: str
+    recovered: bool
+
+
+OnDelivery = Callable[[Delivery], None]
+
+
+class Broker(Protocol):
+    """What the gateway needs from its message store."""
+
+    async def start(self, on_delivery: OnDelivery) -> None:
+        """Begin delivering live messages of attached channels to `on_delivery`.
+
+        `on_delivery` is called on the event loop, once per message per pod,
+        in channel order; it must not block.
+        """
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+
+    @property
+    def available(self) -> bool:
+        """False while the backing store is known to be unreachable."""
+
+    async def publish(self, channel: str, data_json: str) -> Delivery:
+        """Append to the channel's history and fan out to every pod.
+
+        Raises `BrokerUnavailableError` fast when the store is unreachable.
+        """
+
+    async def attach(self, channel: str) -> None:
+        """Make sure live messages of `channel` reach this pod (ref-counted).
+
+        Returns once the subscription is active, so a history read made
+        after it cannot miss a message that is then published.
+        """
+
+    def detach(self, channel: str) -> None:
+        """Drop one reference; the live subscription lingers briefly."""
+
+    async def history(self, channel: str, since: str | None, limit: int) -> History:
+        """Messages after `since` (or the latest `limit`), and recovery status."""
+
+    async def get_meta(self, channel: str) -> dict[str, JSONValue]:
+        """The channel's metadata object ({} when never set)."""
+
+    async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
+        """Replace the channel's metadata object."""

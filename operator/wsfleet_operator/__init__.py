@@ -1,0 +1,1 @@
+"""The wsfleet Kubernetes operator (kopf)."""

@@ -1,0 +1,1 @@
+"""wsfleet: client library, CLI, local fleet and load tool."""

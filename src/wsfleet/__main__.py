@@ -1,0 +1,5 @@
+import sys
+
+from wsfleet.cli import main
+
+sys.exit(main())
