@@ -71,9 +71,10 @@ class Delivery:
 
     def message_frame(self) -> bytes:
         """The wire `message` frame, encoded once per delivery."""
+        channel = json.dumps(self.channel)
         return (
-            '{"type":"message","channel":%s,"offset":"%s","ts":%d,"data":%s}'
-            % (json.dumps(self.channel), self.offset, self.ts_ms, self.data_json)
+            f'{{"type":"message","channel":{channel},"offset":"{self.offset}",'
+            f'"ts":{self.ts_ms},"data":{self.data_json}}}'
         ).encode()
 
 
