@@ -206,10 +206,12 @@ class PrometheusServer:
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with contextlib.suppress(urllib.error.URLError, OSError):
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp,
+            ):
+                if resp.status == 200:
+                    return
             time.sleep(0.05)
         raise TimeoutError("prometheus not ready")
 

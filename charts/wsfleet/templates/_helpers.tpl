@@ -1,0 +1,142 @@
+{{/* Chart name. */}}
+{{- define "wsfleet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: <release>-<chart> unless the release already contains the chart name. */}}
+{{- define "wsfleet.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wsfleet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Common labels. */}}
+{{- define "wsfleet.labels" -}}
+helm.sh/chart: {{ include "wsfleet.chart" . }}
+app.kubernetes.io/part-of: wsfleet
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of the operator. */}}
+{{- define "wsfleet.operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wsfleet.name" . }}-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Selector labels of the optional Redis. */}}
+{{- define "wsfleet.redis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wsfleet.name" . }}-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{- define "wsfleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "wsfleet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wsfleet.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* True when the operator is limited to one namespace. */}}
+{{- define "wsfleet.namespaced" -}}
+{{- if .Values.operator.watchNamespace -}}true{{- end -}}
+{{- end -}}
+
+{{/* True when the prometheus-operator API exists (or is forced by the user with --api-versions). */}}
+{{- define "wsfleet.hasMonitoringAPI" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The namespaced rules the operator needs wherever it reconciles fleets: one rule per
+(apiGroup, resource), the same as wsfleet_operator.rbac.REQUIRED_RULES (checked by
+tests/packaging/test_rbac.py). Owned objects are read by name, never listed or watched,
+except Deployments (kopf watches them to repair drift).
+*/}}
+{{- define "wsfleet.rbac.workloadRules" -}}
+# The custom resource: kopf watches fleets and patches finalizers and progress annotations.
+- apiGroups: ["wsfleet.io"]
+  resources: ["websocketfleets"]
+  verbs: ["get", "list", "watch", "patch"]
+# Status: desired/ready replicas, conditions, last decision, forecast accuracy.
+- apiGroups: ["wsfleet.io"]
+  resources: ["websocketfleets/status"]
+  verbs: ["get", "patch"]
+# Owned gateway objects: created, drift repaired, scaled (replicas patch), deleted.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
+# Gateway pods: connection-aware scale-down sets pod-deletion-cost annotations.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "patch"]
+# Kubernetes Events for every scaling action (kopf posts core/v1, the operator events.k8s.io/v1).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
+
+{{/* Command-line arguments of `wsfleet operator` besides the namespace choice. */}}
+{{- define "wsfleet.operator.args" -}}
+- --liveness=http://0.0.0.0:{{ .Values.operator.healthPort }}/healthz
+{{- if .Values.operator.peering.enabled }}
+- --peering={{ .Values.operator.peering.name }}
+{{- else }}
+- --standalone
+{{- end }}
+{{- end -}}
+
+{{/* WSFLEET_* settings of the operator (pydantic-settings), one per Helm value. */}}
+{{- define "wsfleet.operator.env" -}}
+- name: WSFLEET_OPERATOR_LOG_LEVEL
+  value: {{ .Values.operator.logLevel | quote }}
+- name: WSFLEET_OPERATOR_METRICS_PORT
+  value: {{ .Values.operator.metricsPort | quote }}
+{{- with .Values.operator.prometheusUrl }}
+- name: WSFLEET_OPERATOR_PROMETHEUS_URL
+  value: {{ . | quote }}
+{{- end }}
+- name: WSFLEET_OPERATOR_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: WSFLEET_OPERATOR_POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end -}}

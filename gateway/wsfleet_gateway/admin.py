@@ -1,0 +1,144 @@
+"""The admin HTTP API (aiohttp) on the admin port.
+
+- ``POST /api/publish`` ``{"channel", "data"}`` → ``{"channel", "offset"}``
+- ``PUT /api/channels/{name}/meta`` (any JSON object) → ``{"channel", "meta"}``
+- ``GET /healthz`` (process alive), ``GET /readyz`` (503 while the broker is
+  unavailable or the gateway drains or stops), ``GET /metrics`` (Prometheus).
+
+Writes need ``Authorization: Bearer <WSFLEET_API_KEY>``; with no key
+configured every write is refused (401). Errors are JSON
+``{"error": code, "message": ...}`` with the wire protocol's codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from wsfleet_gateway.broker import BrokerUnavailableError
+from wsfleet_gateway.protocol import (
+    BAD_REQUEST,
+    TOO_LARGE,
+    UNAVAILABLE,
+    encode_json,
+    validate_channel,
+)
+
+if TYPE_CHECKING:
+    from wsfleet_gateway.app import Gateway
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def _authorized(request: web.Request, api_key: str | None) -> bool:
+    if api_key is None:
+        return False
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), api_key)
+
+
+async def _read_json(request: web.Request, limit: int) -> Any:
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=limit,
+            actual_size=len(body),
+            text=json.dumps({"error": TOO_LARGE, "message": f"body over {limit} bytes"}),
+            content_type="application/json",
+        )
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": BAD_REQUEST, "message": "body is not valid JSON"}),
+            content_type="application/json",
+        ) from None
+
+
+def _write_guard(
+    handler: Callable[[web.Request, Gateway], Any],
+) -> Callable[[web.Request], Any]:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[GATEWAY_KEY]
+        if not _authorized(request, gateway.settings.api_key_value):
+            gateway.metrics.reject("unauthorized")
+            return _error(401, "unauthorized", "missing or wrong Authorization: Bearer <api key>")
+        try:
+            async with asyncio.timeout(gateway.settings.redis_timeout_s * 3 + 1.0):
+                response: web.StreamResponse = await handler(request, gateway)
+                return response
+        except (BrokerUnavailableError, TimeoutError) as exc:
+            gateway.metrics.reject(UNAVAILABLE)
+            return _error(503, UNAVAILABLE, f"message store unavailable: {exc or 'timeout'}")
+
+    return guarded
+
+
+async def _publish(request: web.Request, gateway: Gateway) -> web.Response:
+    body = await _read_json(request, gateway.settings.max_message_bytes)
+    if not isinstance(body, dict) or "channel" not in body or "data" not in body:
+        return _error(400, BAD_REQUEST, 'body must be {"channel": ..., "data": ...}')
+    try:
+        channel = validate_channel(body["channel"])
+    except ValueError as exc:
+        return _error(400, BAD_REQUEST, str(exc))
+    delivery = await gateway.broker.publish(channel, encode_json(body["data"]))
+    gateway.metrics.messages.inc()
+    return web.json_response({"channel": channel, "offset": delivery.offset})
+
+
+async def _set_meta(request: web.Request, gateway: Gateway) -> web.Response:
+    try:
+        channel = validate_channel(request.match_info["name"])
+    except ValueError as exc:
+        return _error(400, BAD_REQUEST, str(exc))
+    body = await _read_json(request, gateway.settings.max_message_bytes)
+    if not isinstance(body, dict):
+        return _error(400, BAD_REQUEST, "channel metadata must be a JSON object")
+    await gateway.broker.set_meta(channel, body)
+    return web.json_response({"channel": channel, "meta": body})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    return web.json_response(
+        {"status": "ok", "node": gateway.settings.node_name, "connections": gateway.connections}
+    )
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    checks = gateway.readiness()
+    ready = all(checks.values())
+    return web.json_response(
+        {"ready": ready, "node": gateway.settings.node_name, "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    response = web.Response(body=gateway.metrics.render())
+    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response
+
+
+def build_admin_app(gateway: Gateway) -> web.Application:
+    app = web.Application(client_max_size=gateway.settings.max_message_bytes + 1024)
+    app[GATEWAY_KEY] = gateway
+    app.router.add_post("/api/publish", _write_guard(_publish))
+    app.router.add_put("/api/channels/{name}/meta", _write_guard(_set_meta))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app

@@ -1,0 +1,149 @@
+"""`Gateway`: one gateway process's parts wired together.
+
+    gateway = Gateway(GatewaySettings(port=0, admin_port=0))
+    await gateway.start()          # broker, WebSocket listener, admin API
+    ... gateway.port, gateway.admin_port, gateway.connections ...
+    await gateway.stop()           # clients closed with 1001, broker closed
+
+With no broker given, ``settings.redis_url`` picks `RedisBroker`, else the
+embedded `MemoryBroker`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+import structlog
+from aiohttp import web
+
+from wsfleet_gateway.admin import build_admin_app
+from wsfleet_gateway.auth import Authenticator, allow_anonymous
+from wsfleet_gateway.broker import Broker
+from wsfleet_gateway.channels import Hub
+from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.metrics import GatewayMetrics
+from wsfleet_gateway.server import WsServer
+from wsfleet_gateway.session import SessionContext
+from wsfleet_gateway.settings import GatewaySettings
+
+log = structlog.get_logger("wsfleet_gateway.app")
+
+
+def create_broker(settings: GatewaySettings) -> Broker:
+    """`RedisBroker` when ``redis_url`` is set, else `MemoryBroker`."""
+    if settings.redis_url:
+        # imported on demand: the embedded mode never loads the Redis client
+        redis_broker = importlib.import_module("wsfleet_gateway.redis_broker")
+        broker: Broker = redis_broker.RedisBroker(
+            settings.redis_url,
+            history_max_len=settings.history_max_len,
+            history_max_age_s=settings.history_max_age_s,
+            linger_s=settings.linger_s,
+            op_timeout_s=settings.redis_timeout_s,
+        )
+        return broker
+    return MemoryBroker(
+        history_max_len=settings.history_max_len,
+        history_max_age_s=settings.history_max_age_s,
+    )
+
+
+class Gateway:
+    """A running gateway: WebSocket listener, admin API, broker, metrics."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings | None = None,
+        broker: Broker | None = None,
+        authenticator: Authenticator = allow_anonymous,
+    ) -> None:
+        self.settings = settings if settings is not None else GatewaySettings()
+        self.broker: Broker = broker if broker is not None else create_broker(self.settings)
+        self.metrics = GatewayMetrics(self.settings.node_name)
+        self.hub = Hub(self.broker, self.metrics)
+        self.ctx = SessionContext.create(self.settings, self.hub)
+        self.ws = WsServer(self.ctx, authenticator)
+        self.draining = False
+        self.stopping = False
+        self._admin_runner: web.AppRunner | None = None
+        self._admin_port: int | None = None
+        self._started = False
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the broker, the WebSocket listener and the admin API."""
+        s = self.settings
+        await self.broker.start(self.hub.on_delivery)
+        self._started = True
+        try:
+            await self.ws.start()
+            runner = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)
+            await runner.setup()
+            self._admin_runner = runner
+            site = web.TCPSite(runner, s.admin_host, s.admin_port, reuse_port=s.reuse_port)
+            await site.start()
+            server = site._server
+            assert server is not None
+            sockets = getattr(server, "sockets", None) or ()
+            self._admin_port = sockets[0].getsockname()[1] if sockets else s.admin_port
+        except BaseException:
+            await self.stop()
+            raise
+        log.debug("gateway_started", node=s.node_name, port=self.port, admin_port=self.admin_port)
+
+    async def shutdown(self) -> None:
+        """The SIGTERM path: drain clients (see ``drain.py``), then stop."""
+        await self.stop()
+
+    async def stop(self, code: int = 1001, reason: bytes = b"going away") -> None:
+        """Close every client (`code`, default 1001 going away) and release everything."""
+        if self.stopping:
+            return
+        self.stopping = True
+        await self.ws.stop(code, reason)
+        for task in list(self.ctx.workers):
+            task.cancel()
+        for task in list(self.ctx.workers):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None
+        if self._started:
+            await self.broker.close()
+            self._started = False
+
+    # --- state -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound WebSocket port (``settings.port`` 0 → the picked one)."""
+        return self.ws.port
+
+    @property
+    def admin_port(self) -> int:
+        """The bound admin HTTP port."""
+        assert self._admin_port is not None, "gateway not started"
+        return self._admin_port
+
+    @property
+    def connections(self) -> int:
+        """Open WebSocket connections."""
+        return len(self.ws.listeners)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.host}:{self.port}/ws"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.settings.admin_host}:{self.admin_port}"
+
+    def readiness(self) -> dict[str, bool]:
+        """Named readiness checks; ready when all are True."""
+        return {
+            "broker": self.broker.available,
+            "accepting": self.ws.accepting and not self.draining and not self.stopping,
+        }

@@ -1,0 +1,203 @@
+"""Local channel subscriptions and fan-out: the `Hub`.
+
+The hub maps each channel to the local subscriptions on it and each
+subscriber to its channels. Every subscription remembers the last offset it
+delivered, so a connection never receives an offset at or below one it
+already got (exactly once across history replies, live fan-out and brokers
+that redeliver).
+
+Subscribing cannot lose or duplicate a message: the subscription is
+registered *pending* (live deliveries are buffered), the broker attaches the
+channel, history is read, the reply goes out with the channel's offset, and
+only then are buffered deliveries after that offset flushed.
+
+Fan-out encodes a message frame once and writes the same bytes to every
+local subscriber.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from wsfleet_gateway.broker import Broker, Delivery, History, parse_offset
+from wsfleet_gateway.metrics import GatewayMetrics
+from wsfleet_gateway.protocol import encode_json
+
+SendFrame = Callable[[bytes], None]
+EncodeReply = Callable[[History, str], bytes]
+"""``(history, meta as JSON text) -> reply frame``."""
+
+
+class Subscriber(Protocol):
+    """What the hub needs from a connection."""
+
+    @property
+    def send(self) -> SendFrame:
+        """Write one text frame to the socket (never blocks)."""
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        """Channel → subscription: owned by the hub, stored on the connection."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is gone."""
+
+
+class Subscription:
+    """One connection on one channel."""
+
+    __slots__ = ("attached", "last", "pending", "send")
+
+    def __init__(self, send: SendFrame) -> None:
+        self.send = send
+        self.last: tuple[int, int] = (0, 0)
+        """The highest offset this connection got on this channel."""
+        self.pending: list[Delivery] | None = []
+        """Live deliveries held back until the subscribe reply is out."""
+        self.attached = False
+        """True once `Broker.attach` returned (so `detach` is owed)."""
+
+
+class Hub:
+    """Local subscriptions of one gateway and the fan-out to them."""
+
+    def __init__(self, broker: Broker, metrics: GatewayMetrics) -> None:
+        self.broker = broker
+        self.metrics = metrics
+        self._channels: dict[str, dict[Subscriber, Subscription]] = {}
+        self._deliveries = metrics.deliveries
+        self._delivery_seconds = metrics.message_delivery_seconds
+
+    # --- fan-out (hot path) ----------------------------------------------------
+
+    def on_delivery(self, delivery: Delivery) -> None:
+        """Write one broker delivery to every local subscriber of its channel."""
+        subs = self._channels.get(delivery.channel)
+        if not subs:
+            return
+        key = parse_offset(delivery.offset)
+        frame: bytes | None = None
+        sent = 0
+        for sub in subs.values():
+            pending = sub.pending
+            if pending is not None:
+                pending.append(delivery)
+            elif key > sub.last:
+                if frame is None:
+                    frame = delivery.message_frame()
+                sub.last = key
+                sub.send(frame)
+                sent += 1
+        if sent:
+            self._deliveries.inc(sent)
+            lag_s = time.time() - delivery.ts_ms / 1000.0
+            self._delivery_seconds.observe(lag_s if lag_s > 0.0 else 0.0)
+
+    # --- subscriptions -----------------------------------------------------------
+
+    def channel_count(self) -> int:
+        """Channels with at least one local subscriber."""
+        return len(self._channels)
+
+    def subscriber_count(self, channel: str) -> int:
+        subs = self._channels.get(channel)
+        return len(subs) if subs else 0
+
+    async def subscribe(
+        self,
+        conn: Subscriber,
+        channel: str,
+        since: str | None,
+        limit: int,
+        encode_reply: EncodeReply,
+    ) -> bool:
+        """Subscribe `conn` and send the reply built by `encode_reply`.
+
+        Returns False (nothing sent) when the connection closed meanwhile.
+        Broker errors propagate with the subscription rolled back.
+        """
+        sub = conn.subscriptions.get(channel)
+        if sub is not None:  # already subscribed: answer with history, keep the subscription
+            history = await self.broker.history(channel, since, limit)
+            meta = await self.broker.get_meta(channel)
+            if conn.closed:
+                return False
+            conn.send(encode_reply(history, encode_json(meta)))
+            return True
+        sub = Subscription(conn.send)
+        conn.subscriptions[channel] = sub
+        subs = self._channels.get(channel)
+        if subs is None:
+            subs = self._channels[channel] = {}
+        subs[conn] = sub
+        try:
+            await self.broker.attach(channel)
+        except BaseException:
+            self._forget(conn, channel, sub)
+            raise
+        sub.attached = True
+        if conn.subscriptions.get(channel) is not sub:  # dropped while attaching
+            self.broker.detach(channel)
+            return False
+        try:
+            history = await self.broker.history(channel, since, limit)
+            meta = await self.broker.get_meta(channel)
+        except BaseException:
+            self.unsubscribe(conn, channel)
+            raise
+        if conn.subscriptions.get(channel) is not sub:
+            return False
+        conn.send(encode_reply(history, encode_json(meta)))
+        self._complete(sub, history)
+        return True
+
+    def _complete(self, sub: Subscription, history: History) -> None:
+        last = parse_offset(history.offset)
+        if history.messages:
+            last = max(last, parse_offset(history.messages[-1].offset))
+        sub.last = last
+        pending, sub.pending = sub.pending, None
+        if not pending:
+            return
+        for delivery in pending:
+            key = parse_offset(delivery.offset)
+            if key > sub.last:
+                sub.last = key
+                sub.send(delivery.message_frame())
+                self._deliveries.inc()
+
+    def unsubscribe(self, conn: Subscriber, channel: str) -> bool:
+        """Drop `conn` from `channel` at once; False when it was not subscribed."""
+        sub = conn.subscriptions.get(channel)
+        if sub is None:
+            return False
+        self._forget(conn, channel, sub)
+        if sub.attached:
+            self.broker.detach(channel)
+        return True
+
+    def _forget(self, conn: Subscriber, channel: str, sub: Subscription) -> None:
+        if conn.subscriptions.get(channel) is sub:
+            del conn.subscriptions[channel]
+        subs = self._channels.get(channel)
+        if subs is not None and subs.get(conn) is sub:
+            del subs[conn]
+            if not subs:
+                del self._channels[channel]
+        sub.pending = None
+
+    def drop(self, conn: Subscriber) -> None:
+        """Remove every subscription of a closed connection."""
+        for channel in list(conn.subscriptions):
+            self.unsubscribe(conn, channel)
+
+    def offsets(self, conn: Subscriber) -> dict[str, str]:
+        """Channel → last offset delivered to `conn` (the drain's `resume`)."""
+        return {
+            channel: f"{sub.last[0]}-{sub.last[1]}"
+            for channel, sub in conn.subscriptions.items()
+            if sub.pending is None
+        }

@@ -1,0 +1,89 @@
+"""``wsfleet gateway``: run one gateway process until SIGINT/SIGTERM.
+
+Flags override the ``WSFLEET_*`` env vars. When listening, the process logs
+one JSON line ``{"event": "gateway_ready", "ws": ..., "admin": ...}``. On
+SIGTERM/SIGINT it drains (``reconnect`` frames, then 1001 going away) and
+exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+import structlog
+import uvloop
+
+from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.logs import configure_logging
+from wsfleet_gateway.settings import GatewaySettings
+
+log = structlog.get_logger("wsfleet_gateway.cli")
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "gateway",
+        help="run a WebSocket channel gateway",
+        description="Run one gateway process (settings from WSFLEET_* env; flags override).",
+    )
+    parser.add_argument("--host", help="WebSocket interface (WSFLEET_HOST)")
+    parser.add_argument("--port", type=int, help="WebSocket port, 0 = any (WSFLEET_PORT)")
+    parser.add_argument("--admin-host", help="admin HTTP interface (WSFLEET_ADMIN_HOST)")
+    parser.add_argument("--admin-port", type=int, help="admin HTTP port (WSFLEET_ADMIN_PORT)")
+    parser.add_argument("--redis-url", help="Redis URL; unset = in-memory (WSFLEET_REDIS_URL)")
+    parser.add_argument("--node-name", help="node name (WSFLEET_NODE_NAME)")
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=None,
+        help="bind with SO_REUSEPORT (WSFLEET_REUSE_PORT)",
+    )
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
+    """Env settings with every given flag applied on top."""
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("host", "port", "admin_host", "admin_port", "redis_url", "node_name")
+        if getattr(args, name, None) is not None
+    }
+    if getattr(args, "reuse_port", None):
+        overrides["reuse_port"] = True
+    return GatewaySettings(**overrides)
+
+
+async def serve(settings: GatewaySettings) -> int:
+    """Run a gateway until SIGTERM/SIGINT; returns the exit code."""
+    gateway = Gateway(settings)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "gateway_ready",
+        node=settings.node_name,
+        ws=gateway.ws_url,
+        admin=gateway.admin_url,
+        broker=type(gateway.broker).__name__,
+    )
+    try:
+        await stop.wait()
+        log.info("gateway_stopping", node=settings.node_name, connections=gateway.connections)
+        await gateway.shutdown()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await gateway.stop()
+    log.info("gateway_stopped", node=settings.node_name)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level, settings.log_json)
+    return uvloop.run(serve(settings))

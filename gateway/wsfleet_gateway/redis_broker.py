@@ -1,0 +1,217 @@
+"""`RedisBroker`: the `Broker` across pods, on one Redis.
+
+- **publish** runs one Lua script (EVALSHA; reloaded on NOSCRIPT): ``XADD``
+  with ``MAXLEN ~ history_max_len``, ``XTRIM MINID`` at Redis ``TIME`` minus
+  ``history_max_age_s``, ``PEXPIRE`` of the whole stream after twice that
+  age, and ``PUBLISH`` of ``"<offset> <data_json>"``. Atomic, so every pod sees a
+  channel's messages in offset order.
+- **live fan-out**: `PubSubFanout` (``redis_pubsub.py``) — one pub/sub
+  connection per pod, one ref-counted, lingering subscription per channel,
+  reconnect with catch-up from the stream.
+- **history**: one Lua script trims by age (as a publish would) and reads the stream's bookkeeping (``XINFO
+  STREAM``: entries-added, recorded-first-entry-id, max-deleted-entry-id)
+  and the entries after ``since`` atomically; `assess_recovery` decides
+  `recovered`.
+- **meta**: a JSON object in a string key.
+- **outages**: every command is bounded by ``op_timeout_s`` (socket and
+  asyncio timeouts, no client retries); failures raise
+  `BrokerUnavailableError` and `available` turns False until Redis answers
+  again. The pub/sub reader reconnects by itself: no restart needed.
+
+Key layout (``redis_streams.py``): ``wsf:{<channel>}:s`` (stream),
+``wsf:{<channel>}:m`` (meta), ``wsf:{<channel>}:p`` (pub/sub channel). The
+hash tag ``{<channel>}`` puts all three in one cluster slot.
+
+Moving to Redis Cluster with sharded pub/sub: because a channel's keys and
+its pub/sub channel share a slot, the publish script stays a single-slot
+script once it calls ``SPUBLISH`` instead of ``PUBLISH`` (the pub/sub name is
+already passed as ``KEYS[2]``, as cluster scripts require); the command
+client becomes ``redis.asyncio.RedisCluster``; and `PubSubFanout` keeps one
+connection per shard node, sending ``SSUBSCRIBE``/``SUNSUBSCRIBE`` for a
+channel to the node owning ``CLUSTER KEYSLOT wsf:{<channel>}:p`` and
+re-subscribing on ``MOVED``/slot migration (``sunsubscribe`` pushes). Per
+channel order still holds: one channel lives on one shard. Channel names must
+be non-empty so the hash tag is not ``{}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from wsfleet_gateway.broker import (
+    ZERO_OFFSET,
+    BrokerUnavailableError,
+    Delivery,
+    History,
+    JSONValue,
+    OnDelivery,
+)
+from wsfleet_gateway.redis_pubsub import FanoutStats, PubSubFanout
+from wsfleet_gateway.redis_streams import (
+    HISTORY_LUA,
+    PUBLISH_LUA,
+    assess_recovery,
+    check_since,
+    delivery_from_entry,
+    meta_key,
+    parse_history_reply,
+    pubsub_name,
+    stream_key,
+    ts_of,
+)
+
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+
+
+class RedisBroker:
+    """The `Broker` protocol on Redis pub/sub and Streams."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        history_max_len: int = 1000,
+        history_max_age_s: float = 86400,
+        linger_s: float = 5.0,
+        op_timeout_s: float = 1.0,
+        ping_interval_s: float = 5.0,
+        reconnect_max_s: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.history_max_len = history_max_len
+        self.history_max_age_ms = max(1, int(history_max_age_s * 1000))
+        self.op_timeout_s = op_timeout_s
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            protocol=2,
+            socket_timeout=op_timeout_s,
+            socket_connect_timeout=op_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._publish_script = self._redis.register_script(PUBLISH_LUA)
+        self._history_script = self._redis.register_script(HISTORY_LUA)
+        self._commands_ok = True
+        self._fanout = PubSubFanout(
+            self._pubsub_connection,
+            self,
+            linger_s=linger_s,
+            op_timeout_s=op_timeout_s,
+            ping_interval_s=ping_interval_s,
+            backoff_max_s=reconnect_max_s,
+        )
+
+    def _pubsub_connection(self) -> AbstractConnection:
+        pool = self._redis.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        connection: AbstractConnection = pool.connection_class(**kwargs)
+        return connection
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self, on_delivery: OnDelivery) -> None:
+        await self._fanout.start(on_delivery)
+
+    async def close(self) -> None:
+        await self._fanout.close()
+        await self._redis.aclose()
+
+    @property
+    def available(self) -> bool:
+        return self._fanout.live and self._commands_ok
+
+    @property
+    def stats(self) -> FanoutStats:
+        """Pub/sub counters: subscribes, unsubscribes, connects, caught_up, duplicates."""
+        return self._fanout.stats
+
+    def attached_channels(self) -> dict[str, int]:
+        """Subscribed (or lingering) channel → local reference count."""
+        return self._fanout.channels()
+
+    @asynccontextmanager
+    async def _op(self, what: str) -> AsyncIterator[None]:
+        """Bound a command by `op_timeout_s`; map failures to `BrokerUnavailableError`."""
+        try:
+            async with asyncio.timeout(self.op_timeout_s):
+                yield
+        except _CONNECTION_ERRORS as exc:
+            self._commands_ok = False
+            raise BrokerUnavailableError(
+                f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except RedisError as exc:
+            raise BrokerUnavailableError(
+                f"redis error during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._commands_ok = True
+
+    # -- the Broker protocol -----------------------------------------------
+
+    async def publish(self, channel: str, data_json: str) -> Delivery:
+        async with self._op("publish"):
+            offset = await self._publish_script(
+                keys=[stream_key(channel), pubsub_name(channel)],
+                args=[data_json, self.history_max_len, self.history_max_age_ms],
+            )
+        offset = str(offset)
+        return Delivery(channel, offset, data_json, ts_of(offset))
+
+    async def attach(self, channel: str) -> None:
+        await self._fanout.attach(channel)
+
+    def detach(self, channel: str) -> None:
+        self._fanout.detach(channel)
+
+    async def history(self, channel: str, since: str | None, limit: int) -> History:
+        limit = max(0, limit)
+        if since is not None:
+            check_since(since)
+        count = limit if since is None else limit + 1
+        async with self._op("history"):
+            reply = await self._history_script(
+                keys=[stream_key(channel)], args=[since or "", count, self.history_max_age_ms]
+            )
+        state, rows = parse_history_reply(reply)
+        messages = [delivery_from_entry(channel, row) for row in reversed(rows[:limit])]
+        offset = state.last_id if state.exists else ZERO_OFFSET
+        if since is None:
+            return History(messages, offset, True)
+        return History(messages, offset, assess_recovery(state, since, len(rows), limit))
+
+    async def get_meta(self, channel: str) -> dict[str, JSONValue]:
+        async with self._op("get_meta"):
+            raw = await self._redis.get(meta_key(channel))
+        if raw is None:
+            return {}
+        value: Any = json.loads(raw)
+        return value if isinstance(value, dict) else {}
+
+    async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
+        encoded = json.dumps(meta, separators=(",", ":"))
+        async with self._op("set_meta"):
+            await self._redis.set(meta_key(channel), encoded)
+
+    # -- what PubSubFanout reads when it catches up ------------------------
+
+    async def read_after(self, channel: str, offset: str, count: int) -> list[Delivery]:
+        async with self._op("catch_up"):
+            rows = await self._redis.xrange(stream_key(channel), f"({offset}", "+", count=count)
+        return [delivery_from_entry(channel, row) for row in rows or []]
+
+    async def latest_offset(self, channel: str) -> str:
+        async with self._op("latest_offset"):
+            rows = await self._redis.xrevrange(stream_key(channel), "+", "-", count=1)
+        return str(rows[0][0]) if rows else ZERO_OFFSET

@@ -1,0 +1,395 @@
+"""`PubSubFanout`: one Redis pub/sub connection per pod, shared by every channel.
+
+- One ``SUBSCRIBE`` per channel per pod, reference-counted across local
+  subscribers; after the last reference goes the subscription lingers
+  ``linger_s`` before ``UNSUBSCRIBE`` (a re-attach inside the linger reuses it,
+  so rapid switching does not churn Redis).
+- `attach` returns once Redis confirmed the subscription (and the channel's
+  current offset is known), so a history read made after it cannot miss a
+  message published afterwards.
+- One reader task dispatches messages in connection order, which is each
+  channel's offset order (the publish script is atomic), and never
+  dispatches an offset at or below the last one it dispatched on that channel.
+- When the connection drops, the reader reconnects with backoff, subscribes
+  every channel again and, before any live message, catches each channel up
+  from the last offset it dispatched by reading the stream, so messages
+  published by other pods during the gap arrive exactly once, in order.
+- A ``PING`` every ``ping_interval_s`` detects a silently dead connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from redis.asyncio.connection import AbstractConnection
+
+from wsfleet_gateway.broker import (
+    BrokerUnavailableError,
+    Delivery,
+    OnDelivery,
+    parse_offset,
+)
+from wsfleet_gateway.redis_streams import decode_payload, pubsub_name
+
+log = structlog.get_logger("wsfleet_gateway.redis_pubsub")
+
+CATCH_UP_PAGE = 500
+
+
+class StreamReader(Protocol):
+    """How the fan-out reads the streams it catches up from."""
+
+    async def read_after(self, channel: str, offset: str, count: int) -> list[Delivery]:
+        """Up to `count` entries after `offset`, oldest first."""
+
+    async def latest_offset(self, channel: str) -> str:
+        """The channel's newest offset (``0-0`` for an empty channel)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Sub:
+    channel: str
+    name: str
+    refs: int = 0
+    confirmed: bool = False
+    """Redis confirmed the SUBSCRIBE on the current connection."""
+    ready: bool = False
+    """Confirmed and the last offset known: `attach` may return at once."""
+    last: tuple[int, int] | None = None
+    """The last offset dispatched (or the offset at subscription time)."""
+    confirm: asyncio.Future[None] | None = None
+    sent_on: AbstractConnection | None = None
+    """The connection a SUBSCRIBE was last sent on."""
+    activation: asyncio.Task[None] | None = None
+    linger: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class FanoutStats:
+    """Counters for metrics and tests."""
+
+    subscribes: int = 0
+    unsubscribes: int = 0
+    connects: int = 0
+    caught_up: int = 0
+    duplicates_dropped: int = 0
+
+
+class PubSubFanout:
+    """Live messages of attached channels, from one pub/sub connection."""
+
+    def __init__(
+        self,
+        connect: Callable[[], AbstractConnection],
+        streams: StreamReader,
+        *,
+        linger_s: float = 5.0,
+        op_timeout_s: float = 1.0,
+        ping_interval_s: float = 5.0,
+        backoff_min_s: float = 0.05,
+        backoff_max_s: float = 1.0,
+    ) -> None:
+        self._connect = connect
+        self._streams = streams
+        self.linger_s = linger_s
+        self.op_timeout_s = op_timeout_s
+        self.ping_interval_s = ping_interval_s
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.stats = FanoutStats()
+        self._subs: dict[str, _Sub] = {}
+        self._by_name: dict[str, _Sub] = {}
+        self._on_delivery: OnDelivery | None = None
+        self._conn: AbstractConnection | None = None
+        self._live = False
+        self._live_event = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._stale_confirms: dict[str, int] = {}
+        """Per pub/sub name: confirmations still due for subscriptions already dropped."""
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        """True while the connection is up and every channel is subscribed."""
+        return self._live
+
+    def channels(self) -> dict[str, int]:
+        """Subscribed (or lingering) channel → local reference count."""
+        return {ch: sub.refs for ch, sub in self._subs.items()}
+
+    async def start(self, on_delivery: OnDelivery) -> None:
+        """Start the reader; wait (at most `op_timeout_s`) for the first connection."""
+        self._on_delivery = on_delivery
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._run(), name="wsfleet-redis-pubsub")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.op_timeout_s):
+                await self._live_event.wait()
+
+    async def close(self) -> None:
+        self._closing = True
+        for sub in self._subs.values():
+            if sub.linger is not None:
+                sub.linger.cancel()
+            if sub.activation is not None:
+                sub.activation.cancel()
+        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._reader = None
+        self._tasks.clear()
+        self._subs.clear()
+        self._by_name.clear()
+
+    # -- attach / detach ---------------------------------------------------
+
+    async def attach(self, channel: str) -> None:
+        """Take a reference; return once Redis confirmed the subscription."""
+        if self._closing:
+            raise BrokerUnavailableError("broker closed")
+        sub = self._subs.get(channel)
+        if sub is None:
+            sub = _Sub(channel, pubsub_name(channel))
+            self._subs[channel] = sub
+            self._by_name[sub.name] = sub
+        sub.refs += 1
+        if sub.linger is not None:
+            sub.linger.cancel()
+            sub.linger = None
+        if sub.ready:
+            return
+        try:
+            if not self._live:
+                raise BrokerUnavailableError("redis pub/sub is not connected")
+            if sub.activation is None or sub.activation.done():
+                sub.activation = self._spawn(self._activate(sub), f"wsfleet-attach-{channel}")
+            async with asyncio.timeout(self.op_timeout_s):
+                await asyncio.shield(sub.activation)
+        except BaseException as exc:
+            self._release(sub)
+            if isinstance(exc, BrokerUnavailableError | asyncio.CancelledError):
+                raise
+            if isinstance(exc, Exception):
+                raise BrokerUnavailableError(f"subscribe {channel!r} failed: {exc!r}") from exc
+            raise
+
+    def detach(self, channel: str) -> None:
+        """Drop a reference; the subscription lingers `linger_s` after the last."""
+        sub = self._subs.get(channel)
+        if sub is not None and sub.refs > 0:
+            self._release(sub)
+
+    def _release(self, sub: _Sub) -> None:
+        sub.refs -= 1
+        if sub.refs == 0 and not self._closing:
+            loop = asyncio.get_running_loop()
+            sub.linger = loop.call_later(self.linger_s, self._expire, sub)
+
+    def _expire(self, sub: _Sub) -> None:
+        sub.linger = None
+        if sub.refs > 0 or self._subs.get(sub.channel) is not sub:
+            return
+        del self._subs[sub.channel]
+        del self._by_name[sub.name]
+        if sub.activation is not None and not sub.activation.done():
+            sub.activation.cancel()
+        conn = self._conn
+        if conn is not None:
+            if sub.sent_on is conn and not sub.confirmed:
+                self._stale_confirms[sub.name] = self._stale_confirms.get(sub.name, 0) + 1
+            self.stats.unsubscribes += 1
+            self._spawn(self._send(conn, "UNSUBSCRIBE", sub.name), "wsfleet-unsubscribe")
+
+    async def _activate(self, sub: _Sub) -> None:
+        conn = self._conn
+        if conn is None or not self._live:
+            raise BrokerUnavailableError("redis pub/sub is not connected")
+        sub.confirm = asyncio.get_running_loop().create_future()
+        self.stats.subscribes += 1
+        sub.sent_on = conn
+        await self._send(conn, "SUBSCRIBE", sub.name)
+        async with asyncio.timeout(self.op_timeout_s * 2):
+            await sub.confirm
+        if sub.last is None:
+            latest = parse_offset(await self._streams.latest_offset(sub.channel))
+            if sub.last is None or latest > sub.last:
+                sub.last = latest
+        sub.ready = sub.confirmed and self._conn is conn
+
+    # -- the reader --------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = self.backoff_min_s
+        while not self._closing:
+            conn = self._connect()
+            try:
+                opener: Callable[[], Awaitable[None]] = conn.connect
+                async with asyncio.timeout(self.op_timeout_s):
+                    await opener()
+                self._conn = conn
+                async with asyncio.timeout(self.op_timeout_s * 4 + len(self._subs) * 0.01):
+                    await self._sync(conn)
+                self._live = True
+                self._live_event.set()
+                self.stats.connects += 1
+                backoff = self.backoff_min_s
+                log.info("redis_pubsub_connected", channels=len(self._subs))
+                await self._serve(conn)
+            except Exception as exc:
+                log.warning(
+                    "redis_pubsub_lost", error=f"{type(exc).__name__}: {exc}", retry_in_s=backoff
+                )
+            finally:
+                self._drop_connection()
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    def _drop_connection(self) -> None:
+        self._live = False
+        self._live_event.clear()
+        self._conn = None
+        self._stale_confirms.clear()
+        for sub in self._subs.values():
+            sub.confirmed = False
+            sub.ready = False
+            if sub.confirm is not None and not sub.confirm.done():
+                sub.confirm.set_exception(BrokerUnavailableError("redis pub/sub lost"))
+                sub.confirm.exception()  # mark retrieved: the attacher may be gone
+
+    async def _sync(self, conn: AbstractConnection) -> None:
+        """Subscribe every known channel, then catch each up before live messages."""
+        pending = {name for name in self._by_name}
+        for sub in self._subs.values():
+            sub.sent_on = conn
+        if pending:
+            self.stats.subscribes += len(pending)
+            await self._send(conn, "SUBSCRIBE", *sorted(pending))
+        buffered: list[list[Any]] = []
+        while pending:
+            reply = await conn.read_response(timeout=math.inf)
+            if not isinstance(reply, list) or len(reply) < 3:
+                continue
+            if reply[0] == "subscribe":
+                pending.discard(reply[1])
+                self._confirmed(reply[1])
+            elif reply[0] == "message":
+                buffered.append(reply)
+        for sub in list(self._subs.values()):
+            if not sub.confirmed:
+                continue
+            await self._catch_up(sub)
+            sub.ready = True
+        for reply in buffered:
+            self._on_message(reply[1], reply[2])
+
+    async def _catch_up(self, sub: _Sub) -> None:
+        if sub.last is None:
+            sub.last = parse_offset(await self._streams.latest_offset(sub.channel))
+            return
+        while True:
+            offset = "{}-{}".format(*sub.last)
+            page = await self._streams.read_after(sub.channel, offset, CATCH_UP_PAGE)
+            for delivery in page:
+                self.stats.caught_up += 1
+                self._dispatch(sub, delivery)
+            if len(page) < CATCH_UP_PAGE or self._subs.get(sub.channel) is not sub:
+                return
+
+    async def _serve(self, conn: AbstractConnection) -> None:
+        """Read live messages until the connection fails or goes silent."""
+        loop = asyncio.get_running_loop()
+        pinger = self._spawn(self._ping(conn), "wsfleet-redis-ping")
+        try:
+            async with asyncio.timeout(None) as deadline:
+                deadline.reschedule(loop.time() + 2 * self.ping_interval_s)
+                while True:
+                    reply = await conn.read_response(timeout=math.inf)
+                    if not isinstance(reply, list) or len(reply) < 2:
+                        continue
+                    kind = reply[0]
+                    if kind == "message":
+                        self._on_message(reply[1], reply[2])
+                    elif kind == "subscribe":
+                        self._confirmed(reply[1])
+                    elif kind == "pong":
+                        deadline.reschedule(loop.time() + 2 * self.ping_interval_s)
+        finally:
+            pinger.cancel()
+
+    async def _ping(self, conn: AbstractConnection) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval_s)
+            await self._send(conn, "PING")
+
+    def _confirmed(self, name: str) -> None:
+        stale = self._stale_confirms.get(name, 0)
+        if stale:
+            if stale == 1:
+                del self._stale_confirms[name]
+            else:
+                self._stale_confirms[name] = stale - 1
+            return
+        sub = self._by_name.get(name)
+        if sub is None:
+            return
+        sub.confirmed = True
+        if sub.confirm is not None and not sub.confirm.done():
+            sub.confirm.set_result(None)
+
+    def _on_message(self, name: str, payload: str) -> None:
+        sub = self._by_name.get(name)
+        if sub is None or not sub.confirmed:
+            return  # a leftover from before an UNSUBSCRIBE/SUBSCRIBE pair
+        try:
+            delivery = decode_payload(sub.channel, payload)
+        except ValueError:
+            log.warning("redis_pubsub_bad_payload", channel=sub.channel)
+            return
+        self._dispatch(sub, delivery)
+
+    def _dispatch(self, sub: _Sub, delivery: Delivery) -> None:
+        key = parse_offset(delivery.offset)
+        if sub.last is not None and key <= sub.last:
+            self.stats.duplicates_dropped += 1
+            return
+        sub.last = key
+        if self._on_delivery is None:
+            return
+        try:
+            self._on_delivery(delivery)
+        except Exception:
+            log.exception("redis_on_delivery_failed", channel=sub.channel)
+
+    # -- helpers -----------------------------------------------------------
+
+    async def _send(self, conn: AbstractConnection, *args: str) -> None:
+        async with asyncio.timeout(self.op_timeout_s):
+            await conn.send_command(*args)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug(
+                "redis_pubsub_task_failed", task=task.get_name(), error=repr(task.exception())
+            )

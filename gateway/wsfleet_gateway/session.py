@@ -1,0 +1,229 @@
+"""One client connection's requests: ordering, permissions, replies, errors.
+
+A `Session` is transport-agnostic (it writes bytes through `send`), so the
+picows listener in ``server.py`` stays a thin parse-and-dispatch layer.
+
+Requests of one connection are answered in the order they arrive: a
+`ping` or `unsubscribe` that finds nothing queued is answered at once; any
+request that must wait for the broker starts a short-lived worker task that
+drains the connection's queue and exits when it is empty (no task per idle
+connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import structlog
+
+from wsfleet_gateway.auth import Principal
+from wsfleet_gateway.broker import BrokerUnavailableError, History
+from wsfleet_gateway.channels import Hub, SendFrame, Subscription
+from wsfleet_gateway.protocol import (
+    FORBIDDEN,
+    NOT_SUBSCRIBED,
+    QUOTA_EXCEEDED,
+    UNAVAILABLE,
+    Ping,
+    ProtocolError,
+    Publish,
+    Request,
+    RequestId,
+    Subscribe,
+    Switch,
+    Unsubscribe,
+    encode_error,
+    encode_pong,
+    encode_published,
+    encode_subscribed,
+    encode_unsubscribed,
+    parse_request,
+)
+from wsfleet_gateway.settings import GatewaySettings
+
+log = structlog.get_logger("wsfleet_gateway.session")
+
+_ids = itertools.count(1)
+
+
+def next_connection_id(node: str) -> str:
+    """``<node>-<n>``: unique in the fleet while node names are."""
+    return f"{node}-{next(_ids)}"
+
+
+@dataclass(eq=False)
+class SessionContext:
+    """What every session of one gateway shares."""
+
+    settings: GatewaySettings
+    hub: Hub
+    op_timeout_s: float
+    workers: set[asyncio.Task[None]] = field(default_factory=set)
+    sessions: set[Session] = field(default_factory=set)
+
+    @classmethod
+    def create(cls, settings: GatewaySettings, hub: Hub) -> SessionContext:
+        # broker operations time out on their own (redis_timeout_s); this bound
+        # only guarantees a reply if a broker misbehaves
+        return cls(settings, hub, op_timeout_s=settings.redis_timeout_s * 3 + 1.0)
+
+    def limits(self) -> dict[str, int | float]:
+        s = self.settings
+        return {
+            "max_message_bytes": s.max_message_bytes,
+            "max_channels": s.max_channels_per_connection,
+            "heartbeat_s": s.heartbeat_s,
+            "idle_timeout_s": s.idle_timeout_s,
+            "history_recover_limit": s.history_recover_limit,
+        }
+
+
+class Session:
+    """The protocol state of one connection (see the module docstring)."""
+
+    __slots__ = ("_queue", "closed", "ctx", "id", "principal", "send", "subscriptions")
+
+    def __init__(
+        self, ctx: SessionContext, principal: Principal, send: SendFrame, conn_id: str
+    ) -> None:
+        self.ctx = ctx
+        self.principal = principal
+        self.send = send
+        self.id = conn_id
+        self.subscriptions: dict[str, Subscription] = {}
+        self.closed = False
+        self._queue: deque[Request] | None = None
+        ctx.sessions.add(self)
+
+    # --- input -------------------------------------------------------------------
+
+    def receive(self, payload: bytes | str) -> None:
+        """Handle one text frame from the client."""
+        try:
+            request = parse_request(payload)
+        except ProtocolError as exc:
+            self.reject(exc.request_id, exc.code, exc.message)
+            return
+        queue = self._queue
+        if queue is not None:
+            queue.append(request)
+        elif isinstance(request, Ping | Unsubscribe):
+            self._handle_now(request)
+        else:
+            self._queue = deque((request,))
+            task = asyncio.get_running_loop().create_task(self._work())
+            self.ctx.workers.add(task)
+            task.add_done_callback(self.ctx.workers.discard)
+
+    def reject(self, rid: RequestId | None, code: str, message: str) -> None:
+        """Send an `error` frame and count the rejection."""
+        self.ctx.hub.metrics.reject(code)
+        if not self.closed:
+            self.send(encode_error(rid, code, message))
+
+    def close(self) -> None:
+        """The connection is gone: drop subscriptions and queued requests."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._queue is not None:
+            self._queue.clear()
+        self.ctx.hub.drop(self)
+        self.ctx.sessions.discard(self)
+
+    # --- dispatch ------------------------------------------------------------------
+
+    def _handle_now(self, request: Ping | Unsubscribe) -> None:
+        if isinstance(request, Ping):
+            self.send(encode_pong(request.id, time.time_ns() // 1_000_000))
+        elif self.ctx.hub.unsubscribe(self, request.channel):
+            self.send(encode_unsubscribed(request.id, request.channel))
+        else:
+            self.reject(request.id, NOT_SUBSCRIBED, f"not subscribed to {request.channel!r}")
+
+    async def _work(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        try:
+            while queue and not self.closed:
+                await self._handle(queue.popleft())
+        finally:
+            self._queue = None
+
+    async def _handle(self, request: Request) -> None:
+        try:
+            if isinstance(request, Ping | Unsubscribe):
+                self._handle_now(request)
+            elif isinstance(request, Subscribe):
+                await self._subscribe(request)
+            elif isinstance(request, Switch):
+                await self._switch(request)
+            else:
+                await self._publish(request)
+        except ProtocolError as exc:
+            self.reject(request.id, exc.code, exc.message)
+        except (BrokerUnavailableError, TimeoutError) as exc:
+            self.reject(request.id, UNAVAILABLE, f"message store unavailable: {exc or 'timeout'}")
+        except Exception:
+            log.exception("request_failed", connection=self.id, request=repr(request)[:200])
+            self.reject(request.id, UNAVAILABLE, "internal error")
+
+    def _check_join(self, channel: str, leaving: str | None = None) -> None:
+        if not self.principal.may_join(channel):
+            raise ProtocolError(FORBIDDEN, f"not allowed to join {channel!r}")
+        count = len(self.subscriptions)
+        if leaving is not None and leaving in self.subscriptions:
+            count -= 1
+        limit = self.ctx.settings.max_channels_per_connection
+        if channel not in self.subscriptions and count >= limit:
+            raise ProtocolError(QUOTA_EXCEEDED, f"at most {limit} channels per connection")
+
+    def _limit(self, since: str | None) -> int:
+        s = self.ctx.settings
+        return s.history_recent if since is None else s.history_recover_limit
+
+    async def _subscribe(self, request: Subscribe) -> None:
+        started = time.perf_counter()
+        self._check_join(request.channel)
+        rid, channel = request.id, request.channel
+
+        def reply(history: History, meta_json: str) -> bytes:
+            return encode_subscribed(rid, channel, history, meta_json)
+
+        async with asyncio.timeout(self.ctx.op_timeout_s):
+            done = await self.ctx.hub.subscribe(
+                self, channel, request.since, self._limit(request.since), reply
+            )
+        if done:
+            self.ctx.hub.metrics.subscribe_seconds.observe(time.perf_counter() - started)
+
+    async def _switch(self, request: Switch) -> None:
+        started = time.perf_counter()
+        if request.from_ not in self.subscriptions:
+            raise ProtocolError(NOT_SUBSCRIBED, f"not subscribed to {request.from_!r}")
+        self._check_join(request.to, leaving=request.from_)
+        rid, from_, to = request.id, request.from_, request.to
+
+        def reply(history: History, meta_json: str) -> bytes:
+            return encode_subscribed(rid, to, history, meta_json, from_=from_)
+
+        self.ctx.hub.unsubscribe(self, from_)
+        async with asyncio.timeout(self.ctx.op_timeout_s):
+            done = await self.ctx.hub.subscribe(
+                self, to, request.since, self._limit(request.since), reply
+            )
+        if done:
+            self.ctx.hub.metrics.channel_switch_seconds.observe(time.perf_counter() - started)
+
+    async def _publish(self, request: Publish) -> None:
+        if not self.principal.may_publish(request.channel):
+            raise ProtocolError(FORBIDDEN, f"not allowed to publish to {request.channel!r}")
+        async with asyncio.timeout(self.ctx.op_timeout_s):
+            delivery = await self.ctx.hub.broker.publish(request.channel, request.data_json)
+        self.ctx.hub.metrics.messages.inc()
+        if not self.closed:
+            self.send(encode_published(request.id, request.channel, delivery.offset))

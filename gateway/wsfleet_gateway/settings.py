@@ -1,0 +1,86 @@
+"""Gateway settings: one pydantic-settings model, read from ``WSFLEET_*`` env vars.
+
+Every field maps one to one onto a Helm value and a ``WSFLEET_<NAME>`` env var
+(``WSFLEET_PORT``, ``WSFLEET_REDIS_URL``, ...). Units are in the names
+(``_s`` seconds, ``_ms`` milliseconds, ``_bytes``) or in the docstrings.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_node_name() -> str:
+    """``<hostname>-<pid>``: unique per gateway process on a machine."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewaySettings(BaseSettings):
+    """Everything a gateway process can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WSFLEET_", extra="ignore", use_attribute_docstrings=True
+    )
+
+    host: str = "127.0.0.1"
+    """Interface of the public WebSocket listener (``/ws``)."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Public WebSocket port; 0 picks a free port (see `Gateway.port`)."""
+    admin_host: str = "127.0.0.1"
+    """Interface of the admin HTTP listener (publish API, health, metrics)."""
+    admin_port: int = Field(default=9090, ge=0, le=65535)
+    """Admin HTTP port; 0 picks a free port (see `Gateway.admin_port`)."""
+    redis_url: str | None = None
+    """Redis URL (``redis://host:port/0``); None runs the in-memory broker."""
+    api_key: SecretStr | None = None
+    """Bearer key for the admin write API; when unset every write gets 401."""
+    node_name: str = Field(default_factory=default_node_name)
+    """This gateway's name in `welcome` frames, logs and metrics."""
+    reuse_port: bool = False
+    """Bind the public port with SO_REUSEPORT (several local gateways, one port)."""
+
+    history_max_len: int = Field(default=1000, ge=1)
+    """Messages kept per channel history (oldest trimmed first)."""
+    history_max_age_s: float = Field(default=86400.0, gt=0)
+    """Seconds a message stays in a channel's history."""
+    history_recent: int = Field(default=10, ge=0)
+    """Messages sent in `subscribed.history` for a subscribe without `since`."""
+    history_recover_limit: int = Field(default=1000, ge=1)
+    """Most messages replayed for a subscribe with `since` (more: recovered=false)."""
+    linger_s: float = Field(default=5.0, ge=0)
+    """Seconds a channel's broker subscription outlives its last local subscriber."""
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+    """Seconds before a Redis operation fails with `unavailable`."""
+
+    max_message_bytes: int = Field(default=65536, ge=256)
+    """Largest client frame accepted (bigger: close 1009) and admin publish body."""
+    max_channels_per_connection: int = Field(default=100, ge=1)
+    """Channels one connection may hold at once (more: `quota_exceeded`)."""
+    heartbeat_s: float = Field(default=30.0, gt=0)
+    """Seconds without incoming data before the server pings a client."""
+    idle_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds without any incoming data (pong included) before a client is dropped."""
+    read_buffer_bytes: int = Field(default=2048, ge=256)
+    """Initial per-connection read buffer (grows on demand; small keeps idle memory low)."""
+
+    drain_grace_s: float = Field(default=30.0, ge=0)
+    """Seconds a draining gateway waits for clients to move before closing the rest."""
+    drain_reconnect_per_s: float = Field(default=500.0, gt=0)
+    """Most `reconnect` frames per second sent during a drain (reconnect budget)."""
+
+    log_level: str = "info"
+    """structlog level: debug, info, warning, error."""
+    log_json: bool = True
+    """One JSON object per log line (False: human-readable console lines)."""
+
+    @property
+    def api_key_value(self) -> str | None:
+        """The admin API key in clear, or None when unset or empty."""
+        if self.api_key is None:
+            return None
+        value = self.api_key.get_secret_value()
+        return value or None

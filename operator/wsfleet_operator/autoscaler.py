@@ -1,0 +1,299 @@
+"""One autoscaling tick: observe, decide, (maybe) apply, report.
+
+Usable without kopf: the local fleet (`wsfleet up`) builds
+`Autoscaler(spec, target, metrics_source, forecaster)` and calls
+`await autoscaler.tick()` on its own timer; the operator does the same from a
+kopf timer and writes `TickResult.status` into the CR's status and
+`TickResult.events` as Kubernetes Events.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from wsfleet_operator import opmetrics
+from wsfleet_operator.prometheus import MetricsSource
+from wsfleet_operator.scaling import Decision, History, Metrics, decide
+from wsfleet_operator.spec import (
+    HISTORY_LIMIT,
+    Condition,
+    ConditionType,
+    FleetSpec,
+    FleetStatus,
+    Mode,
+    ScalingEvent,
+)
+from wsfleet_operator.status import (
+    decision_status,
+    get_condition,
+    observed_status,
+    set_condition,
+)
+from wsfleet_operator.targets import ReadyReplicas, ScaleTarget, deletion_costs
+
+log = structlog.get_logger("wsfleet.operator.autoscaler")
+
+
+class ForecastProvider(Protocol):
+    """A replica floor from the forecast (None: no opinion). May be sync or async."""
+
+    def floor(self, now: float) -> float | Awaitable[float | None] | None: ...
+
+
+@dataclass(frozen=True)
+class FleetEvent:
+    """A Kubernetes Event to post about the fleet."""
+
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclass
+class TickResult:
+    decision: Decision | None
+    applied: bool
+    status: FleetStatus
+    events: list[FleetEvent] = field(default_factory=list)
+    error: str | None = None
+
+    def status_patch(self) -> dict[str, Any]:
+        """The status as a merge-patch body (wire names)."""
+        return self.status.to_wire()
+
+
+class Autoscaler:
+    """Decides and applies the replica count of one fleet, one `tick()` at a time."""
+
+    def __init__(
+        self,
+        spec: FleetSpec,
+        target: ScaleTarget,
+        metrics_source: MetricsSource,
+        forecaster: ForecastProvider | None = None,
+        *,
+        name: str = "fleet",
+        namespace: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec = spec
+        self.target = target
+        self.metrics_source = metrics_source
+        self.forecaster = forecaster
+        self.name = name
+        self.namespace = namespace
+        self.clock = clock
+        self.history: History | None = None
+        self.conditions: list[Condition] = []
+        self.events: list[ScalingEvent] = []
+        self.last_decision: Decision | None = None
+        self._last_dry_run_desired: int | None = None
+        self._last_at = 0.0
+
+    def update_spec(self, spec: FleetSpec) -> None:
+        self.spec = spec
+
+    def _cond(
+        self, type_: ConditionType, ok: bool | None, reason: str, message: str, now: float
+    ) -> bool:
+        self.conditions, changed = set_condition(self.conditions, type_, ok, reason, message, now)
+        return changed
+
+    async def _forecast_floor(self, now: float) -> float | None:
+        if self.forecaster is None or not self.spec.forecast.enabled:
+            return None
+        try:
+            value = self.forecaster.floor(now)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:  # a broken forecast must not stop scaling
+            log.warning("autoscaler.forecast_failed", fleet=self.name, error=repr(exc))
+            return None
+        if value is None or not math.isfinite(value):
+            return None
+        return float(value)
+
+    async def _observe(self, now: float) -> Metrics | None:
+        try:
+            return await self.metrics_source.observe(now)
+        except Exception as exc:  # metrics outage = missing data, never a crash
+            log.warning("autoscaler.observe_failed", fleet=self.name, error=repr(exc))
+            return None
+
+    def _status(self, current: int, ready: int | None, desired: int | None) -> FleetStatus:
+        d = self.last_decision
+        m = d.metrics_used if d is not None else None
+        mode = None
+        if d is not None:
+            mode = Mode.DRY_RUN if self.spec.dry_run else d.mode
+        return FleetStatus(
+            desired_replicas=desired,
+            current_replicas=current,
+            ready_replicas=ready,
+            connections=m.connections if m is not None else None,
+            p95_switch_ms=(
+                round(m.switch_latency_p95_s * 1000.0, 3)
+                if m is not None and m.switch_latency_p95_s is not None
+                else None
+            ),
+            mode=mode,
+            observed=observed_status(d) if d is not None else None,
+            last_decision=(
+                decision_status(d, self._last_at, self.spec.dry_run) if d is not None else None
+            ),
+            conditions=list(self.conditions),
+            history=list(self.events[-HISTORY_LIMIT:]),
+        )
+
+    def invalid(self, errors: list[str], now: float | None = None) -> TickResult:
+        """Report a spec the schema could not reject (min > max...): no decision, no crash."""
+        now = self.clock() if now is None else now
+        message = "; ".join(errors)
+        changed = self._cond(ConditionType.DEGRADED, True, "InvalidSpec", message, now)
+        self._cond(ConditionType.READY, False, "InvalidSpec", message, now)
+        events = [FleetEvent("InvalidSpec", message, "Warning")] if changed else []
+        status = FleetStatus(mode=Mode.INVALID, conditions=list(self.conditions))
+        return TickResult(None, False, status, events, error=message)
+
+    async def tick(self, now: float | None = None) -> TickResult:
+        """Observe, decide, apply unless dryRun; never raises for I/O failures."""
+        now = self.clock() if now is None else now
+        spec = self.spec
+        errors = spec.semantic_errors()
+        if errors:
+            return self.invalid(errors, now)
+        if self.history is None:
+            self.history = History(started_at=now)
+        events: list[FleetEvent] = []
+        try:
+            current = await self.target.current_replicas()
+        except Exception as exc:
+            msg = f"scale target unavailable: {exc}"
+            if self._cond(ConditionType.DEGRADED, True, "TargetUnavailable", msg, now):
+                events.append(FleetEvent("TargetUnavailable", msg, "Warning"))
+            return TickResult(None, False, self._status(0, None, None), events, error=msg)
+
+        metrics = await self._observe(now)
+        floor = await self._forecast_floor(now)
+        decision = decide(spec, metrics, floor, current, self.history, now)
+        self.last_decision = decision
+        self._last_at = now
+        applied, error = await self._apply(decision, events)
+        self.history = self.history.record(decision, now, applied, metrics)
+        dry_news = spec.dry_run and decision.desired != self._last_dry_run_desired
+        if (applied or dry_news) and decision.desired != current:
+            self.events.append(
+                ScalingEvent(
+                    at=round(now, 3),
+                    from_replicas=current,
+                    to_replicas=decision.desired,
+                    reason=decision.reason[:256],
+                    dry_run=spec.dry_run,
+                )
+            )
+            self.events = self.events[-HISTORY_LIMIT:]
+            if spec.dry_run:
+                events.append(FleetEvent("DryRunScale", f"would scale {decision.reason}"))
+        if spec.dry_run:
+            self._last_dry_run_desired = decision.desired
+        self._conditions(decision, applied, error, now, events)
+        self._metrics(decision, applied, current)
+        ready = await self._ready()
+        if ready is not None:
+            want = min(decision.desired, spec.replicas.min)
+            ok = ready >= max(want, 1)
+            self._cond(
+                ConditionType.READY,
+                ok,
+                "PodsReady" if ok else "PodsNotReady",
+                f"{ready} ready of {current}",
+                now,
+            )
+        after = decision.desired if applied else current
+        return TickResult(
+            decision, applied, self._status(after, ready, decision.desired), events, error
+        )
+
+    async def _apply(self, decision: Decision, events: list[FleetEvent]) -> tuple[bool, str | None]:
+        if decision.desired == decision.current or self.spec.dry_run:
+            return False, None
+        try:
+            if decision.desired < decision.current:
+                # emptiest pods first: costs before the count goes down
+                costs = deletion_costs(await self.target.pod_connections())
+                await self.target.set_deletion_costs(costs)
+            await self.target.set_replicas(decision.desired, decision.reason)
+        except Exception as exc:
+            msg = f"scaling to {decision.desired} failed: {exc}"
+            log.warning("autoscaler.apply_failed", fleet=self.name, error=repr(exc))
+            events.append(FleetEvent("ScalingFailed", msg, "Warning"))
+            return False, msg
+        verb = "ScaledUp" if decision.desired > decision.current else "ScaledDown"
+        events.append(FleetEvent(verb, decision.reason))
+        log.info(
+            "autoscaler.scaled",
+            audit=True,
+            namespace=self.namespace,
+            fleet=self.name,
+            current=decision.current,
+            desired=decision.desired,
+            mode=decision.mode.value,
+            reason=decision.reason,
+        )
+        return True, None
+
+    def _conditions(
+        self,
+        d: Decision,
+        applied: bool,
+        error: str | None,
+        now: float,
+        events: list[FleetEvent],
+    ) -> None:
+        before = get_condition(self.conditions, ConditionType.METRICS_AVAILABLE)
+        if d.metrics_available:
+            self._cond(ConditionType.METRICS_AVAILABLE, True, "Observed", "metrics ok", now)
+            if before is not None and before.status == "False":
+                events.append(FleetEvent("MetricsAvailable", "metrics are back"))
+        else:
+            reason = "Stale" if d.metrics_stale else "NoData"
+            if self._cond(ConditionType.METRICS_AVAILABLE, False, reason, d.reason, now):
+                events.append(FleetEvent("MetricsUnavailable", d.reason, "Warning"))
+        direction = {1: "ScaledUp", -1: "ScaledDown", 0: "Stable"}[d.direction]
+        if self.spec.dry_run:
+            self._cond(ConditionType.SCALING, False, "DryRun", d.reason, now)
+        else:
+            self._cond(ConditionType.SCALING, applied, direction, d.reason, now)
+        by = "+".join(d.capped_by) or "NotCapped"
+        if self._cond(ConditionType.CAPPED, d.capped, by, d.reason, now) and d.capped:
+            events.append(FleetEvent("Capped", d.reason, "Warning"))
+        degraded = error is not None or d.mode is Mode.FALLBACK
+        why = "ScalingFailed" if error else ("MetricsFallback" if degraded else "AsExpected")
+        self._cond(ConditionType.DEGRADED, degraded, why, error or d.reason, now)
+
+    def _metrics(self, d: Decision, applied: bool, current: int) -> None:
+        labels = {"namespace": self.namespace, "fleet": self.name}
+        direction = {1: "up", -1: "down", 0: "none"}[d.direction]
+        opmetrics.DECISIONS.labels(**labels, direction=direction, mode=d.mode.value).inc()
+        opmetrics.DESIRED.labels(**labels).set(d.desired)
+        opmetrics.CURRENT.labels(**labels).set(d.desired if applied else current)
+        opmetrics.METRICS_AVAILABLE.labels(**labels).set(1 if d.metrics_available else 0)
+        if applied or (self.spec.dry_run and d.direction):
+            opmetrics.SCALING_ACTIONS.labels(
+                **labels, direction=direction, dry_run=str(self.spec.dry_run).lower()
+            ).inc()
+
+    async def _ready(self) -> int | None:
+        if not isinstance(self.target, ReadyReplicas):
+            return None
+        try:
+            return await self.target.ready_replicas()
+        except Exception:
+            return None

@@ -1,0 +1,422 @@
+"""What the dashboard shows about a fleet, and where it gets it from.
+
+`FleetSnapshot` is the dashboard's read-only view of one `WebSocketFleet`:
+replica counts, conditions, the last scaling decision, a bounded list of
+scaling events and the forecast, if any. A `FleetStateSource` hands out
+snapshots; the operator and the local fleet each implement one.
+
+- `StaticFleetStateSource`: an in-memory source (tests, simple embedding).
+- `ResourceFleetStateSource`: remembers the `WebSocketFleet` objects kopf
+  shows the operator and converts each one's ``status`` (as the operator
+  writes it) with the pure `snapshot_from_resource`.
+
+Nothing here does I/O. No secrets: a snapshot carries only names, counts,
+conditions, reasons and a PromQL label matcher.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Conditions the page shows as badges first, in this order.
+HEADLINE_CONDITIONS: tuple[str, ...] = ("Capped", "MetricsAvailable", "Degraded")
+
+#: How many scaling events a snapshot keeps (newest last).
+MAX_EVENTS = 50
+
+#: How many forecast points a snapshot keeps.
+MAX_FORECAST_POINTS = 2000
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Condition(_Frozen):
+    """A Kubernetes-style condition: ``status`` is "True", "False" or "Unknown"."""
+
+    type: str
+    status: str = "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+
+
+class Decision(_Frozen):
+    """The autoscaler's latest decision and why it was made."""
+
+    replicas: int | None = None
+    reason: str = ""
+    time: datetime | None = None
+    #: How the count came about (Metrics, Forecast, Floor, Capped, Hold, ...).
+    mode: str = ""
+    #: Share of the decision per source (metrics, forecast, floor, cap), 0..1.
+    sources: dict[str, float] = Field(default_factory=dict)
+    capped_by: tuple[str, ...] = ()
+
+
+class ScalingEvent(_Frozen):
+    """One scaling action: from → to replicas at `time`, with its reason."""
+
+    time: datetime
+    from_replicas: int | None = None
+    to_replicas: int
+    reason: str = ""
+    dry_run: bool = False
+
+
+class ForecastPoint(_Frozen):
+    """Predicted connections at `time`."""
+
+    time: datetime
+    value: float
+
+
+class FleetSnapshot(_Frozen):
+    """The dashboard's view of one fleet at one moment."""
+
+    name: str
+    namespace: str = "default"
+    desired_replicas: int | None = None
+    current_replicas: int | None = None
+    ready_replicas: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    last_decision: Decision | None = None
+    events: tuple[ScalingEvent, ...] = ()
+    forecast: tuple[ForecastPoint, ...] = ()
+    #: Scalar facts about the forecast (accuracy, next peak, floor...), as written.
+    forecast_summary: dict[str, float | str | bool] = Field(default_factory=dict)
+    #: How the last desired count came about (Metrics, Forecast, Floor, Capped...).
+    mode: str | None = None
+    #: Observed metric values as the operator last read them (name → value).
+    observed: dict[str, float] = Field(default_factory=dict)
+    #: PromQL label matchers selecting this fleet's gateways, e.g.
+    #: ``namespace="shop",fleet="chat"``; empty selects every gateway.
+    selector: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+@runtime_checkable
+class FleetStateSource(Protocol):
+    """Anything that can list the fleets it knows, cheaply and without blocking."""
+
+    def fleets(self) -> Sequence[FleetSnapshot]: ...
+
+
+class StaticFleetStateSource:
+    """An in-memory source: callers put and remove snapshots (thread-safe)."""
+
+    def __init__(self, snapshots: Iterable[FleetSnapshot] = ()) -> None:
+        self._lock = threading.Lock()
+        self._fleets: dict[tuple[str, str], FleetSnapshot] = {s.key: s for s in snapshots}
+
+    def put(self, snapshot: FleetSnapshot) -> None:
+        with self._lock:
+            self._fleets[snapshot.key] = snapshot
+
+    def remove(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._fleets.pop((namespace, name), None)
+
+    def fleets(self) -> list[FleetSnapshot]:
+        with self._lock:
+            return sorted(self._fleets.values(), key=lambda s: s.key)
+
+
+class ResourceFleetStateSource:
+    """Snapshots of the `WebSocketFleet` objects the operator has seen.
+
+    kopf handlers call `observe(body)` with each object (or its latest
+    status) and `forget(namespace, name)` on deletion.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bodies: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        with self._lock:
+            self._bodies[key] = _plain(body)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._bodies.pop((namespace, name), None)
+
+    def fleets(self) -> list[FleetSnapshot]:
+        with self._lock:
+            bodies = [self._bodies[k] for k in sorted(self._bodies)]
+        return [snapshot_from_resource(b) for b in bodies]
+
+
+def _plain(value: Any) -> Any:
+    """Deep-copy mappings/sequences into plain dicts/lists (kopf bodies are views)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if key in mapping and mapping[key] is not None:
+            return mapping[key]
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 string, a datetime or epoch seconds → aware UTC datetime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def _conditions(raw: Any) -> tuple[Condition, ...]:
+    if not isinstance(raw, list):
+        return ()
+    out: list[Condition] = []
+    for item in raw:
+        if not isinstance(item, Mapping) or not item.get("type"):
+            continue
+        status = item.get("status", "Unknown")
+        if isinstance(status, bool):
+            status = "True" if status else "False"
+        out.append(
+            Condition(
+                type=str(item["type"]),
+                status=str(status),
+                reason=str(item.get("reason") or ""),
+                message=str(item.get("message") or ""),
+                last_transition_time=parse_time(
+                    _first(item, "lastTransitionTime", "last_transition_time")
+                ),
+            )
+        )
+    return tuple(out)
+
+
+def _decision(raw: Any) -> Decision | None:
+    if not isinstance(raw, Mapping):
+        return None
+    sources_raw = _first(raw, "sources", "shares", "contributions") or {}
+    sources: dict[str, float] = {}
+    if isinstance(sources_raw, Mapping):
+        for k, v in sources_raw.items():
+            f = _as_float(v)
+            if f is not None:
+                sources[str(k)] = f
+    capped_by = raw.get("cappedBy")
+    return Decision(
+        replicas=_as_int(_first(raw, "desired", "replicas", "desiredReplicas")),
+        reason=str(_first(raw, "reason", "message") or ""),
+        time=parse_time(_first(raw, "at", "time", "timestamp")),
+        mode=str(raw.get("mode") or ""),
+        sources=sources,
+        capped_by=tuple(str(c) for c in capped_by) if isinstance(capped_by, list) else (),
+    )
+
+
+def _events(raw: Any) -> tuple[ScalingEvent, ...]:
+    if not isinstance(raw, list):
+        return ()
+    out: list[ScalingEvent] = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            continue
+        time = parse_time(_first(item, "time", "timestamp", "at"))
+        to = _as_int(_first(item, "toReplicas", "to", "replicas", "desiredReplicas"))
+        if time is None or to is None:
+            continue
+        out.append(
+            ScalingEvent(
+                time=time,
+                from_replicas=_as_int(_first(item, "fromReplicas", "from", "previousReplicas")),
+                to_replicas=to,
+                reason=str(_first(item, "reason", "message") or ""),
+                dry_run=bool(item.get("dryRun", False)),
+            )
+        )
+    out.sort(key=lambda e: e.time)
+    return tuple(out[-MAX_EVENTS:])
+
+
+def _forecast_summary(raw: Any) -> dict[str, float | str | bool]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {
+        str(k): v
+        for k, v in raw.items()
+        if isinstance(v, int | float | str | bool) and not (isinstance(v, str) and len(v) > 200)
+    }
+
+
+def _forecast(raw: Any) -> tuple[ForecastPoint, ...]:
+    points: Any = raw
+    if isinstance(raw, Mapping):
+        points = _first(raw, "points", "series", "values")
+    if not isinstance(points, list):
+        return ()
+    out: list[ForecastPoint] = []
+    for item in points:
+        if isinstance(item, Mapping):
+            time = parse_time(_first(item, "at", "time", "timestamp", "t"))
+            value = _as_float(_first(item, "connections", "value", "v"))
+        elif isinstance(item, list | tuple) and len(item) == 2:
+            time, value = parse_time(item[0]), _as_float(item[1])
+        else:
+            continue
+        if time is not None and value is not None:
+            out.append(ForecastPoint(time=time, value=value))
+    out.sort(key=lambda p: p.time)
+    return tuple(out[-MAX_FORECAST_POINTS:])
+
+
+def _observed(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        f = _as_float(v)
+        if str(k).endswith("At"):
+            continue  # timestamps, not metrics
+        if f is not None:
+            out[str(k)] = f
+    return out
+
+
+#: The operator's default selector (spec.prometheus.selector), placeholders included.
+DEFAULT_SELECTOR_TEMPLATE = 'namespace="${namespace}",service="${name}"'
+
+
+def fleet_selector(template: str | None, namespace: str, name: str) -> str:
+    """Fill the spec's selector template (``${namespace}``, ``${name}``)."""
+    text = DEFAULT_SELECTOR_TEMPLATE if template is None else template
+    return text.replace("${namespace}", namespace).replace("${name}", name)
+
+
+def snapshot_from_resource(body: Mapping[str, Any]) -> FleetSnapshot:
+    """Convert a `WebSocketFleet` object (metadata, spec, status) to a snapshot.
+
+    Reads the status as `wsfleet_operator.spec.FleetStatus` writes it
+    (camelCase: ``desiredReplicas``, ``lastDecision.{desired,reason,mode,
+    shares,at}``, ``history[].{at,from,to,reason}``, ``conditions``), and
+    ``forecast.points`` as ``[{"at": unix_s, "connections": n}]`` or
+    ``[[unix_s, n]]`` when the forecaster writes a series. The selector is
+    ``spec.prometheus.selector`` with its placeholders filled.
+
+    Tolerant of missing or partial status (a fleet the operator has not
+    reconciled yet shows up with unknown counts rather than not at all).
+    """
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    name = str(meta.get("name") or "")
+    namespace = str(meta.get("namespace") or "default")
+    raw_replicas = spec.get("replicas")
+    replicas_spec: Mapping[str, Any] = raw_replicas if isinstance(raw_replicas, Mapping) else {}
+    raw_prom = spec.get("prometheus")
+    prom: Mapping[str, Any] = raw_prom if isinstance(raw_prom, Mapping) else {}
+    raw_selector = prom.get("selector")
+    selector = fleet_selector(
+        raw_selector if isinstance(raw_selector, str) else None, namespace, name
+    )
+    mode = status.get("mode")
+    return FleetSnapshot(
+        name=name,
+        namespace=namespace,
+        desired_replicas=_as_int(_first(status, "desiredReplicas", "desired")),
+        current_replicas=_as_int(_first(status, "currentReplicas", "current", "replicas")),
+        ready_replicas=_as_int(_first(status, "readyReplicas", "ready")),
+        min_replicas=_as_int(_first(replicas_spec, "min", "minReplicas")),
+        max_replicas=_as_int(_first(replicas_spec, "max", "maxReplicas")),
+        conditions=_conditions(status.get("conditions")),
+        last_decision=_decision(_first(status, "lastDecision", "decision")),
+        events=_events(_first(status, "history", "scalingEvents", "events")),
+        forecast=_forecast(status.get("forecast")),
+        forecast_summary=_forecast_summary(status.get("forecast")),
+        mode=str(mode) if mode else None,
+        observed=_observed(_first(status, "observed", "observedMetrics", "metrics")),
+        selector=selector,
+    )
+
+
+def _wire(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    to_wire = getattr(value, "to_wire", None)
+    if callable(to_wire):
+        wire: Mapping[str, Any] = to_wire()
+        return wire
+    if isinstance(value, Mapping):
+        return value
+    raise TypeError(f"expected a mapping or a wsfleet_operator.spec model, got {type(value)!r}")
+
+
+def snapshot_from_status(name: str, namespace: str, status: Any, spec: Any = None) -> FleetSnapshot:
+    """A snapshot from `FleetStatus` / `FleetSpec` models (or their wire dicts).
+
+    For sources that hold the operator's models rather than a whole object
+    (the local fleet).
+    """
+    body = {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": _wire(spec),
+        "status": _wire(status),
+    }
+    return snapshot_from_resource(body)
+
+
+def forecast_points(
+    predict_range: Callable[[float, float, float], tuple[Iterable[float], Iterable[float]]],
+    start: float,
+    end: float,
+    step_s: float,
+) -> tuple[ForecastPoint, ...]:
+    """Forecast points for a snapshot from a model's ``predict_range(start, end, step)``
+    (e.g. `wsfleet_operator.forecasting.SeasonalModel.predict_range`)."""
+    grid, values = predict_range(start, end, step_s)
+    return tuple(
+        ForecastPoint(time=datetime.fromtimestamp(float(t), UTC), value=float(v))
+        for t, v in zip(grid, values, strict=True)
+    )

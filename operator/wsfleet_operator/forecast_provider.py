@@ -1,0 +1,193 @@
+"""The forecast as the autoscaler sees it: a floor over the lead window.
+
+`floor_connections(now)` = max forecast over [now, now + leadTime] x (1 + headroom)
+x weight; `floor(now)` is the same in replicas (/ connectionsPerPod: headroom is
+already in it), which is what `autoscaler.ForecastProvider` and `scaling.decide` take.
+
+`SeasonalForecastProvider` holds the last fit (so a Prometheus outage keeps the
+forecast as the fallback floor), refits from history arrays the operator fetched
+(`update`) or through a fetch callable (`refresh`), backtests each fit and turns
+the accuracy into a weight. No I/O of its own and no clock: `now` is passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from wsfleet_operator.forecast_backtest import BacktestResult, backtest, forecast_weight
+from wsfleet_operator.forecast_io import MAX_POINTS_PER_QUERY
+from wsfleet_operator.forecast_time import DAY_S, FloatArray, to_unix
+from wsfleet_operator.forecasting import ModelSettings, Priors, SeasonalModel, fit_model
+from wsfleet_operator.prometheus import PrometheusClient
+from wsfleet_operator.spec import FleetSpec, ForecastSpec
+
+FetchHistory = Callable[[float, float, float], Awaitable[tuple[Sequence[float], Sequence[float]]]]
+"""(start, end, step) unix seconds -> (timestamps, values): a Prometheus range query."""
+
+
+def prometheus_fetch(client: PrometheusClient, promql: str) -> FetchHistory:
+    """A `FetchHistory` over the operator's Prometheus client (series summed per instant)."""
+
+    async def fetch(start: float, end: float, step_s: float) -> tuple[list[float], list[float]]:
+        sums: dict[float, float] = {}
+        lo = start
+        while lo <= end:  # Prometheus caps a range query at 11,000 points per series
+            hi = min(end, lo + step_s * (MAX_POINTS_PER_QUERY - 1))
+            for series in await client.query_range(promql, lo, hi, step_s):
+                for t, v in series.points:
+                    sums[t] = sums.get(t, 0.0) + v
+            lo = hi + step_s
+        times = sorted(sums)
+        return times, [sums[t] for t in times]
+
+    return fetch
+
+
+def priors_from_spec(spec: ForecastSpec, baseline: float | None = None) -> Priors:
+    """The model's priors from the CR's forecast spec."""
+    return Priors(
+        month_multipliers={p.month: p.multiplier for p in spec.season_priors},
+        peak_hours=tuple((p.start_hour, p.end_hour) for p in spec.peak_hours),
+        baseline=baseline,
+    )
+
+
+def replicas_for(connections: float, connections_per_pod: int) -> int:
+    """Pods whose capacity holds `connections` (headroom is already in the floor)."""
+    return max(0, math.ceil(round(connections / connections_per_pod, 9)))
+
+
+@dataclass(frozen=True)
+class Peak:
+    at: float
+    connections: float
+
+
+class SeasonalForecastProvider:
+    """An `autoscaler.ForecastProvider`: `floor(now)` in replicas, None before any fit
+    (or with no history and no baseline) and when the backtest weight is 0."""
+
+    def __init__(
+        self,
+        fleet: FleetSpec,
+        *,
+        settings: ModelSettings | None = None,
+        baseline: float | None = None,
+        backtest_horizon_s: float = DAY_S,
+        backtest_origins: int = 3,
+        step_s: float = 300.0,
+    ) -> None:
+        self.fleet = fleet
+        self.settings = settings or ModelSettings()
+        self.baseline = baseline
+        self.priors = priors_from_spec(fleet.forecast, baseline)
+        self.backtest_horizon_s = backtest_horizon_s
+        self.backtest_origins = backtest_origins
+        self.step_s = step_s
+        self.model: SeasonalModel | None = None
+        self.backtest: BacktestResult | None = None
+        self.weight = 1.0
+        self.fitted_at: float | None = None
+        if baseline is not None:
+            self.model = fit_model([], [], self.priors, timezone=self.spec.timezone)
+
+    @property
+    def spec(self) -> ForecastSpec:
+        return self.fleet.forecast
+
+    def update_spec(self, fleet: FleetSpec) -> None:
+        """Take a changed CR spec (priors apply from the next fit)."""
+        self.fleet = fleet
+        self.priors = priors_from_spec(fleet.forecast, self.baseline)
+
+    @property
+    def accuracy(self) -> float | None:
+        """1 - WAPE of the last backtest (None: too little history to backtest)."""
+        return None if self.backtest is None else self.backtest.model.accuracy
+
+    @property
+    def degraded(self) -> bool:
+        """The backtest accuracy is below the spec's threshold."""
+        return self.accuracy is not None and self.accuracy < self.spec.accuracy_threshold
+
+    def update(
+        self, timestamps: Sequence[float] | FloatArray, values: Sequence[float] | FloatArray
+    ) -> None:
+        """Refit from history (unix seconds, connections) and backtest the fit."""
+        t = np.asarray(timestamps, dtype=np.float64)
+        v = np.asarray(values, dtype=np.float64)
+        model = fit_model(t, v, self.priors, timezone=self.spec.timezone, settings=self.settings)
+        if not model.ready:
+            return  # keep the last fit: no history is no news
+        self.model = model
+        self.fitted_at = float(t.max()) if t.size else None
+        self.backtest = backtest(
+            t,
+            v,
+            self.priors,
+            timezone=self.spec.timezone,
+            settings=self.settings,
+            horizon_s=self.backtest_horizon_s,
+            origins=self.backtest_origins,
+        )
+        self.weight = forecast_weight(self.accuracy, self.spec.accuracy_threshold)
+
+    async def refresh(self, fetch: FetchHistory, now: datetime | float) -> None:
+        """Fetch `historyDays` of history through `fetch` and refit."""
+        end = to_unix(now)
+        start = end - self.spec.history_days * DAY_S
+        timestamps, values = await fetch(start, end, self.step_s)
+        self.update(timestamps, values)
+
+    def peak(self, now: datetime | float) -> Peak | None:
+        """The highest forecast in [now, now + leadTime]."""
+        if self.model is None or not self.model.ready:
+            return None
+        start = to_unix(now)
+        end = start + self.spec.lead_time_seconds
+        step = min(self.model.slot_s, max(self.spec.lead_time_seconds, 1))
+        grid, values = self.model.predict_range(start, end, step)
+        i = int(np.argmax(values))
+        return Peak(at=float(grid[i]), connections=float(values[i]))
+
+    def floor_connections(self, now: datetime | float) -> float | None:
+        """Connections the fleet should hold now: the window's peak x (1 + headroom) x weight."""
+        peak = self.peak(now)
+        if peak is None or self.weight <= 0.0:
+            return None
+        return peak.connections * (1.0 + self.spec.headroom) * self.weight
+
+    def floor(self, now: float) -> float | None:
+        """The replica floor (fractional; the decision rounds it up)."""
+        connections = self.floor_connections(now)
+        if connections is None:
+            return None
+        return connections / self.fleet.targets.connections_per_pod
+
+    @property
+    def _cpp(self) -> int:
+        return self.fleet.targets.connections_per_pod
+
+    def status(self, now: datetime | float) -> dict[str, Any]:
+        """For the CR's `status.forecast`."""
+        peak = self.peak(now)
+        floor = self.floor_connections(now)
+        return {
+            "ready": self.model is not None and self.model.ready,
+            "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
+            "threshold": self.spec.accuracy_threshold,
+            "weight": round(self.weight, 4),
+            "degraded": self.degraded,
+            "floorConnections": None if floor is None else round(floor, 1),
+            "floorReplicas": None if floor is None else replicas_for(floor, self._cpp),
+            "peakAt": None if peak is None else peak.at,
+            "peakConnections": None if peak is None else round(peak.connections, 1),
+            "fittedThrough": self.fitted_at,
+            "backtest": None if self.backtest is None else self.backtest.to_dict(),
+        }

@@ -1,0 +1,265 @@
+"""Thin kopf wiring: register handlers that delegate to reconcile/autoscaler.
+
+`build_registry(config)` returns a fresh `kopf.OperatorRegistry` with:
+login, startup/cleanup, create/update/resume (reconcile), delete (clean up
+owned objects), a daemon per fleet (the autoscaler tick every
+`behavior.intervalSeconds`), and an event handler on owned Deployments
+(drift repair).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import structlog
+
+from wsfleet_operator import kube
+from wsfleet_operator.autoscaler import Autoscaler, FleetEvent, ForecastProvider
+from wsfleet_operator.kube import Connection, KubeClient
+from wsfleet_operator.prometheus import PrometheusClient, PrometheusMetricsSource
+from wsfleet_operator.reconcile import FleetRef, delete_owned, reconcile, validate
+from wsfleet_operator.resources import FLEET_LABEL, MANAGED_BY
+from wsfleet_operator.scaling import Metrics
+from wsfleet_operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, FleetSpec
+from wsfleet_operator.targets import KubernetesTarget
+
+log = structlog.get_logger("wsfleet.operator.handlers")
+
+
+ForecasterFactory = Callable[
+    [str, str, Callable[[], FleetSpec], PrometheusClient], ForecastProvider | None
+]
+"""(namespace, name, current spec, Prometheus client of the fleet) -> floor provider."""
+
+
+@dataclass
+class OperatorConfig:
+    """How the operator connects and behaves (set by the CLI or a test)."""
+
+    connection_info: kopf.ConnectionInfo | None = None
+    """None: in-cluster service account, else KUBECONFIG / ~/.kube/config."""
+    forecaster_factory: ForecasterFactory | None = None
+    """Builds the forecast floor of a fleet; None: no forecast (metrics only)."""
+    min_interval_s: float = 0.1
+
+
+@dataclass
+class _Shared:
+    """State shared by every handler of one operator run."""
+
+    config: OperatorConfig
+    client: KubeClient | None = None
+    autoscalers: dict[tuple[str, str], Autoscaler] = field(default_factory=dict)
+
+    def reporter(self, namespace: str, name: str) -> Autoscaler:
+        """The fleet's autoscaler, or a report-only one while its spec is unusable."""
+        key = (namespace, name)
+        if key not in self.autoscalers:
+            self.autoscalers[key] = _placeholder(name, namespace)
+        return self.autoscalers[key]
+
+    def kube(self) -> KubeClient:
+        if self.client is None:
+            raise kopf.TemporaryError("Kubernetes client not ready", delay=1)
+        return self.client
+
+
+def _involved(name: str, namespace: str, uid: str | None) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+    }
+
+
+async def _post(client: KubeClient, involved: dict[str, Any], events: list[FleetEvent]) -> None:
+    for e in events:
+        await client.create_event(involved, e.reason, e.message, e.type)
+
+
+def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistry:
+    """A fresh registry with every wsfleet handler."""
+    registry = kopf.OperatorRegistry()
+    shared = _Shared(config or OperatorConfig())
+
+    @kopf.on.login(registry=registry)
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+        info = shared.config.connection_info
+        if info is None:
+            info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+                settings=settings
+            )
+        if info is not None and shared.client is None:
+            shared.client = KubeClient(Connection.from_kopf(info))
+        return info
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        settings.posting.level = 30  # kopf posts only warnings+; we post our own events
+        settings.watching.server_timeout = 300
+        settings.networking.request_timeout = 60
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if shared.client is not None:
+            await shared.client.close()
+            shared.client = None
+
+    async def _reconcile(name: str, namespace: str, uid: str, spec: dict[str, Any]) -> None:
+        client = shared.kube()
+        ref = FleetRef(name, namespace, uid)
+        result = await reconcile(client, ref, dict(spec))
+        involved = _involved(name, namespace, uid)
+        if not result.valid:
+            tick = shared.reporter(namespace, name).invalid(result.errors)
+            await _post(client, involved, tick.events)
+            await client.patch(
+                kube.FLEETS, namespace, name, {"status": tick.status_patch()}, sub="status"
+            )
+            return  # reported, not raised: no crash loop, no retries
+        events = [FleetEvent("Created", f"created {o}") for o in result.created]
+        events += [FleetEvent("DriftRepaired", f"repaired {o}") for o in result.repaired]
+        await _post(client, involved, events)
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    async def fleet_changed(
+        name: str, namespace: str | None, uid: str, spec: kopf.Spec, **_: Any
+    ) -> None:
+        await _reconcile(name, namespace or "default", uid, dict(spec))
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def fleet_deleted(name: str, namespace: str | None, uid: str, **_: Any) -> None:
+        namespace = namespace or "default"
+        shared.autoscalers.pop((namespace, name), None)
+        await delete_owned(shared.kube(), FleetRef(name, namespace, uid))
+
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+        registry=registry,
+    )
+    async def owned_deployment_event(
+        type: str, body: kopf.Body, namespace: str | None, **_: Any
+    ) -> None:
+        namespace = namespace or "default"
+        fleet = (body.get("metadata", {}).get("labels") or {}).get(FLEET_LABEL)
+        if not fleet or type not in ("MODIFIED", "DELETED"):
+            return
+        client = shared.kube()
+        cr = await client.get(kube.FLEETS, namespace, fleet)
+        if cr is None or cr.get("metadata", {}).get("deletionTimestamp"):
+            return
+        meta = cr["metadata"]
+        await _reconcile(fleet, namespace, meta.get("uid", ""), cr.get("spec") or {})
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    async def autoscale(
+        name: str,
+        namespace: str | None,
+        uid: str,
+        spec: kopf.Spec,
+        stopped: kopf.DaemonStopped,
+        **_: Any,
+    ) -> None:
+        namespace = namespace or "default"
+        client = shared.kube()
+        involved = _involved(name, namespace, uid)
+        prom: PrometheusClient | None = None
+        scaler: Autoscaler | None = None
+        try:
+            while not stopped:
+                parsed, errors = validate(dict(spec))
+                interval = 5.0
+                if parsed is None or errors:
+                    tick = shared.reporter(namespace, name).invalid(errors)
+                else:
+                    interval = max(parsed.behavior.interval_seconds, shared.config.min_interval_s)
+                    if prom is None or prom.url != parsed.prometheus.url.rstrip("/"):
+                        if prom is not None:
+                            await prom.close()
+                        prom = PrometheusClient(
+                            parsed.prometheus.url, parsed.prometheus.timeout_seconds
+                        )
+                        scaler = None
+                    if scaler is None:
+                        previous = shared.reporter(namespace, name)
+                        scaler = _autoscaler(shared, client, prom, parsed, name, namespace)
+                        scaler.conditions = list(previous.conditions)
+                        shared.autoscalers[(namespace, name)] = scaler
+                    scaler.update_spec(parsed)
+                    tick = await scaler.tick()
+                await _post(client, involved, tick.events)
+                with contextlib.suppress(kube.KubeError):
+                    await client.patch(
+                        kube.FLEETS, namespace, name, {"status": tick.status_patch()}, sub="status"
+                    )
+                await stopped.wait(interval)
+        finally:
+            if prom is not None:
+                await prom.close()
+            shared.autoscalers.pop((namespace, name), None)
+
+    return registry
+
+
+def _autoscaler(
+    shared: _Shared,
+    client: KubeClient,
+    prom: PrometheusClient,
+    spec: FleetSpec,
+    name: str,
+    namespace: str,
+) -> Autoscaler:
+    current = {"spec": spec}
+
+    def spec_now() -> FleetSpec:
+        return current["spec"] if scaler is None else scaler.spec
+
+    scaler: Autoscaler | None = None
+    source = PrometheusMetricsSource(prom, spec_now, namespace, name)
+    target = KubernetesTarget(client, namespace, name, source)
+    forecaster: ForecastProvider | None = None
+    if shared.config.forecaster_factory is not None:
+        forecaster = shared.config.forecaster_factory(namespace, name, spec_now, prom)
+    scaler = Autoscaler(spec, target, source, forecaster, name=name, namespace=namespace)
+    return scaler
+
+
+def _placeholder(name: str, namespace: str) -> Autoscaler:
+    """An autoscaler that only reports (for specs too broken to parse)."""
+
+    class _Nothing:
+        async def observe(self, now: float) -> Metrics | None:
+            return None
+
+        async def pod_connections(self) -> dict[str, int]:
+            return {}
+
+    return Autoscaler(FleetSpec(), _NoTarget(), _Nothing(), name=name, namespace=namespace)
+
+
+class _NoTarget:
+    async def current_replicas(self) -> int:
+        raise RuntimeError("no target")
+
+    async def set_replicas(self, n: int, reason: str) -> None:
+        raise RuntimeError("no target")
+
+    async def pod_connections(self) -> dict[str, int]:
+        return {}
+
+    async def set_deletion_costs(self, costs: dict[str, int]) -> None:
+        return None

@@ -1,0 +1,57 @@
+"""The operator's own Prometheus metrics (served by `wsfleet operator --metrics-port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+DECISIONS = Counter(
+    "wsfleet_operator_decisions_total",
+    "Autoscaling decisions, by direction (up/down/none) and mode.",
+    ["namespace", "fleet", "direction", "mode"],
+    registry=REGISTRY,
+)
+SCALING_ACTIONS = Counter(
+    "wsfleet_operator_scaling_actions_total",
+    "Replica changes applied (dry_run=true: decided but not applied).",
+    ["namespace", "fleet", "direction", "dry_run"],
+    registry=REGISTRY,
+)
+DESIRED = Gauge(
+    "wsfleet_operator_desired_replicas",
+    "Replicas the last decision asked for.",
+    ["namespace", "fleet"],
+    registry=REGISTRY,
+)
+CURRENT = Gauge(
+    "wsfleet_operator_current_replicas",
+    "Replicas of the scale target at the last tick.",
+    ["namespace", "fleet"],
+    registry=REGISTRY,
+)
+METRICS_AVAILABLE = Gauge(
+    "wsfleet_operator_metrics_available",
+    "1 when the last Prometheus observation had data.",
+    ["namespace", "fleet"],
+    registry=REGISTRY,
+)
+PROM_LATENCY = Histogram(
+    "wsfleet_operator_prometheus_query_seconds",
+    "Latency of Prometheus HTTP API queries.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+PROM_ERRORS = Counter(
+    "wsfleet_operator_prometheus_errors_total",
+    "Failed Prometheus queries (HTTP, timeout, error status).",
+    ["kind"],
+    registry=REGISTRY,
+)
+RECONCILES = Counter(
+    "wsfleet_operator_reconciles_total",
+    "Reconciliations of owned objects, by result (ok/invalid/error).",
+    ["result"],
+    registry=REGISTRY,
+)

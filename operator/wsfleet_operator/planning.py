@@ -1,0 +1,158 @@
+"""The replica schedule the autoscaler's forecast floor implies over one local day.
+
+For every slot of the day: the forecast, the floor (max forecast over the next
+`leadTimeSeconds` x (1 + headroom) x weight), and the replicas that hold the floor
+(`ceil(floor / connectionsPerPod)`, clamped to [min, max]), as the autoscaler would
+pre-scale with no live metrics. `render_png` draws it (matplotlib, imported lazily).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsfleet_operator.forecast_provider import replicas_for
+from wsfleet_operator.forecast_time import FloatArray, IntArray, load_zone
+from wsfleet_operator.forecasting import SeasonalModel
+from wsfleet_operator.spec import FleetSpec
+
+
+@dataclass(frozen=True)
+class Schedule:
+    day: date
+    timezone: str
+    times: FloatArray
+    """slot starts (unix seconds) over the local day"""
+    forecast: FloatArray
+    floor: FloatArray
+    replicas: IntArray
+    capacity: FloatArray
+    weight: float
+
+    def hourly(self) -> list[dict[str, Any]]:
+        """One row per local hour: max forecast, max floor, max replicas in that hour."""
+        zone = load_zone(self.timezone)
+        rows: list[dict[str, Any]] = []
+        hours = np.array([datetime.fromtimestamp(t, zone).hour for t in self.times])
+        for hour in sorted(set(hours.tolist())):
+            sel = hours == hour
+            replicas = int(self.replicas[sel].max())
+            rows.append(
+                {
+                    "hour": f"{hour:02d}:00",
+                    "forecast": round(float(self.forecast[sel].max()), 1),
+                    "floor": round(float(self.floor[sel].max()), 1),
+                    "replicas": replicas,
+                    "capacity": float(self.capacity[sel].max()),
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "timezone": self.timezone,
+            "weight": self.weight,
+            "hours": self.hourly(),
+        }
+
+
+def day_start(day: date, timezone: str) -> float:
+    """Unix seconds of local midnight starting `day`."""
+    zone = load_zone(timezone)
+    return datetime.combine(day, time(0), tzinfo=zone or UTC).timestamp()
+
+
+def plan_day(model: SeasonalModel, spec: FleetSpec, day: date, weight: float = 1.0) -> Schedule:
+    """The schedule over local `day` at the model's slot width."""
+    fc = spec.forecast
+    start = day_start(day, fc.timezone)
+    end = day_start(date.fromordinal(day.toordinal() + 1), fc.timezone)  # 23 or 25 h on DST days
+    step = model.slot_s
+    times = start + step * np.arange(math.ceil((end - start) / step), dtype=np.float64)
+    # forecast on a fine grid covering the lead window of the last slot too
+    lead = float(fc.lead_time_seconds)
+    ahead = math.ceil(lead / step)
+    grid = start + step * np.arange(times.size + ahead + 1, dtype=np.float64)
+    values = model.predict(grid)
+    window = np.lib.stride_tricks.sliding_window_view(values, ahead + 1)[: times.size]
+    floor = window.max(axis=1) * (1.0 + fc.headroom) * weight
+    cpp = spec.targets.connections_per_pod
+    replicas = np.array(
+        [min(max(replicas_for(f, cpp), spec.replicas.min), spec.replicas.max) for f in floor],
+        dtype=np.int64,
+    )
+    return Schedule(
+        day=day,
+        timezone=fc.timezone,
+        times=times,
+        forecast=values[: times.size],
+        floor=floor,
+        replicas=replicas,
+        capacity=(replicas * cpp).astype(np.float64),
+        weight=weight,
+    )
+
+
+def format_table(schedule: Schedule) -> str:
+    """The hourly schedule as a fixed-width text table."""
+    lines = [
+        f"replica schedule for {schedule.day.isoformat()} ({schedule.timezone}),"
+        f" forecast weight {schedule.weight:.2f}",
+        f"{'hour':>5}  {'forecast':>10}  {'floor':>10}  {'replicas':>8}  {'capacity':>9}",
+    ]
+    for row in schedule.hourly():
+        lines.append(
+            f"{row['hour']:>5}  {row['forecast']:>10.1f}  {row['floor']:>10.1f}"
+            f"  {row['replicas']:>8d}  {row['capacity']:>9.0f}"
+        )
+    return "\n".join(lines)
+
+
+def render_png(schedule: Schedule, path: Path, title: str = "") -> None:
+    """Forecast, floor and capacity (connections) and replicas (right axis) over the day."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = (schedule.times - schedule.times[0]) / 3600.0
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
+    try:
+        ax.plot(hours, schedule.forecast, label="forecast (connections)", color="tab:blue")
+        ax.plot(hours, schedule.floor, label="floor (lead window x headroom)", color="tab:orange")
+        ax.step(hours, schedule.capacity, where="post", label="capacity", color="tab:green")
+        ax.set_xlabel(f"hour of {schedule.day.isoformat()} ({schedule.timezone})")
+        ax.set_ylabel("connections")
+        ax.set_xlim(0, max(24.0, float(hours[-1]) + schedule_step_h(schedule)))
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(range(0, 25, 2))
+        ax.grid(alpha=0.3)
+        right = ax.twinx()
+        right.step(
+            hours,
+            schedule.replicas,
+            where="post",
+            color="tab:red",
+            linestyle="--",
+            label="replicas",
+        )
+        right.set_ylabel("replicas")
+        right.set_ylim(0, max(int(schedule.replicas.max()) + 1, 2))
+        handles, labels = ax.get_legend_handles_labels()
+        r_handles, r_labels = right.get_legend_handles_labels()
+        ax.legend(handles + r_handles, labels + r_labels, loc="upper left")
+        ax.set_title(title or "wsfleet plan")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def schedule_step_h(schedule: Schedule) -> float:
+    return float(schedule.times[1] - schedule.times[0]) / 3600.0 if schedule.times.size > 1 else 1.0

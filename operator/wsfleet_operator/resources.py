@@ -1,0 +1,290 @@
+"""Pure builders of the objects a WebSocketFleet owns.
+
+Deployment (gateway pods), Service, PodDisruptionBudget and ConfigMap
+(gateway settings as `WSFLEET_*` env). No I/O: (name, namespace, uid, spec)
+in, manifests out. Secrets are never inlined: a Redis URL from a Secret is
+referenced with `valueFrom.secretKeyRef`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from wsfleet_operator.spec import API_VERSION, KIND, FleetSpec
+
+JSON = dict[str, Any]
+
+MANAGED_BY = "wsfleet-operator"
+FLEET_LABEL = "wsfleet.io/fleet"
+CONFIG_HASH_ANNOTATION = "wsfleet.io/config-hash"
+DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+PRE_STOP_SLEEP_S = 5
+RUN_AS_USER = 10001
+
+
+def object_name(fleet: str) -> str:
+    """Name of the Deployment, Service and PDB of `fleet`."""
+    return f"{fleet}-gateway"
+
+
+def config_name(fleet: str) -> str:
+    return f"{fleet}-gateway-config"
+
+
+def selector_labels(fleet: str) -> dict[str, str]:
+    """Labels selecting the gateway pods of `fleet`."""
+    return {"app.kubernetes.io/name": "wsfleet-gateway", "app.kubernetes.io/instance": fleet}
+
+
+def common_labels(fleet: str) -> dict[str, str]:
+    return {
+        **selector_labels(fleet),
+        "app.kubernetes.io/component": "gateway",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        FLEET_LABEL: fleet,
+    }
+
+
+def owner_reference(fleet: str, uid: str) -> JSON:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": fleet,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(name: str, fleet: str, namespace: str, uid: str) -> JSON:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": common_labels(fleet),
+        "ownerReferences": [owner_reference(fleet, uid)],
+    }
+
+
+def gateway_env(spec: FleetSpec) -> dict[str, str]:
+    """Plain (non-secret) `WSFLEET_*` settings of every gateway (the gateway ignores extras)."""
+    limits, drain = spec.limits, spec.drain
+    env = {
+        "WSFLEET_HOST": "0.0.0.0",
+        "WSFLEET_PORT": str(spec.gateway.port),
+        "WSFLEET_ADMIN_HOST": "0.0.0.0",
+        "WSFLEET_ADMIN_PORT": str(spec.gateway.admin_port),
+        "WSFLEET_LOG_LEVEL": spec.gateway.log_level,
+        "WSFLEET_LOG_JSON": "true",
+        "WSFLEET_MAX_MESSAGE_BYTES": str(limits.max_message_bytes),
+        "WSFLEET_HEARTBEAT_S": str(limits.heartbeat_seconds),
+        "WSFLEET_IDLE_TIMEOUT_S": str(limits.idle_timeout_seconds),
+        "WSFLEET_MAX_CONNECTIONS": str(limits.max_connections_per_pod),
+        "WSFLEET_CONNECTIONS_PER_USER_PER_MINUTE": str(limits.connections_per_user_per_minute),
+        "WSFLEET_FREE_TIER_CHANNELS": str(limits.free_tier_channels),
+        "WSFLEET_PAID_TIER_CHANNELS": str(limits.paid_tier_channels),
+        "WSFLEET_BANDWIDTH_BYTES_PER_S": str(limits.bandwidth_bytes_per_second),
+        "WSFLEET_DRAIN_GRACE_S": str(drain.grace_period_seconds),
+        "WSFLEET_DRAIN_RECONNECT_PER_S": str(drain.reconnect_per_second),
+    }
+    url = spec.redis.effective_url()
+    if url is not None:
+        env["WSFLEET_REDIS_URL"] = url
+    env.update(spec.gateway.extra_env)
+    return env
+
+
+def build_configmap(fleet: str, namespace: str, uid: str, spec: FleetSpec) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(config_name(fleet), fleet, namespace, uid),
+        "data": gateway_env(spec),
+    }
+
+
+def config_hash(spec: FleetSpec) -> str:
+    """Changes when the gateway settings change (rolls the pods)."""
+    raw = json.dumps(gateway_env(spec), sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _container(fleet: str, spec: FleetSpec) -> JSON:
+    gw = spec.gateway
+    env: list[JSON] = [
+        {"name": "WSFLEET_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    if spec.redis.secret_ref is not None:
+        ref = spec.redis.secret_ref
+        env.append(
+            {
+                "name": "WSFLEET_REDIS_URL",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+
+    def probe(path: str, period: int, failures: int) -> JSON:
+        return {
+            "httpGet": {"path": path, "port": "admin"},
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        }
+
+    return {
+        "name": "gateway",
+        "image": gw.image,
+        "imagePullPolicy": gw.image_pull_policy.value,
+        "ports": [
+            {"name": "ws", "containerPort": gw.port, "protocol": "TCP"},
+            {"name": "admin", "containerPort": gw.admin_port, "protocol": "TCP"},
+        ],
+        "envFrom": [{"configMapRef": {"name": config_name(fleet)}}],
+        "env": env,
+        "resources": {
+            "requests": gw.resources.requests.to_wire(),
+            "limits": gw.resources.limits.to_wire(),
+        },
+        "readinessProbe": probe("/readyz", 5, 2),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "startupProbe": probe("/healthz", 2, 30),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_S}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def termination_grace_seconds(spec: FleetSpec) -> int:
+    """preStop sleep + the gateway's drain + a margin to close the last sockets."""
+    return PRE_STOP_SLEEP_S + spec.drain.grace_period_seconds + 10
+
+
+def build_deployment(fleet: str, namespace: str, uid: str, spec: FleetSpec) -> JSON:
+    """The gateway Deployment (replicas = min; the autoscaler changes it afterwards)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(object_name(fleet), fleet, namespace, uid),
+        "spec": {
+            "replicas": spec.replicas.min,
+            "selector": {"matchLabels": selector_labels(fleet)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": common_labels(fleet),
+                    "annotations": {
+                        CONFIG_HASH_ANNOTATION: config_hash(spec),
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(spec.gateway.admin_port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS_USER,
+                        "runAsGroup": RUN_AS_USER,
+                        "fsGroup": RUN_AS_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [_container(fleet, spec)],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                },
+            },
+        },
+    }
+
+
+def build_service(fleet: str, namespace: str, uid: str, spec: FleetSpec) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(object_name(fleet), fleet, namespace, uid),
+        "spec": {
+            "type": spec.gateway.service_type,
+            "selector": selector_labels(fleet),
+            "ports": [
+                {"name": "ws", "port": spec.gateway.port, "targetPort": "ws", "protocol": "TCP"},
+                {
+                    "name": "admin",
+                    "port": spec.gateway.admin_port,
+                    "targetPort": "admin",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def build_pdb(fleet: str, namespace: str, uid: str, spec: FleetSpec) -> JSON:
+    """At most one gateway drains at a time through voluntary disruptions."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(object_name(fleet), fleet, namespace, uid),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(fleet)}},
+    }
+
+
+def build_all(fleet: str, namespace: str, uid: str, spec: FleetSpec) -> list[JSON]:
+    """Every owned object, in creation order (ConfigMap before the Deployment)."""
+    return [
+        build_configmap(fleet, namespace, uid, spec),
+        build_deployment(fleet, namespace, uid, spec),
+        build_service(fleet, namespace, uid, spec),
+        build_pdb(fleet, namespace, uid, spec),
+    ]
+
+
+def drift_patch(desired: JSON, actual: JSON) -> JSON | None:
+    """A merge-patch bringing `actual` back to `desired`, or None when nothing drifted.
+
+    Only fields the operator sets are compared (defaults the API server adds
+    are ignored); lists are compared element-wise the same way and replaced
+    whole when they differ. The Deployment's replica count belongs to the
+    autoscaler and is never part of the patch.
+    """
+    patch: JSON = {}
+    for key, want in desired.items():
+        if key in ("apiVersion", "kind", "status"):
+            continue
+        have = actual.get(key)
+        if key == "spec" and desired.get("kind") == "Deployment" and isinstance(want, dict):
+            want = {k: v for k, v in want.items() if k != "replicas"}
+        if isinstance(want, dict) and isinstance(have, dict):
+            if key == "metadata":
+                want = {k: v for k, v in want.items() if k in ("labels", "ownerReferences")}
+            sub = drift_patch(want, have)
+            if sub is not None:
+                patch[key] = sub
+        elif not _covers(have, want):
+            patch[key] = want
+    return patch or None
+
+
+def _covers(have: Any, want: Any) -> bool:
+    """True when `have` contains everything `want` says (server defaults allowed)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(_covers(have.get(k), v) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(have) == len(want)
+            and all(_covers(h, w) for h, w in zip(have, want, strict=True))
+        )
+    if isinstance(want, int) and isinstance(have, str):  # e.g. intOrString
+        return str(want) == have
+    return bool(have == want)

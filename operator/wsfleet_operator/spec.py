@@ -1,0 +1,417 @@
+"""Typed models of the `WebSocketFleet` custom resource (spec and status).
+
+One source of truth: the CRD in `crds/` is generated from these models
+(`python -m wsfleet_operator.crd`). Field names are snake_case in Python and
+camelCase on the wire. Durations are integer seconds (`...Seconds`), rates
+are per second or per minute as named.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "wsfleet.io"
+VERSION = "v1alpha1"
+KIND = "WebSocketFleet"
+PLURAL = "websocketfleets"
+SINGULAR = "websocketfleet"
+SHORT_NAMES = ("wsf",)
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-compatible camelCase form (as stored in Kubernetes)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+class PullPolicy(enum.StrEnum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class Quantities(WireModel):
+    """Kubernetes resource quantities (`250m`, `512Mi`)."""
+
+    cpu: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    memory: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+
+class ResourcesSpec(WireModel):
+    requests: Quantities = Field(default_factory=lambda: Quantities(cpu="250m", memory="256Mi"))
+    limits: Quantities = Field(default_factory=lambda: Quantities(cpu="1", memory="2Gi"))
+
+
+class GatewaySpec(WireModel):
+    """The gateway container."""
+
+    image: str = Field(default="ghcr.io/wsfleet/gateway:0.1.0", min_length=1)
+    image_pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
+    port: int = Field(default=8080, ge=1, le=65535, description="public WebSocket port (/ws)")
+    admin_port: int = Field(
+        default=9090, ge=1, le=65535, description="metrics, /healthz and /readyz"
+    )
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+    extra_env: dict[str, str] = Field(
+        default_factory=dict, description="extra plain env vars (never secrets)"
+    )
+    service_type: str = Field(default="ClusterIP", pattern=r"^(ClusterIP|NodePort|LoadBalancer)$")
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> GatewaySpec:
+        if self.port == self.admin_port:
+            raise ValueError("gateway.port and gateway.adminPort must differ")
+        return self
+
+
+class ReplicasSpec(WireModel):
+    min: int = Field(default=2, ge=1, le=1000)
+    max: int = Field(default=10, ge=1, le=1000)
+
+
+class SecretKeyRef(WireModel):
+    name: str = Field(min_length=1)
+    key: str = Field(default="url", min_length=1)
+
+
+DEFAULT_REDIS_URL = "redis://redis:6379/0"
+
+
+class RedisSpec(WireModel):
+    """Redis URL, inline (no password!) or from a Secret key."""
+
+    url: str | None = Field(default=None, description="redis://host:port/db without credentials")
+    secret_ref: SecretKeyRef | None = None
+
+    def effective_url(self) -> str | None:
+        """The inline URL (or the in-namespace default); None when from a Secret."""
+        if self.secret_ref is not None:
+            return None
+        return self.url or DEFAULT_REDIS_URL
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+DEFAULT_SELECTOR = 'namespace="${namespace}",service="${name}"'
+
+
+class QueriesSpec(WireModel):
+    """PromQL with `${selector}`, `${rateWindow}`, `${namespace}`, `${name}` placeholders.
+
+    Defaults follow the gateway metrics contract (prefix `wsfleet_`).
+    """
+
+    connections: str = "sum(wsfleet_connections{${selector}})"
+    pod_connections: str = "sum by (pod) (wsfleet_connections{${selector}})"
+    switch_latency_p95: str = (
+        "histogram_quantile(0.95, sum by (le) "
+        "(rate(wsfleet_channel_switch_seconds_bucket{${selector}}[${rateWindow}])))"
+    )
+    message_rate: str = "sum(rate(wsfleet_messages_total{${selector}}[${rateWindow}]))"
+    draining: str = "sum(wsfleet_drain_in_progress{${selector}})"
+
+
+class FallbackMode(enum.StrEnum):
+    HOLD = "Hold"
+    """keep the current replica count"""
+    REPLICAS = "Replicas"
+    """go up to `fallbackReplicas` (never down)"""
+
+
+class PrometheusSpec(WireModel):
+    url: str = Field(default="http://prometheus-operated.monitoring.svc:9090", min_length=1)
+    selector: str = Field(default=DEFAULT_SELECTOR, description="label matchers of this fleet")
+    rate_window: str = Field(default="1m", pattern=r"^[0-9]+(ms|s|m|h)$")
+    queries: QueriesSpec = Field(default_factory=QueriesSpec)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    stale_after_seconds: int = Field(
+        default=120, ge=0, le=3600, description="hold the last good metrics this long"
+    )
+    fallback: FallbackMode = FallbackMode.HOLD
+    fallback_replicas: int | None = Field(default=None, ge=1, le=1000)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+class TargetsSpec(WireModel):
+    connections_per_pod: int = Field(
+        default=1000, ge=1, le=100000, description="connection capacity of one pod"
+    )
+    target_utilization: float = Field(
+        default=0.8, gt=0, le=1, description="scale up above this share of capacity"
+    )
+    scale_down_utilization: float = Field(
+        default=0.4, gt=0, le=1, description="scale down only below this share"
+    )
+    switch_latency_p95_ms: float | None = Field(default=500.0, gt=0, le=600000)
+    messages_per_second_per_pod: float | None = Field(default=None, gt=0)
+
+
+# --------------------------------------------------------------------------- behavior
+
+
+class SelectPolicy(enum.StrEnum):
+    MAX = "Max"
+    """allow the larger of the pods and percent limits"""
+    MIN = "Min"
+    """allow the smaller of the two"""
+    DISABLED = "Disabled"
+    """never scale in this direction"""
+
+
+class DirectionBehavior(WireModel):
+    """Stabilization and rate limits of one direction (HPA `behavior`)."""
+
+    stabilization_window_seconds: int = Field(default=0, ge=0, le=3600)
+    max_pods_per_minute: int = Field(default=4, ge=1, le=1000)
+    max_percent_per_minute: int = Field(default=100, ge=1, le=1000)
+    select_policy: SelectPolicy = SelectPolicy.MAX
+
+
+class ScaleDownBehavior(DirectionBehavior):
+    """Scale down after 10 minutes below target, one pod (or 10 %) a minute."""
+
+    stabilization_window_seconds: int = Field(default=600, ge=0, le=86400)
+    max_pods_per_minute: int = Field(default=1, ge=1, le=1000)
+    max_percent_per_minute: int = Field(default=10, ge=1, le=1000)
+
+
+class BehaviorSpec(WireModel):
+    tolerance: float = Field(default=0.1, ge=0, lt=1)
+    scale_up: DirectionBehavior = Field(default_factory=DirectionBehavior)
+    scale_down: ScaleDownBehavior = Field(default_factory=ScaleDownBehavior)
+    interval_seconds: float = Field(default=15.0, ge=0.1, le=600, description="decision timer")
+
+
+# --------------------------------------------------------------------------- gateway limits
+
+
+class LimitsSpec(WireModel):
+    """Passed to every gateway pod as environment."""
+
+    connections_per_user_per_minute: int = Field(default=10, ge=1)
+    free_tier_channels: int = Field(default=3, ge=1)
+    paid_tier_channels: int = Field(default=10, ge=1)
+    max_connections_per_pod: int = Field(default=2000, ge=1, description="node cap (close 4009)")
+    max_message_bytes: int = Field(default=65536, ge=64, le=16 * 1024 * 1024)
+    bandwidth_bytes_per_second: int = Field(default=102400, ge=1024)
+    heartbeat_seconds: int = Field(default=30, ge=1)
+    idle_timeout_seconds: int = Field(default=60, ge=1)
+
+
+class DrainSpec(WireModel):
+    grace_period_seconds: int = Field(default=60, ge=1, le=3600)
+    reconnect_per_second: int = Field(
+        default=200, ge=1, description="reconnect budget per pod while draining"
+    )
+
+
+class CostGuardSpec(WireModel):
+    max_surge_per_window: int = Field(
+        default=8, ge=1, le=1000, description="pods added at most per window"
+    )
+    window_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    pod_hours_per_day: float | None = Field(
+        default=None, gt=0, description="no scale-up once the last 24 h used this many"
+    )
+
+
+# --------------------------------------------------------------------------- forecast
+
+
+class SeasonPrior(WireModel):
+    month: int = Field(ge=1, le=12)
+    multiplier: float = Field(gt=0, le=1000)
+
+
+class PeakHours(WireModel):
+    start_hour: int = Field(ge=0, le=23)
+    end_hour: int = Field(ge=1, le=24, description="exclusive")
+
+
+def _default_priors() -> list[SeasonPrior]:
+    return [
+        SeasonPrior(month=6, multiplier=10.0),
+        SeasonPrior(month=9, multiplier=8.0),
+        SeasonPrior(month=10, multiplier=6.0),
+    ]
+
+
+class ForecastSpec(WireModel):
+    """Settings of the seasonal forecaster (consumed by `forecasting.py`)."""
+
+    enabled: bool = False
+    lead_time_seconds: int = Field(
+        default=900, ge=0, le=7200, description="pre-scale this far ahead of a predicted peak"
+    )
+    timezone: str = Field(default="UTC", min_length=1)
+    season_priors: list[SeasonPrior] = Field(default_factory=_default_priors)
+    peak_hours: list[PeakHours] = Field(
+        default_factory=lambda: [PeakHours(start_hour=18, end_hour=20)]
+    )
+    accuracy_threshold: float = Field(
+        default=0.85, ge=0, le=1, description="below this backtest accuracy the floor is off"
+    )
+    headroom: float = Field(default=0.3, ge=0, le=10, description="burst headroom on top")
+    history_days: int = Field(default=28, ge=1, le=800)
+
+    def season_multiplier(self, month: int) -> float:
+        """The prior multiplier of `month` (1.0 when none is set)."""
+        for prior in self.season_priors:
+            if prior.month == month:
+                return prior.multiplier
+        return 1.0
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class FleetSpec(WireModel):
+    """`spec` of a WebSocketFleet."""
+
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    replicas: ReplicasSpec = Field(default_factory=ReplicasSpec)
+    redis: RedisSpec = Field(default_factory=RedisSpec)
+    prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
+    targets: TargetsSpec = Field(default_factory=TargetsSpec)
+    behavior: BehaviorSpec = Field(default_factory=BehaviorSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    drain: DrainSpec = Field(default_factory=DrainSpec)
+    cost_guard: CostGuardSpec = Field(default_factory=CostGuardSpec)
+    forecast: ForecastSpec = Field(default_factory=ForecastSpec)
+    dry_run: bool = False
+
+    def semantic_errors(self) -> list[str]:
+        """What the schema cannot express; empty when the spec is usable."""
+        errors: list[str] = []
+        if self.replicas.min > self.replicas.max:
+            errors.append(
+                f"replicas.min ({self.replicas.min}) > replicas.max ({self.replicas.max})"
+            )
+        if self.targets.scale_down_utilization >= self.targets.target_utilization:
+            errors.append("targets.scaleDownUtilization must be below targets.targetUtilization")
+        if self.redis.url is not None and self.redis.secret_ref is not None:
+            errors.append("redis: set url or secretRef, not both")
+        if self.redis.url is not None and "@" in self.redis.url:
+            errors.append("redis.url must not carry credentials: use redis.secretRef")
+        if (
+            self.prometheus.fallback is FallbackMode.REPLICAS
+            and self.prometheus.fallback_replicas is None
+        ):
+            errors.append("prometheus.fallback=Replicas needs prometheus.fallbackReplicas")
+        return errors
+
+
+def parse_spec(raw: dict[str, Any] | None) -> FleetSpec:
+    """Parse a wire-format spec (raises `pydantic.ValidationError`)."""
+    return FleetSpec.model_validate(raw or {})
+
+
+# --------------------------------------------------------------------------- status
+
+
+class ConditionType(enum.StrEnum):
+    READY = "Ready"
+    METRICS_AVAILABLE = "MetricsAvailable"
+    SCALING = "Scaling"
+    CAPPED = "Capped"
+    DEGRADED = "Degraded"
+
+
+class Condition(WireModel):
+    type: ConditionType
+    status: str = Field(pattern=r"^(True|False|Unknown)$")
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+
+
+class Mode(enum.StrEnum):
+    """How the last desired count came about (printer column `Mode`)."""
+
+    METRICS = "Metrics"
+    FORECAST = "Forecast"
+    FLOOR = "Floor"
+    CAPPED = "Capped"
+    HOLD = "Hold"
+    FALLBACK = "Fallback"
+    DRY_RUN = "DryRun"
+    INVALID = "Invalid"
+
+
+class ObservedMetrics(WireModel):
+    """What Prometheus said (None = no data)."""
+
+    connections: float | None = None
+    switch_latency_p95_seconds: float | None = None
+    message_rate: float | None = None
+    draining: float | None = None
+    observed_at: float | None = Field(default=None, description="unix time of the query")
+
+
+class Shares(WireModel):
+    """Fractions of the desired count that came from each source (sum 1)."""
+
+    metrics: float = 0.0
+    forecast: float = 0.0
+    floor: float = 0.0
+    cap: float = Field(default=0.0, description="share of the uncapped count cut by caps")
+
+
+class DecisionStatus(WireModel):
+    desired: int
+    current: int
+    reason: str
+    mode: Mode
+    shares: Shares = Field(default_factory=Shares)
+    capped: bool = False
+    capped_by: list[str] = Field(default_factory=list)
+    at: float
+
+
+class ScalingEvent(WireModel):
+    at: float
+    from_replicas: int = Field(alias="from")
+    to_replicas: int = Field(alias="to")
+    reason: str
+    dry_run: bool = False
+
+
+class FleetStatus(WireModel):
+    desired_replicas: int | None = None
+    current_replicas: int | None = None
+    ready_replicas: int | None = None
+    connections: float | None = None
+    p95_switch_ms: float | None = None
+    mode: Mode | None = None
+    observed: ObservedMetrics | None = None
+    last_decision: DecisionStatus | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[ScalingEvent] = Field(default_factory=list)
+    forecast: dict[str, Any] | None = Field(
+        default=None, description="written by the forecaster (accuracy, next peak, floor)"
+    )
+    observed_generation: int | None = None
+
+
+HISTORY_LIMIT = 20

@@ -1,0 +1,54 @@
+"""`python -m wsfleet.bench [--quick]`: run the benchmark suite, write bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from wsfleet.bench.results import summarise, to_markdown, write_results
+from wsfleet.bench.suite import KINDS, SuiteConfig, run_suite
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m wsfleet.bench",
+        description="Run wsfleet's benchmark suite (server pinned to one CPU, load on another) "
+        "and write bench/results/<date>.json and .md.",
+    )
+    parser.add_argument("--quick", action="store_true", help="< 1 minute smoke, one run")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (median)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="results dir")
+    parser.add_argument("--name", default=None, help="file stem (default: the date)")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help="comma-separated server kinds to measure (default: all three)",
+    )
+    args = parser.parse_args(argv)
+    config = (
+        SuiteConfig.tiny() if args.tiny else SuiteConfig.quick() if args.quick else SuiteConfig()
+    )
+    if args.runs is not None:
+        config = dataclasses.replace(config, runs=max(1, args.runs))
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown kinds {sorted(unknown)}; choose from {KINDS}")
+    config = dataclasses.replace(config, kinds=kinds)
+
+    import uvloop
+
+    raw = uvloop.run(run_suite(config))
+    doc = summarise(raw, config, quick=args.quick or args.tiny)
+    paths = write_results(doc, args.out, args.name)
+    print(to_markdown(doc))
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Measurements of one server, driven by the load tool's engine.
+
+Each function measures one figure against a running server and returns plain
+numbers; the suite repeats them, takes medians and compares servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wsfleet.loadtest.connection import LoadConnection
+from wsfleet.loadtest.engine import Engine
+from wsfleet.loadtest.options import ScenarioOptions
+from wsfleet.loadtest.runner import run_scenario
+from wsfleet.loadtest.scenarios import _coordinator, record_delivery
+
+LONG = 3600.0
+
+
+def bench_options(**values: object) -> ScenarioOptions:
+    opts = ScenarioOptions(duration_s=LONG, max_requests=10**12, connect_concurrency=64)
+    for key, value in values.items():
+        setattr(opts, key, value)
+    return opts
+
+
+async def settled_rss(read_rss: Callable[[], int], timeout_s: float = 5.0) -> int:
+    """RSS once it stops moving (two reads 0.25 s apart within 1 %), bounded."""
+    deadline = time.monotonic() + timeout_s
+    last = read_rss()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        now = read_rss()
+        if abs(now - last) <= 0.01 * max(last, 1):
+            return now
+        last = now
+    return last
+
+
+@dataclass
+class IdleFleet:
+    """Connections left open after `open_idle`, reused by the switch figure."""
+
+    engine: Engine
+    conns: list[LoadConnection] = field(default_factory=list)
+
+
+async def open_idle(
+    url: str, count: int, read_rss: Callable[[], int]
+) -> tuple[dict[str, float], IdleFleet]:
+    """Open `count` idle connections: connect rate and server memory per connection."""
+    engine = Engine(url, bench_options())
+    warm = await engine.open_many(20)  # first connections load code paths, not per-conn memory
+    for conn in warm:
+        engine.close(conn)
+    await engine.close_all()
+    before = await settled_rss(read_rss)
+    started = time.perf_counter()
+    conns = await engine.open_many(count)
+    span = time.perf_counter() - started
+    after = await settled_rss(read_rss)
+    opened = len(conns)
+    figures = {
+        "opened": float(opened),
+        "connect_per_s": opened / span if span > 0 else 0.0,
+        "idle_kb_per_conn": (after - before) / opened / 1024.0 if opened else float("nan"),
+    }
+    return figures, IdleFleet(engine, conns)
+
+
+async def switch_under_load(
+    fleet: IdleFleet,
+    background_dps: float,
+    switchers: int,
+    duration_s: float,
+    subscribers_per_channel: int = 100,
+    think_s: float = 0.01,
+) -> dict[str, float]:
+    """Switch latency of `switchers` clients while `background_dps` deliveries/s flow."""
+    engine = fleet.engine
+    stats = engine.stats
+    pool = list(fleet.conns)
+    channels = max(1, min(20, len(pool) // (2 * subscribers_per_channel)))
+    subs = min(subscribers_per_channel, max(1, (len(pool) - switchers) // channels))
+    rate = background_dps / (channels * subs)
+    subscribers = pool[: channels * subs]
+    movers = pool[channels * subs : channels * subs + switchers]
+    await asyncio.gather(
+        *(
+            engine.call(conn, "subscribe", channel=f"bg-{i % channels}")
+            for i, conn in enumerate(subscribers)
+        )
+    )
+    for mover_index, conn in enumerate(movers):
+        await engine.call(conn, "subscribe", channel=f"sw-{mover_index}-0")
+    engine.options.publish_rate = rate
+    engine.deadline = time.perf_counter() + duration_s
+    switch = stats.latency("switch")
+    switch_before = switch.count
+    delivered_before = stats.delivered
+    started = time.perf_counter()
+
+    async def mover(index: int, conn: LoadConnection) -> None:
+        current = 0
+        while not engine.should_stop():
+            nxt = (current + 1) % 15
+            await engine.call(
+                conn, "switch", **{"from": f"sw-{index}-{current}", "to": f"sw-{index}-{nxt}"}
+            )
+            current = nxt
+            await engine.pause(think_s)
+
+    async with asyncio.TaskGroup() as group:
+        for i in range(channels):
+            group.create_task(_coordinator(engine, f"bg-{i}", i, lambda: 0))
+        for i, conn in enumerate(movers):
+            group.create_task(mover(i, conn))
+    span = time.perf_counter() - started
+    fresh = switch.samples[switch_before:] if switch.count <= switch.cap else switch.samples
+    ordered = sorted(fresh)
+    return {
+        "switch_p50_ms": ordered[len(ordered) // 2] * 1e3 if ordered else float("nan"),
+        "switch_p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3
+        if ordered
+        else float("nan"),
+        "switches": float(len(ordered)),
+        "background_dps": (stats.delivered - delivered_before) / span if span > 0 else 0.0,
+    }
+
+
+async def fanout(url: str, subscribers: int, messages: int, window: int = 8) -> dict[str, float]:
+    """Deliveries per second of one channel to `subscribers` (publishes pipelined)."""
+    engine = Engine(url, bench_options())
+    try:
+        subs = await engine.open_many(subscribers)
+        await asyncio.gather(*(engine.call(c, "subscribe", channel="fanout") for c in subs))
+        publisher = await engine.open()
+        if publisher is None or not subs:
+            return {"deliveries_per_s": float("nan")}
+        expected = messages * len(subs)
+        stats = engine.stats
+        base = stats.delivered
+        started = time.perf_counter()
+        in_flight: set[asyncio.Future[dict[str, object]]] = set()
+        for seq in range(messages):
+            while len(in_flight) >= window:
+                _done, in_flight = await asyncio.wait(
+                    in_flight, return_when=asyncio.FIRST_COMPLETED
+                )
+            in_flight.add(publisher.request("publish", {"channel": "fanout", "data": {"s": seq}}))
+        deadline = time.perf_counter() + 60.0
+        while stats.delivered - base < expected and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        span = time.perf_counter() - started
+        got = stats.delivered - base
+        return {
+            "deliveries_per_s": got / span if span > 0 else 0.0,
+            "delivered_share": got / expected if expected else 0.0,
+        }
+    finally:
+        await engine.close_all()
+
+
+async def delivery_latency(
+    publish_url: str, subscribe_url: str, subscribers: int, rate: float, duration_s: float
+) -> dict[str, float]:
+    """Publish-to-delivery latency per recipient (publisher and subscribers may differ)."""
+    sub_engine = Engine(subscribe_url, bench_options())
+    pub_engine = Engine(publish_url, bench_options(publish_rate=rate))
+    try:
+        subs = await sub_engine.open_many(subscribers)
+        on_message = record_delivery(sub_engine)
+        for conn in subs:
+            conn.on_message = on_message
+        await asyncio.gather(*(sub_engine.call(c, "subscribe", channel="latency") for c in subs))
+        pub_engine.deadline = time.perf_counter() + duration_s
+        await _coordinator(pub_engine, "latency", 0, lambda: 0)
+        deadline = time.perf_counter() + 5.0
+        expected = pub_engine.stats.published * len(subs)
+        while sub_engine.stats.delivered < expected and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        summary = sub_engine.stats.latency("delivery").summary()
+        return {
+            "delivery_p50_ms": float(summary["p50_ms"] or float("nan")),
+            "delivery_p99_ms": float(summary["p99_ms"] or float("nan")),
+            "lost": float(max(0, expected - sub_engine.stats.delivered)),
+        }
+    finally:
+        await sub_engine.close_all()
+        await pub_engine.close_all()
+
+
+_CACHE_LINE = re.compile(r"^wsfleet_cache_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
+
+
+def cache_counts(metrics_text: str) -> dict[str, float] | None:
+    """hit / total from `wsfleet_cache_requests_total{layer,result}`; None when absent."""
+    hits = total = 0.0
+    found = False
+    for labels, value in _CACHE_LINE.findall(metrics_text):
+        found = True
+        total += float(value)
+        if 'result="hit"' in labels:
+            hits += float(value)
+    return {"hit": hits, "total": total} if found else None
+
+
+def fetch_metrics(admin_url: str) -> str:
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=5) as resp:
+        body: bytes = resp.read()
+    return body.decode()
+
+
+async def photographer_cache_ratio(
+    url: str, admin_url: str | None, users: int, duration_s: float
+) -> dict[str, float | str]:
+    """Cache hit ratio of the photographer scenario (from the gateway's metrics)."""
+    if admin_url is None:
+        return {"status": "not measured: no admin endpoint"}
+    before = cache_counts(await asyncio.to_thread(fetch_metrics, admin_url))
+    await run_scenario(
+        "photographer",
+        url,
+        ScenarioOptions(connections=users, duration_s=duration_s, think_time_s=0.05, seed=7),
+    )
+    after = cache_counts(await asyncio.to_thread(fetch_metrics, admin_url))
+    if before is None or after is None:
+        return {"status": "not measured: the gateway serves no wsfleet_cache_requests_total"}
+    total = after["total"] - before["total"]
+    if total <= 0:
+        return {"status": "not measured: no cache requests during the scenario"}
+    return {"status": "measured", "hit_ratio": (after["hit"] - before["hit"]) / total}

@@ -1,0 +1,215 @@
+"""Results of a suite run: medians, ratios against the baselines, JSON and markdown."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+import subprocess
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from wsfleet.bench.servers import BASELINE, GATEWAY, GATEWAY_OFF
+from wsfleet.bench.suite import SuiteConfig, median_of
+
+SCHEMA_ID = "wsfleet.bench/v1"
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    better: str  # "lower" or "higher"
+    target: tuple[str, float] | None = None
+    baseline_key: str | None = None
+    """Key of the baselines' comparable figure when it differs (cross-pod vs same node)."""
+
+
+def figure_table(config: SuiteConfig) -> list[Figure]:
+    n = f"{config.idle_connections:,}"
+    return [
+        Figure("idle_kb_per_conn", f"idle memory per connection at {n}", "KB", "lower", ("<=", 16)),
+        Figure("connect_per_s", f"connect rate (to {n})", "conn/s", "higher"),
+        Figure(
+            "deliveries_per_s",
+            f"fan-out to {config.fanout_subscribers:,} subscribers",
+            "deliveries/s",
+            "higher",
+            (">=", 150_000),
+        ),
+        Figure(
+            "switch_p50_ms",
+            f"switch p50 at {n} conns, {config.background_dps:,.0f} deliveries/s",
+            "ms",
+            "lower",
+        ),
+        Figure(
+            "switch_p99_ms",
+            f"switch p99 at {n} conns, {config.background_dps:,.0f} deliveries/s",
+            "ms",
+            "lower",
+            ("<=", 5),
+        ),
+        Figure("background_dps", "background deliveries/s achieved", "deliveries/s", "higher"),
+        Figure("delivery_p50_ms", "publish-to-delivery p50, same node", "ms", "lower"),
+        Figure("delivery_p99_ms", "publish-to-delivery p99, same node", "ms", "lower"),
+        Figure(
+            "crosspod_delivery_p50_ms",
+            "cross-pod delivery p50 via Redis (baselines: same node)",
+            "ms",
+            "lower",
+            baseline_key="delivery_p50_ms",
+        ),
+        Figure(
+            "crosspod_delivery_p99_ms",
+            "cross-pod delivery p99 via Redis (baselines: same node)",
+            "ms",
+            "lower",
+            baseline_key="delivery_p99_ms",
+        ),
+        Figure("cache_hit_ratio", "photographer cache hit ratio", "ratio", "higher"),
+    ]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip()
+
+
+def provenance() -> dict[str, Any]:
+    """What was measured: commit (and whether the tree had changes), version, machine."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    try:
+        version = metadata.version("wsfleet")
+    except metadata.PackageNotFoundError:
+        version = None
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+        "version": version,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+    }
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and not math.isnan(value):
+        return float(value)
+    return None
+
+
+def summarise(raw: dict[str, Any], config: SuiteConfig, quick: bool) -> dict[str, Any]:
+    """The results document: per figure, per server kind, the runs and their median."""
+    runs: list[dict[str, dict[str, Any]]] = raw["runs"]
+    doc_figures: dict[str, Any] = {}
+    for fig in figure_table(config):
+        values: dict[str, Any] = {}
+        for kind in (BASELINE, GATEWAY_OFF, GATEWAY):
+            key = fig.key if kind == GATEWAY else (fig.baseline_key or fig.key)
+            series = [_num(run.get(kind, {}).get(key)) for run in runs]
+            clean = [v for v in series if v is not None]
+            values[kind] = {
+                "runs": series,
+                "median": median_of(clean) if clean else None,
+            }
+        if values[GATEWAY]["median"] is not None:
+            values[GATEWAY]["median"] = round(values[GATEWAY]["median"], 4)
+        ratios: dict[str, float | None] = {}
+        gw = values[GATEWAY]["median"]
+        for base in (BASELINE, GATEWAY_OFF):
+            ref = values[base]["median"]
+            ratios[f"gateway/{base}"] = round(gw / ref, 3) if gw is not None and ref else None
+        off, ref = values[GATEWAY_OFF]["median"], values[BASELINE]["median"]
+        ratios["gateway-off/baseline"] = round(off / ref, 3) if off is not None and ref else None
+        verdict = None
+        if fig.target is not None and gw is not None:
+            op, bound = fig.target
+            verdict = gw <= bound if op == "<=" else gw >= bound
+        doc_figures[fig.key] = {
+            "label": fig.label,
+            "unit": fig.unit,
+            "better": fig.better,
+            "target": f"{fig.target[0]} {fig.target[1]:g}" if fig.target else None,
+            "meets_target": verdict,
+            "values": values,
+            "ratios": ratios,
+        }
+    cache_status = [run.get(GATEWAY, {}).get("cache_status") for run in runs]
+    return {
+        "schema": SCHEMA_ID,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "provenance": provenance(),
+        "pinning": raw.get("pinning"),
+        "elapsed_s": raw.get("elapsed_s"),
+        "config": asdict(config),
+        "figures": doc_figures,
+        "cache_status": next((s for s in cache_status if s), "not measured"),
+        "raw_runs": runs,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def to_markdown(doc: dict[str, Any]) -> str:
+    prov = doc["provenance"]
+    lines = [
+        f"# wsfleet benchmark results ({doc['date']}{', quick' if doc['quick'] else ''})",
+        "",
+        f"Commit `{prov['commit']}`{' (uncommitted changes)' if prov['dirty'] else ''}, "
+        f"wsfleet {prov['version']}, Python {prov['python']}, {prov['machine']}. "
+        f"Server CPU {doc['pinning']['server_cpu']}, load CPU {doc['pinning']['load_cpu']}; "
+        f"{doc['config']['runs']} run(s), medians; {doc['elapsed_s']} s.",
+        "",
+        "| figure | unit | baseline (plain picows) | gateway, features off | gateway | "
+        "gateway / baseline | gateway / off | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for fig in doc["figures"].values():
+        v, r = fig["values"], fig["ratios"]
+        target = fig["target"] or ""
+        if fig["meets_target"] is not None:
+            target += " ✅" if fig["meets_target"] else " ❌"
+        lines.append(
+            f"| {fig['label']} | {fig['unit']} | {_fmt(v[BASELINE]['median'])} | "
+            f"{_fmt(v[GATEWAY_OFF]['median'])} | {_fmt(v[GATEWAY]['median'])} | "
+            f"{_fmt(r['gateway/baseline'])} | {_fmt(r['gateway/gateway-off'])} | {target} |"
+        )
+    lines += [
+        "",
+        f"Cache: {doc['cache_status']}.",
+        "Ratios are gateway value / baseline value: above 1 is better for rates, worse for "
+        "memory and latency. The gateway column has its features on (Redis broker, API key); "
+        "features off is the embedded in-memory broker.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_results(doc: dict[str, Any], out_dir: Path, name: str | None = None) -> list[Path]:
+    """Write ``<date>.json`` and ``<date>.md`` (``<date>-quick`` for quick runs)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = name or dt.date.today().isoformat() + ("-quick" if doc["quick"] else "")
+    json_path = out_dir / f"{stem}.json"
+    md_path = out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+    md_path.write_text(to_markdown(doc))
+    return [json_path, md_path]

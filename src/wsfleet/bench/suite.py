@@ -1,0 +1,220 @@
+"""The benchmark suite: every figure for every server kind, several runs, medians.
+
+Server processes run pinned to one CPU and this (load) process to another, so
+the server's figures are not bent by the load tool competing for its core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wsfleet.bench import figures
+from wsfleet.bench.servers import (
+    BASELINE,
+    GATEWAY,
+    GATEWAY_OFF,
+    ServerProcess,
+    gateway_server,
+    reference_server,
+    usable_cpus,
+)
+from wsfleet.services import RedisServer
+
+KINDS = (BASELINE, GATEWAY_OFF, GATEWAY)
+BENCH_API_KEY = "bench-api-key"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SuiteConfig:
+    """Sizes of every figure (full suite by default; `quick()` for a smoke run)."""
+
+    idle_connections: int = 10_000
+    background_dps: float = 20_000.0
+    switchers: int = 20
+    switch_duration_s: float = 8.0
+    fanout_subscribers: int = 1_000
+    fanout_messages: int = 600
+    latency_subscribers: int = 100
+    latency_rate: float = 50.0
+    latency_duration_s: float = 4.0
+    photographer_users: int = 200
+    photographer_duration_s: float = 8.0
+    runs: int = 3
+    kinds: tuple[str, ...] = KINDS
+
+    @classmethod
+    def quick(cls) -> SuiteConfig:
+        """A < 1 minute smoke of the whole suite (numbers indicative only)."""
+        return cls(
+            idle_connections=1_000,
+            background_dps=2_000.0,
+            switchers=5,
+            switch_duration_s=2.0,
+            fanout_subscribers=200,
+            fanout_messages=100,
+            latency_subscribers=20,
+            latency_rate=20.0,
+            latency_duration_s=1.5,
+            photographer_users=20,
+            photographer_duration_s=2.0,
+            runs=1,
+        )
+
+    @classmethod
+    def tiny(cls) -> SuiteConfig:
+        """The smallest sizes that still exercise every figure (used by the tests)."""
+        return dataclasses.replace(
+            cls.quick(),
+            idle_connections=100,
+            background_dps=500.0,
+            switch_duration_s=1.0,
+            fanout_subscribers=50,
+            fanout_messages=20,
+            latency_subscribers=5,
+            latency_duration_s=0.5,
+            photographer_users=5,
+            photographer_duration_s=1.0,
+        )
+
+
+def cpu_plan() -> tuple[int | None, int | None]:
+    """(server CPU, load CPU): the first two usable CPUs, or no pinning on one CPU."""
+    cpus = usable_cpus()
+    if len(cpus) < 2:
+        return None, None
+    return cpus[0], cpus[1]
+
+
+def start_server(kind: str, cpu: int | None, redis_url: str | None) -> ServerProcess:
+    if kind == BASELINE:
+        return reference_server(cpu=cpu).start()
+    if kind == GATEWAY_OFF:
+        return gateway_server(cpu=cpu, kind=GATEWAY_OFF).start()
+    return gateway_server(cpu=cpu, redis_url=redis_url, api_key=BENCH_API_KEY).start()
+
+
+def start_redis(cpu: int | None) -> RedisServer:
+    redis = RedisServer().start()
+    if cpu is not None and redis.proc is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(redis.proc.pid, {cpu})
+    return redis
+
+
+async def measure_server(
+    kind: str, config: SuiteConfig, cpu: int | None, redis_url: str | None, log: Log
+) -> dict[str, float | str]:
+    """All single-server figures of one kind, in one server process."""
+    server = await asyncio.to_thread(start_server, kind, cpu, redis_url)
+    out: dict[str, float | str] = {}
+    try:
+        log(f"  {kind}: {config.idle_connections} idle connections")
+        idle, fleet = await figures.open_idle(server.ws_url, config.idle_connections, server.rss)
+        out.update(idle)
+        try:
+            log(f"  {kind}: switch latency under {config.background_dps:.0f} deliveries/s")
+            out.update(
+                await figures.switch_under_load(
+                    fleet, config.background_dps, config.switchers, config.switch_duration_s
+                )
+            )
+        finally:
+            await fleet.engine.close_all()
+        log(f"  {kind}: fan-out to {config.fanout_subscribers} subscribers")
+        out.update(
+            await figures.fanout(server.ws_url, config.fanout_subscribers, config.fanout_messages)
+        )
+        log(f"  {kind}: same-node delivery latency")
+        out.update(
+            await figures.delivery_latency(
+                server.ws_url,
+                server.ws_url,
+                config.latency_subscribers,
+                config.latency_rate,
+                config.latency_duration_s,
+            )
+        )
+        if kind == GATEWAY:
+            log(f"  {kind}: photographer cache hit ratio")
+            cache = await figures.photographer_cache_ratio(
+                server.ws_url,
+                server.admin_url,
+                config.photographer_users,
+                config.photographer_duration_s,
+            )
+            out["cache_status"] = str(cache["status"])
+            if "hit_ratio" in cache:
+                out["cache_hit_ratio"] = float(cache["hit_ratio"])
+    finally:
+        await asyncio.to_thread(server.stop)
+    return out
+
+
+async def measure_cross_pod(
+    config: SuiteConfig, cpu: int | None, redis_url: str, log: Log
+) -> dict[str, float]:
+    """Publish on gateway A, deliver on gateway B, through one real Redis."""
+    log("  cross-pod: two gateways through Redis")
+    a = await asyncio.to_thread(start_server, GATEWAY, cpu, redis_url)
+    try:
+        b = await asyncio.to_thread(start_server, GATEWAY, cpu, redis_url)
+        try:
+            result = await figures.delivery_latency(
+                a.ws_url,
+                b.ws_url,
+                config.latency_subscribers,
+                config.latency_rate,
+                config.latency_duration_s,
+            )
+        finally:
+            await asyncio.to_thread(b.stop)
+    finally:
+        await asyncio.to_thread(a.stop)
+    return {f"crosspod_{k}": v for k, v in result.items()}
+
+
+async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, Any]:
+    """Every run of every figure: ``{"runs": [{kind: {figure: value}}], ...}``."""
+    say: Log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    server_cpu, load_cpu = cpu_plan()
+    if load_cpu is not None:
+        os.sched_setaffinity(0, {load_cpu})
+    redis = await asyncio.to_thread(start_redis, server_cpu)
+    runs: list[dict[str, dict[str, float | str]]] = []
+    started = time.perf_counter()
+    try:
+        for run in range(config.runs):
+            say(f"run {run + 1}/{config.runs}")
+            figures_by_kind: dict[str, dict[str, float | str]] = {}
+            for kind in config.kinds:
+                figures_by_kind[kind] = await measure_server(
+                    kind, config, server_cpu, redis.url, say
+                )
+            if GATEWAY in config.kinds:
+                cross = await measure_cross_pod(config, server_cpu, redis.url, say)
+                figures_by_kind[GATEWAY].update(cross)
+            runs.append(figures_by_kind)
+    finally:
+        await asyncio.to_thread(redis.stop)
+    return {
+        "runs": runs,
+        "elapsed_s": round(time.perf_counter() - started, 1),
+        "pinning": {"server_cpu": server_cpu, "load_cpu": load_cpu},
+    }
+
+
+def median_of(values: list[float]) -> float:
+    clean = [v for v in values if isinstance(v, int | float) and not math.isnan(v)]
+    return statistics.median(clean) if clean else float("nan")

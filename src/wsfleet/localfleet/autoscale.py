@@ -1,0 +1,87 @@
+"""Run the operator's own autoscaler against the local scale target.
+
+The decision logic is the operator's (`wsfleet_operator`): the same pure
+decision function, fed by the same PromQL from our local Prometheus. Here is
+only the wiring and the timer loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any, Protocol
+
+import structlog
+from wsfleet_operator.spec import FleetSpec
+
+from wsfleet.localfleet.manifest import FleetManifest
+from wsfleet.localfleet.target import LocalProcessTarget
+
+log = structlog.get_logger("wsfleet.localfleet")
+
+
+class AutoscalerUnavailableError(RuntimeError):
+    """The operator's autoscaler is not part of this build."""
+
+
+class Autoscaling(Protocol):
+    """What the loop drives: one decision per tick, then cleanup."""
+
+    async def tick(self, now: float) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class _OperatorAutoscaling:
+    """Adapts `wsfleet_operator`'s Autoscaler (sync or async tick) to `Autoscaling`."""
+
+    def __init__(self, autoscaler: Any, closers: list[Any]) -> None:
+        self.autoscaler = autoscaler
+        self.closers = closers
+
+    async def tick(self, now: float) -> Any:
+        result = self.autoscaler.tick(now)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def close(self) -> None:
+        for closer in self.closers:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+
+
+def build_autoscaler(
+    spec: FleetSpec, target: LocalProcessTarget, manifest: FleetManifest
+) -> Autoscaling:
+    """The operator's Autoscaler reading our Prometheus and scaling `target`."""
+    try:
+        from wsfleet_operator.autoscaler import Autoscaler
+        from wsfleet_operator.prometheus import PrometheusClient, PrometheusMetricsSource
+    except ImportError as exc:  # pragma: no cover - the operator ships in this package
+        raise AutoscalerUnavailableError(f"the operator's autoscaler is missing: {exc}") from exc
+    client = PrometheusClient(spec.prometheus.url, spec.prometheus.timeout_seconds)
+    source = PrometheusMetricsSource(
+        client, lambda: spec, manifest.namespace, manifest.name, pod_label="pod"
+    )
+    autoscaler = Autoscaler(
+        spec, target, source, None, name=manifest.name, namespace=manifest.namespace
+    )
+    return _OperatorAutoscaling(autoscaler, [client.close])
+
+
+async def run_autoscaler(autoscaling: Autoscaling, interval_s: float) -> None:
+    """Tick every `interval_s` until cancelled; a failing tick is logged, not fatal."""
+    while True:
+        started = time.monotonic()
+        try:
+            decision = await autoscaling.tick(time.time())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("autoscale_tick_failed", error=str(exc))
+        else:
+            log.debug("autoscale_tick", decision=repr(decision))
+        await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))

@@ -1,0 +1,164 @@
+"""`wsfleet up -f FLEET.yaml`: run a WebSocketFleet manifest on this machine.
+
+Ctrl-C (or SIGTERM) stops everything it started; a second Ctrl-C stops the
+gateways at once instead of letting them close their connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wsfleet.localfleet.fleet import FleetOptions, LocalFleet
+from wsfleet.localfleet.load import LoadUnavailableError, run_load
+from wsfleet.localfleet.manifest import ManifestError, Overrides, load_manifest
+from wsfleet.services import MissingBinaryError
+
+log = structlog.get_logger("wsfleet.localfleet")
+
+
+class UpSettings(BaseSettings):
+    """Defaults of `wsfleet up` from ``WSFLEET_UP_*`` env (flags win)."""
+
+    model_config = SettingsConfigDict(env_prefix="WSFLEET_UP_", extra="ignore")
+
+    interval_s: float | None = Field(default=None, gt=0)
+    """Autoscaler interval in seconds (manifest: behavior.intervalSeconds)."""
+    scale_up_window_s: int | None = Field(default=None, ge=0)
+    """Scale-up stabilization window in seconds."""
+    scale_down_window_s: int | None = Field(default=None, ge=0)
+    """Scale-down stabilization window in seconds."""
+    drain_grace_s: int | None = Field(default=None, ge=1)
+    """Drain grace period of each gateway in seconds."""
+    scrape_interval_s: float = Field(default=1.0, gt=0)
+    """Prometheus scrape interval in seconds."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="run a WebSocketFleet manifest on this machine (Redis, Prometheus, gateways)",
+        description=__doc__,
+    )
+    parser.add_argument("-f", "--file", required=True, type=Path, help="WebSocketFleet YAML")
+    parser.add_argument("--port", type=int, default=None, help="public port (default: manifest)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--replicas", type=int, default=None, help="gateways to start with")
+    parser.add_argument("--load", default=None, help="drive a built-in load scenario")
+    parser.add_argument("--no-autoscale", action="store_true", help="keep --replicas fixed")
+    parser.add_argument("--interval", type=float, default=None, help="autoscaler interval, s")
+    parser.add_argument("--scale-up-window", type=int, default=None, help="seconds")
+    parser.add_argument("--scale-down-window", type=int, default=None, help="seconds")
+    parser.add_argument("--drain-grace", type=int, default=None, help="seconds")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs and data here")
+    parser.set_defaults(func=run)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions:
+    overrides = Overrides(
+        interval_s=_first(args.interval, settings.interval_s),
+        scale_up_window_s=_first(args.scale_up_window, settings.scale_up_window_s),
+        scale_down_window_s=_first(args.scale_down_window, settings.scale_down_window_s),
+        drain_grace_s=_first(args.drain_grace, settings.drain_grace_s),
+    )
+    return FleetOptions(
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        autoscale=not args.no_autoscale,
+        overrides=overrides,
+        scrape_interval_s=settings.scrape_interval_s,
+        workdir=args.workdir,
+    )
+
+
+def _configure_logging() -> None:
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def serve(args: argparse.Namespace, options: FleetOptions) -> int:
+    manifest = load_manifest(args.file)
+    fleet = LocalFleet(manifest, options, notify=say)
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            say("stopping: draining gateways, then Prometheus and Redis (Ctrl-C again: now)")
+            stop.set()
+        elif fleet.supervisor is not None:
+            for gateway in fleet.gateways():
+                fleet.supervisor.kill(gateway)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    load_task: asyncio.Task[None] | None = None
+    try:
+        starting = asyncio.create_task(fleet.start())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return 130
+        stopped.cancel()
+        starting.result()
+        say(fleet.summary())
+        if args.load:
+            load_task = asyncio.create_task(run_load(args.load, fleet.ws_url, say))
+        say("Ready. Stop with Ctrl-C.")
+        await stop.wait()
+        return 0
+    finally:
+        if load_task is not None:
+            load_task.cancel()
+            await asyncio.gather(load_task, return_exceptions=True)
+        await fleet.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        say("stopped: nothing left running")
+
+
+def run(args: argparse.Namespace) -> int:
+    _configure_logging()
+    try:
+        options = options_from(args, UpSettings())
+        if args.load:
+            from wsfleet.localfleet.load import check_load
+
+            check_load(args.load)
+        return asyncio.run(serve(args, options))
+    except (ManifestError, MissingBinaryError, LoadUnavailableError) as exc:
+        print(f"wsfleet up: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,240 @@
+"""The local fleet: Redis, Prometheus, gateways and the autoscaler loop, as one unit.
+
+`LocalFleet` starts everything in order, keeps Prometheus' file_sd target list
+in step with the gateways, runs the operator's autoscaler on its interval and
+stops everything it started, in reverse order, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+import aiohttp
+import structlog
+
+from wsfleet.localfleet.autoscale import (
+    AutoscalerUnavailableError,
+    Autoscaling,
+    build_autoscaler,
+    run_autoscaler,
+)
+from wsfleet.localfleet.manifest import (
+    FleetManifest,
+    Overrides,
+    gateway_env,
+    localize,
+    target_labels,
+)
+from wsfleet.localfleet.supervisor import Gateway, GatewaySupervisor, SupervisorConfig
+from wsfleet.localfleet.target import LocalProcessTarget
+from wsfleet.services import PrometheusServer, RedisServer, find_binary, free_port
+
+log = structlog.get_logger("wsfleet.localfleet")
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """How to run a manifest locally. Times in seconds."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    """Public port; None: the manifest's gateway.port; 0: any free port."""
+    replicas: int | None = None
+    """Gateways to start with (clamped to the manifest's min/max); None: min."""
+    autoscale: bool = True
+    overrides: Overrides = field(default_factory=Overrides)
+    scrape_interval_s: float = 1.0
+    workdir: Path | None = None
+    """Where logs and data go; None: a temporary directory removed on stop."""
+    ready_timeout_s: float = 60.0
+    stop_timeout_s: float = 10.0
+    api_key: str | None = None
+    """Admin API key of the gateways; None: a random one."""
+
+
+def _known_gateway_settings() -> dict[str, object] | None:
+    try:
+        from wsfleet_gateway.settings import GatewaySettings
+    except ImportError:  # pragma: no cover - the gateway is part of this package
+        return None
+    return dict(GatewaySettings.model_fields)
+
+
+class LocalFleet:
+    """A WebSocketFleet manifest running on this machine."""
+
+    def __init__(
+        self,
+        manifest: FleetManifest,
+        options: FleetOptions | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.options = options or FleetOptions()
+        self.notify = notify or (lambda _line: None)
+        self.api_key = self.options.api_key or secrets.token_urlsafe(16)
+        self.redis: RedisServer | None = None
+        self.prometheus: PrometheusServer | None = None
+        self.supervisor: GatewaySupervisor | None = None
+        self.target: LocalProcessTarget | None = None
+        self.autoscaling: Autoscaling | None = None
+        self.port = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._own_workdir = self.options.workdir is None
+        self.workdir = self.options.workdir or Path(tempfile.mkdtemp(prefix="wsfleet-up-"))
+        self.spec = localize(manifest, "http://unset", self.options.overrides)
+
+    # -- addresses ---------------------------------------------------------
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.options.host}:{self.port}/ws"
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.prometheus.url if self.prometheus else ""
+
+    def gateways(self) -> list[Gateway]:
+        return list(self.supervisor.gateways.values()) if self.supervisor else []
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        """Start Redis, Prometheus, the initial gateways and the loops."""
+        find_binary("redis-server", "redis-server")  # fail fast, before anything starts
+        find_binary("prometheus", "prometheus")
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        requested = self.manifest.spec.gateway.port if self.options.port is None else None
+        self.port = self.options.port or requested or free_port(self.options.host)
+        redis_dir = self.workdir / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        self.redis = RedisServer(workdir=redis_dir)
+        self.redis.start()
+        prom_dir = self.workdir / "prometheus"
+        prom_dir.mkdir(exist_ok=True)
+        self.prometheus = PrometheusServer(
+            workdir=prom_dir, scrape_interval_s=self.options.scrape_interval_s
+        )
+        self.prometheus.start()
+        self.spec = localize(self.manifest, self.prometheus.url, self.options.overrides)
+        self._session = aiohttp.ClientSession()
+        env = gateway_env(self.spec, _known_gateway_settings())
+        env["WSFLEET_API_KEY"] = self.api_key
+        config = SupervisorConfig(
+            port=self.port,
+            host=self.options.host,
+            workdir=self.workdir / "logs",
+            redis_url=self.redis.url,
+            env=env,
+            ready_timeout_s=self.options.ready_timeout_s,
+            drain_timeout_s=self.spec.drain.grace_period_seconds + 15.0,
+            stop_timeout_s=self.options.stop_timeout_s,
+        )
+        self.supervisor = GatewaySupervisor(config, self._session, on_change=self._write_targets)
+        self.target = LocalProcessTarget(
+            self.supervisor, config.drain_timeout_s, notify=self.notify
+        )
+        replicas = self.options.replicas or self.spec.replicas.min
+        replicas = max(self.spec.replicas.min, min(self.spec.replicas.max, replicas))
+        await self.supervisor.scale_up_to(replicas)
+        self._tasks.append(asyncio.create_task(self.supervisor.supervise(), name="supervise"))
+        if self.options.autoscale:
+            try:
+                self.autoscaling = build_autoscaler(self.spec, self.target, self.manifest)
+            except AutoscalerUnavailableError as exc:
+                log.warning("autoscaler_unavailable", error=str(exc))
+                self.notify(f"autoscaler unavailable ({exc}): the fleet stays at {replicas}")
+                return
+            self._tasks.append(
+                asyncio.create_task(
+                    run_autoscaler(self.autoscaling, self.spec.behavior.interval_seconds),
+                    name="autoscale",
+                )
+            )
+
+    def _write_targets(self, gateways: list[Gateway]) -> None:
+        """Rewrite Prometheus' file_sd list: every live gateway, draining included."""
+        if self.prometheus is None or self.prometheus.workdir is None:
+            return
+        groups = [
+            {"targets": [g.admin_address], "labels": target_labels(self.manifest, g.name)}
+            for g in gateways
+            if g.state.value in ("ready", "draining")
+        ]
+        path = self.prometheus.targets_file
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(path)
+
+    async def stop(self) -> None:
+        """Stop everything started, in reverse order; safe to call twice."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.autoscaling is not None:
+            await self.autoscaling.close()
+            self.autoscaling = None
+        if self.supervisor is not None:
+            await self.supervisor.stop_all()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self.prometheus is not None:
+            await asyncio.to_thread(self.prometheus.stop)
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.stop)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- reporting ---------------------------------------------------------
+    def summary(self) -> str:
+        spec = self.spec
+        lines = [
+            f"wsfleet local fleet {self.manifest.name!r}"
+            + (f" from {self.manifest.path}" if self.manifest.path else ""),
+            f"  WebSocket   {self.ws_url}  (gateways share the port with SO_REUSEPORT)",
+            f"  Prometheus  {self.prometheus_url}",
+            f"  Redis       {self.redis.url if self.redis else '-'}",
+            f"  Admin API   POST /api/publish with 'Authorization: Bearer {self.api_key}'",
+            "  Gateways:",
+        ]
+        for g in self.gateways():
+            lines.append(
+                f"    {g.name}  pid {g.pid}  {g.state.value:<8}  admin {g.admin_url}"
+                "  (/metrics /healthz /readyz)"
+            )
+        scaler = (
+            f"replicas {spec.replicas.min}..{spec.replicas.max}, "
+            f"{spec.targets.connections_per_pod} connections/pod at "
+            f"{spec.targets.target_utilization:.0%}, every {spec.behavior.interval_seconds:g}s"
+            if self.options.autoscale
+            else "off (fixed replica count)"
+        )
+        lines += [f"  Autoscaler  {scaler}", f"  Logs        {self.workdir / 'logs'}"]
+        return "\n".join(lines)

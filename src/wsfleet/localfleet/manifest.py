@@ -1,0 +1,138 @@
+"""Load a WebSocketFleet manifest and adapt it to run on this machine.
+
+The manifest is the very object `kubectl apply` takes (examples/*.yaml). The
+local fleet keeps its spec (replicas, targets, behavior, limits, drain) and
+replaces what only makes sense in a cluster: Redis and Prometheus are ours,
+and the Prometheus selector matches the labels we give local targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from wsfleet_operator.spec import API_VERSION, DEFAULT_SELECTOR, KIND, FleetSpec
+
+
+class ManifestError(ValueError):
+    """The file is not a usable WebSocketFleet manifest."""
+
+
+@dataclass(frozen=True)
+class FleetManifest:
+    """A parsed manifest: identity and spec."""
+
+    name: str
+    namespace: str
+    spec: FleetSpec
+    path: Path | None = None
+
+
+def parse_manifest(document: Any, path: Path | None = None) -> FleetManifest:
+    """Validate one YAML document as a WebSocketFleet (raises `ManifestError`)."""
+    where = str(path) if path else "manifest"
+    if not isinstance(document, dict):
+        raise ManifestError(f"{where}: expected a mapping, got {type(document).__name__}")
+    kind = document.get("kind")
+    if kind != KIND:
+        raise ManifestError(f"{where}: kind is {kind!r}, expected {KIND!r}")
+    api_version = document.get("apiVersion")
+    if api_version != API_VERSION:
+        raise ManifestError(f"{where}: apiVersion is {api_version!r}, expected {API_VERSION!r}")
+    metadata = document.get("metadata") or {}
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ManifestError(f"{where}: metadata.name is required")
+    namespace = metadata.get("namespace") or "default"
+    try:
+        spec = FleetSpec.model_validate(document.get("spec") or {})
+    except ValidationError as exc:
+        raise ManifestError(f"{where}: invalid spec:\n{exc}") from exc
+    # Redis is always ours locally, so only replica/target rules can be wrong here.
+    errors = [e for e in spec.semantic_errors() if not e.startswith("redis")]
+    if errors:
+        raise ManifestError(f"{where}: " + "; ".join(errors))
+    return FleetManifest(name=name, namespace=str(namespace), spec=spec, path=path)
+
+
+def load_manifest(path: Path) -> FleetManifest:
+    """Read the first WebSocketFleet in a YAML file (other kinds are skipped)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from exc
+    fleets = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
+    if not fleets:
+        raise ManifestError(f"{path}: no {KIND} document found")
+    return parse_manifest(fleets[0], path)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Local knobs for demos and tests (None = keep the manifest's value)."""
+
+    interval_s: float | None = None
+    scale_up_window_s: int | None = None
+    scale_down_window_s: int | None = None
+    drain_grace_s: int | None = None
+
+
+def localize(manifest: FleetManifest, prometheus_url: str, overrides: Overrides) -> FleetSpec:
+    """The spec the local autoscaler runs with: our Prometheus, local overrides."""
+    spec = manifest.spec.model_copy(deep=True)
+    spec.redis.url = None
+    spec.redis.secret_ref = None
+    spec.prometheus.url = prometheus_url
+    spec.prometheus.selector = DEFAULT_SELECTOR
+    spec.dry_run = False
+    if overrides.interval_s is not None:
+        spec.behavior.interval_seconds = overrides.interval_s
+    if overrides.scale_up_window_s is not None:
+        spec.behavior.scale_up.stabilization_window_seconds = overrides.scale_up_window_s
+    if overrides.scale_down_window_s is not None:
+        spec.behavior.scale_down.stabilization_window_seconds = overrides.scale_down_window_s
+    if overrides.drain_grace_s is not None:
+        spec.drain.grace_period_seconds = overrides.drain_grace_s
+    return FleetSpec.model_validate(spec.model_dump())
+
+
+def target_labels(manifest: FleetManifest, pod: str) -> dict[str, str]:
+    """file_sd labels of one local gateway, so the default selector matches it."""
+    return {"namespace": manifest.namespace, "service": manifest.name, "pod": pod}
+
+
+def gateway_env(spec: FleetSpec, known: Mapping[str, object] | None = None) -> dict[str, str]:
+    """``WSFLEET_*`` env for every gateway, from the spec's limits and drain.
+
+    `known`: the gateway settings' field names; when given, variables the
+    gateway does not read are left out (and its extra env passes unchanged).
+    """
+    candidates: dict[str, object] = {
+        "max_message_bytes": spec.limits.max_message_bytes,
+        "heartbeat_s": spec.limits.heartbeat_seconds,
+        "idle_timeout_s": spec.limits.idle_timeout_seconds,
+        "max_connections": spec.limits.max_connections_per_pod,
+        "max_connections_per_pod": spec.limits.max_connections_per_pod,
+        "connections_per_user_per_minute": spec.limits.connections_per_user_per_minute,
+        "free_tier_channels": spec.limits.free_tier_channels,
+        "paid_tier_channels": spec.limits.paid_tier_channels,
+        "bandwidth_bytes_per_s": spec.limits.bandwidth_bytes_per_second,
+        "drain_grace_s": spec.drain.grace_period_seconds,
+        "drain_reconnect_per_s": spec.drain.reconnect_per_second,
+        "log_level": spec.gateway.log_level,
+    }
+    env = {
+        f"WSFLEET_{name.upper()}": str(value)
+        for name, value in candidates.items()
+        if known is None or name in known
+    }
+    env.update(spec.gateway.extra_env)
+    return env

@@ -1,0 +1,110 @@
+"""The page in headless Chromium over a real Prometheus scraping gateway-like
+metrics endpoints: live numbers, charts, badges, SSE updates, Prometheus down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.dashboard.browser import browser_page, screenshot_path
+from tests.dashboard.conftest import (
+    NAME,
+    NAMESPACE,
+    Dashboard,
+    GatewayMetrics,
+    demo_snapshot,
+)
+from wsfleet.services import PrometheusServer
+
+FLEET = f'[data-fleet="{NAMESPACE}/{NAME}"]'
+
+
+def stat(key: str) -> str:
+    return f'{FLEET} [data-stat="{key}"] .value'
+
+
+def legend(chart: str, series: str) -> str:
+    return f'{FLEET} [data-chart="{chart}"] .legend [data-series="{series}"]'
+
+
+async def wait_text(page: Any, selector: str, text: str) -> None:
+    await page.wait_for_function(
+        "([sel, want]) => { const n = document.querySelector(sel);"
+        " return n !== null && n.textContent.trim() === want; }",
+        arg=[selector, text],
+        timeout=60_000,
+    )
+
+
+async def wait_last(page: Any, selector: str, value: float) -> None:
+    await page.wait_for_function(
+        "([sel, want]) => { const n = document.querySelector(sel);"
+        " return n !== null && n.dataset.last !== '' && Number(n.dataset.last) === want; }",
+        arg=[selector, value],
+        timeout=60_000,
+    )
+
+
+async def test_page_shows_live_fleet_then_prometheus_down(
+    dashboard: Dashboard, scraping: PrometheusServer, gateways: list[GatewayMetrics]
+) -> None:
+    gateways[0].connections.set(100)
+    gateways[1].connections.set(37)
+    for gw in gateways:
+        gw.traffic(20)
+    async with browser_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(dashboard.url)
+
+        # headline numbers: the fleet's real replicas and connections
+        await wait_text(page, stat("connections"), "137")
+        await wait_text(page, stat("desired"), "3")
+        await wait_text(page, stat("ready"), "2")
+        await wait_text(page, stat("gateways"), "2")
+        # the charts carry the same values as their latest points
+        await wait_last(page, legend("connections", "actual"), 137)
+        await wait_last(page, legend("replicas", "desired"), 3)
+        await wait_last(page, legend("replicas", "ready"), 2)
+        for gw in gateways:
+            gw.traffic(20)
+        await wait_last(page, legend("replicas", "scraped"), 2)
+        await page.wait_for_selector(
+            f'{FLEET} [data-chart="switch_latency"] path.series[data-series="p95"]'
+        )
+        await page.wait_for_selector(f'{FLEET} [data-chart="connections"] path.series.forecast')
+        # conditions at a glance, scaling events as markers with their reason
+        capped = page.locator(f'{FLEET} [data-condition="Capped"]')
+        assert await capped.get_attribute("data-status") == "True"
+        assert "MaxReplicas" in (await capped.get_attribute("title") or "")
+        metrics = page.locator(f'{FLEET} [data-condition="MetricsAvailable"]')
+        assert "good" in (await metrics.get_attribute("class") or "")
+        degraded = page.locator(f'{FLEET} [data-condition="Degraded"]')
+        assert await degraded.get_attribute("data-status") == "False"
+        marker = page.locator(f'{FLEET} [data-chart="replicas"] g.marker title')
+        assert "connections above target" in (await marker.first.text_content() or "")
+        assert await page.locator("#prom-status").text_content() == "Prometheus up"
+
+        # live: the source and the load change; the page follows over SSE
+        dashboard.source.put(demo_snapshot(desired=4, ready=4))
+        gateways[1].connections.set(63)
+        await wait_text(page, stat("desired"), "4")
+        await wait_text(page, stat("connections"), "163")
+        await wait_last(page, legend("connections", "actual"), 163)
+        await wait_last(page, legend("replicas", "ready"), 4)
+        await page.screenshot(path=str(screenshot_path("fleet-live")), full_page=True)
+
+        # Prometheus stops: the page says so instead of drawing zeros
+        scraping.stop()
+        await wait_text(page, "#prom-status", "Prometheus unavailable")
+        await wait_text(page, stat("connections"), "Prometheus unavailable")
+        banner = page.locator("#banner")
+        assert await banner.is_visible()
+        assert "Prometheus unavailable" in (await banner.text_content() or "")
+        overlay = f'{FLEET} [data-chart="switch_latency"] .overlay'
+        await wait_text(page, overlay, "Prometheus unavailable")
+        await wait_text(page, stat("desired"), "4")  # operator state still shown
+        assert not await page.locator(
+            f'{FLEET} [data-chart="connections"] path.series[data-series="actual"]'
+        ).count()
+        await page.screenshot(path=str(screenshot_path("prometheus-down")), full_page=True)
+        assert errors == []

@@ -1,0 +1,120 @@
+"""Server-sent events, the optional token, static assets and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import aiohttp
+from wsfleet_operator.dashboard import create_dashboard_app, start_dashboard
+from wsfleet_operator.dashboard_model import StaticFleetStateSource
+
+from tests.dashboard.conftest import NAME, NAMESPACE, demo_snapshot, run_dashboard
+from tests.support.waiting import wait_until
+
+TOKEN = "s3cret-token"
+
+
+async def read_events(resp: aiohttp.ClientResponse, count: int) -> list[dict[str, Any]]:
+    """Parse `count` ``fleets`` events from an SSE response."""
+    events: list[dict[str, Any]] = []
+    name, data = "", ""
+    while len(events) < count:
+        raw = await resp.content.readline()
+        assert raw, "stream ended"
+        text = raw.decode().rstrip("\n")
+        if text.startswith("event:"):
+            name = text[6:].strip()
+        elif text.startswith("data:"):
+            data += text[5:].strip()
+        elif text == "" and data:
+            if name == "fleets":
+                events.append(json.loads(data))
+            name, data = "", ""
+    return events
+
+
+async def test_events_push_updates_of_the_source() -> None:
+    source = StaticFleetStateSource([demo_snapshot(desired=3)])
+    async for d in run_dashboard(source, None):
+        async with d.session.get(d.url + "api/events") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            (first,) = await read_events(resp, 1)
+            assert first["fleets"][0]["desired_replicas"] == 3
+            source.put(demo_snapshot(desired=5, ready=4))
+
+            async def updated() -> dict[str, Any] | None:
+                (event,) = await read_events(resp, 1)
+                return event if event["fleets"][0]["desired_replicas"] == 5 else None
+
+            event = await wait_until(updated, timeout_s=10, message="an SSE update with 5")
+            assert event["fleets"][0]["ready_replicas"] == 4
+            assert event["generated_at"] >= first["generated_at"]
+            # updates keep coming without any change in the source
+            more = await asyncio.wait_for(read_events(resp, 2), timeout=10)
+            assert more[1]["generated_at"] > more[0]["generated_at"]
+
+
+async def test_token_guards_the_api_but_not_the_page() -> None:
+    source = StaticFleetStateSource([demo_snapshot()])
+    async for d in run_dashboard(source, None, token=TOKEN):
+        for path in ("api/fleets", f"api/fleets/{NAMESPACE}/{NAME}/series", "api/events"):
+            async with d.session.get(d.url + path) as resp:
+                assert resp.status == 401, path
+                assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+            async with d.session.get(d.url + path, params={"token": "wrong"}) as resp:
+                assert resp.status == 401, path
+        status, body = await d.get("api/fleets", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200
+        assert body["fleets"][0]["name"] == NAME
+        status, _ = await d.get(f"api/fleets/{NAMESPACE}/{NAME}/series", params={"token": TOKEN})
+        assert status == 200
+        async with d.session.get(d.url + "api/events", params={"token": TOKEN}) as resp:
+            assert resp.status == 200
+            (event,) = await read_events(resp, 1)
+            assert event["fleets"][0]["name"] == NAME
+        # the page and its assets carry no data: public, with a strict CSP
+        for path, kind in (
+            ("", "text/html"),
+            ("static/app.js", "javascript"),
+            ("static/app.css", "text/css"),
+        ):
+            async with d.session.get(d.url + path) as resp:
+                assert resp.status == 200, path
+                assert kind in resp.headers["Content-Type"]
+                assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+                body_text = await resp.text()
+                assert TOKEN not in body_text
+                # no CDN: the only absolute URL is the SVG namespace name
+                urls = set(re.findall(r"https?://[^\s\"')]+", body_text))
+                assert urls <= {"http://www.w3.org/2000/svg"}, urls
+
+
+async def test_page_references_only_its_own_assets() -> None:
+    source = StaticFleetStateSource()
+    async for d in run_dashboard(source, None):
+        async with d.session.get(d.url) as resp:
+            html = await resp.text()
+        assert 'href="static/app.css"' in html
+        assert 'src="static/app.js"' in html
+        status, body = await d.get("api/fleets")
+        assert status == 200
+        assert body["fleets"] == []
+
+
+async def test_shutdown_ends_open_streams_promptly() -> None:
+    source = StaticFleetStateSource([demo_snapshot()])
+    app = create_dashboard_app(source, None, interval_s=0.2)
+    server = await start_dashboard(app)
+    assert server.url.startswith("http://127.0.0.1:")
+    async with aiohttp.ClientSession() as session:
+        resp = await session.get(server.url + "api/events")
+        await read_events(resp, 1)
+        # the stream is open; stopping must not wait out the shutdown timeout
+        await asyncio.wait_for(server.stop(), timeout=4.5)
+        rest = await resp.content.read()
+        resp.release()
+    assert b"event: fleets" in rest or rest == b""

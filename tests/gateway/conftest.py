@@ -1,0 +1,41 @@
+"""Fixtures of the gateway tests: an in-process gateway and real clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.memory_broker import MemoryBroker
+
+from tests.gateway.helpers import make_settings
+from wsfleet.client import Client
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    """A started in-process gateway (MemoryBroker) on free ports."""
+    gw = Gateway(make_settings(), broker=MemoryBroker())
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+ClientFactory = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def connect(gateway: Gateway) -> AsyncIterator[ClientFactory]:
+    """`await connect()` → a `Client` on `gateway`; all closed at teardown."""
+    clients: list[Client] = []
+
+    async def factory(**kwargs: object) -> Client:
+        client = await Client.connect(gateway.ws_url, **kwargs)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.close()

@@ -1,0 +1,41 @@
+"""Fixtures of the load-tool tests: real servers on loopback, in-process or as processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.settings import GatewaySettings
+
+from wsfleet.bench.reference_server import server_port, start_reference_server
+from wsfleet.bench.servers import ServerProcess, reference_server
+
+
+@pytest.fixture
+async def baseline_url() -> AsyncIterator[str]:
+    """The plain picows broadcast server, in-process, on a free port."""
+    server, _hub = await start_reference_server()
+    try:
+        yield f"ws://127.0.0.1:{server_port(server)}/ws"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    """A started in-process gateway (embedded broker) on free ports."""
+    gw = Gateway(GatewaySettings(port=0, admin_port=0, log_json=True, log_level="warning"))
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+@pytest.fixture
+def baseline_process() -> Iterator[ServerProcess]:
+    """The plain picows broadcast server as a child process."""
+    with reference_server() as server:
+        yield server

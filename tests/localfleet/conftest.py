@@ -1,0 +1,42 @@
+"""Fixtures of the local-fleet tests: a gateway supervisor on real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from wsfleet.localfleet.supervisor import GatewaySupervisor, SupervisorConfig
+from wsfleet.services import RedisServer, free_port
+
+API_KEY = "localfleet-test-key"
+GATEWAY_ENV = {
+    "WSFLEET_API_KEY": API_KEY,
+    "WSFLEET_HISTORY_MAX_LEN": "100000",
+    "WSFLEET_HISTORY_RECOVER_LIMIT": "100000",
+    "WSFLEET_DRAIN_GRACE_S": "10",
+}
+
+
+@pytest.fixture
+async def supervisor(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[GatewaySupervisor]:
+    """A supervisor (no gateways yet) whose gateways share one free port and Redis."""
+    async with aiohttp.ClientSession() as session:
+        sup = GatewaySupervisor(
+            SupervisorConfig(
+                port=free_port(),
+                workdir=tmp_path,
+                redis_url=redis_server.url,
+                env=GATEWAY_ENV,
+                ready_timeout_s=90.0,
+                drain_timeout_s=30.0,
+                supervise_interval_s=0.1,
+            ),
+            session,
+        )
+        try:
+            yield sup
+        finally:
+            await sup.stop_all()

@@ -1,0 +1,52 @@
+"""`wsfleet up` fails fast and says what to do when it cannot run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wsfleet.cli import main
+from wsfleet.localfleet import procs
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "01-minimal-fleet.yaml"
+
+
+def test_missing_binaries_get_an_actionable_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing installed here
+    assert main(["up", "-f", str(EXAMPLE), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "redis-server not found on PATH" in err
+    assert "apt-get install -y --no-install-recommends redis-server" in err
+
+
+def test_a_bad_manifest_is_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text("apiVersion: wsfleet.io/v1alpha1\nkind: WebSocketFleet\nmetadata: {}\n")
+    assert main(["up", "-f", str(path)]) == 2
+    assert "metadata.name is required" in capsys.readouterr().err
+
+
+def test_descendants_are_found_through_proc(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    proc = procs.spawn(
+        ["sh", "-c", "sleep 60 & wait"], env=dict(os.environ), log_path=tmp_path / "log"
+    )
+    try:
+        from tests.support.waiting import wait_until_sync
+
+        found = wait_until_sync(lambda: len(procs.descendants_of(os.getpid())) >= 2, 10.0)
+        assert found
+        assert proc.pid in procs.descendants_of(os.getpid())
+        assert procs.parent_of(proc.pid) == os.getpid()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own process group: sh and sleep
+        proc.wait(timeout=10)
+    assert procs.parent_of(proc.pid) is None
+    assert not procs.send_signal(proc, signal.SIGTERM)

@@ -1,0 +1,161 @@
+"""Pure parts of the local fleet: manifests, victim choice, metrics parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsfleet.localfleet.manifest import (
+    ManifestError,
+    Overrides,
+    gateway_env,
+    load_manifest,
+    localize,
+    parse_manifest,
+    target_labels,
+)
+from wsfleet.localfleet.scrape import sum_metric
+from wsfleet.localfleet.target import pick_victims
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+def fleet_doc(**spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "wsfleet.io/v1alpha1",
+        "kind": "WebSocketFleet",
+        "metadata": {"name": "demo", "namespace": "prod"},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_loads_as_a_local_fleet(path: Path) -> None:
+    manifest = load_manifest(path)
+    spec = localize(manifest, "http://127.0.0.1:1", Overrides())
+    assert spec.prometheus.url == "http://127.0.0.1:1"
+    assert spec.replicas.min <= spec.replicas.max
+    assert not spec.dry_run
+
+
+def test_examples_exist() -> None:
+    assert EXAMPLES, "examples/*.yaml are the manifests `wsfleet up` documents"
+
+
+def test_localize_applies_overrides_and_keeps_the_rest() -> None:
+    manifest = parse_manifest(
+        fleet_doc(replicas={"min": 1, "max": 3}, prometheus={"selector": 'app="x"'})
+    )
+    spec = localize(
+        manifest,
+        "http://prom",
+        Overrides(interval_s=0.5, scale_up_window_s=1, scale_down_window_s=2, drain_grace_s=3),
+    )
+    assert spec.behavior.interval_seconds == 0.5
+    assert spec.behavior.scale_up.stabilization_window_seconds == 1
+    assert spec.behavior.scale_down.stabilization_window_seconds == 2
+    assert spec.drain.grace_period_seconds == 3
+    assert spec.replicas.max == 3
+    assert spec.prometheus.selector == 'namespace="${namespace}",service="${name}"'
+    assert manifest.spec.prometheus.selector == 'app="x"'  # the manifest is not changed
+    assert target_labels(manifest, "gw-1") == {
+        "namespace": "prod",
+        "service": "demo",
+        "pod": "gw-1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "expected a mapping"),
+        ({**fleet_doc(), "kind": "Deployment"}, "kind is 'Deployment'"),
+        ({**fleet_doc(), "apiVersion": "v1"}, "apiVersion is 'v1'"),
+        ({**fleet_doc(), "metadata": {}}, "metadata.name is required"),
+        (fleet_doc(replicas={"min": 5, "max": 2}), "replicas.min (5) > replicas.max (2)"),
+        (fleet_doc(replicas={"min": 0}), "invalid spec"),
+    ],
+)
+def test_bad_manifests_are_rejected_with_the_reason(document: object, message: str) -> None:
+    with pytest.raises(ManifestError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_manifest(document)
+
+
+def test_load_manifest_errors(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="cannot read"):
+        load_manifest(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [")
+    with pytest.raises(ManifestError, match="not valid YAML"):
+        load_manifest(bad)
+    other = tmp_path / "other.yaml"
+    other.write_text("kind: ConfigMap\n---\n")
+    with pytest.raises(ManifestError, match="no WebSocketFleet"):
+        load_manifest(other)
+
+
+def test_gateway_env_maps_limits_and_drain_and_filters_unknown() -> None:
+    manifest = parse_manifest(
+        fleet_doc(
+            drain={"gracePeriodSeconds": 7, "reconnectPerSecond": 50},
+            gateway={"extraEnv": {"WSFLEET_LINGER_S": "1"}},
+        )
+    )
+    env = gateway_env(manifest.spec, {"drain_grace_s": None, "drain_reconnect_per_s": None})
+    assert env == {
+        "WSFLEET_DRAIN_GRACE_S": "7",
+        "WSFLEET_DRAIN_RECONNECT_PER_S": "50",
+        "WSFLEET_LINGER_S": "1",
+    }
+    assert gateway_env(manifest.spec)["WSFLEET_MAX_MESSAGE_BYTES"] == "65536"
+
+
+def test_pick_victims_prefers_emptiest_then_unknown_first_then_newest() -> None:
+    counts = {"gw-1": 10.0, "gw-2": 3.0, "gw-3": None, "gw-4": 3.0}
+    assert pick_victims(counts, {}, 1) == ["gw-3"]
+    assert pick_victims(counts, {}, 3) == ["gw-3", "gw-4", "gw-2"]
+    assert pick_victims(counts, {}, 0) == []
+    assert pick_victims(counts, {}, 9) == ["gw-3", "gw-4", "gw-2", "gw-1"]
+    # deletion costs from the autoscaler win over live counts
+    assert pick_victims(counts, {"gw-1": -5.0, "gw-2": 9, "gw-3": 9, "gw-4": 9}, 1) == ["gw-1"]
+
+
+@given(
+    st.dictionaries(
+        st.integers(1, 50).map(lambda n: f"gw-{n}"),
+        st.one_of(st.none(), st.floats(0, 1e6, allow_nan=False)),
+        max_size=12,
+    ),
+    st.integers(-2, 15),
+)
+def test_pick_victims_never_keeps_an_emptier_one(
+    counts: dict[str, float | None], k: int
+) -> None:
+    victims = pick_victims(counts, {}, k)
+    assert len(victims) == max(0, min(k, len(counts)))
+    assert len(set(victims)) == len(victims)
+    kept = [counts[n] for n in counts if n not in victims]
+    for name in victims:
+        count = counts[name]
+        if count is None:
+            continue
+        assert all(other is not None and other >= count for other in kept)
+
+
+def test_sum_metric_sums_series_and_finds_counters() -> None:
+    text = (
+        "# HELP wsfleet_connections Open connections\n"
+        "# TYPE wsfleet_connections gauge\n"
+        'wsfleet_connections{node="a"} 3.0\n'
+        'wsfleet_connections{node="b"} 4.0\n'
+        "# HELP wsfleet_messages Published\n"
+        "# TYPE wsfleet_messages counter\n"
+        "wsfleet_messages_total 12.0\n"
+        "wsfleet_messages_created 1.7e9\n"
+    )
+    assert sum_metric(text, "wsfleet_connections") == 7.0
+    assert sum_metric(text, "wsfleet_messages_total") == 12.0
+    assert sum_metric(text, "wsfleet_absent") is None

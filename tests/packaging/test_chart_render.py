@@ -1,0 +1,221 @@
+"""helm lint/template of the wsfleet chart, every manifest validated offline."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_validate import utils as kv
+
+from tests.packaging.chart import (
+    CI_VALUES,
+    CRD_SOURCE,
+    KUBERNETES_VERSION,
+    Helm,
+    HelmError,
+    Manifest,
+    by_kind,
+    load_yaml,
+    one,
+)
+from tests.packaging.schemas import MONITORING_SCHEMAS, crd_validator, monitoring_validator
+
+ALL_FEATURES = CI_VALUES / "all-features-values.yaml"
+NAMESPACED = CI_VALUES / "namespaced-values.yaml"
+
+
+def validate_manifest(manifest: Manifest, crds: list[Manifest]) -> None:
+    """kubernetes-validate --strict for built-in kinds; CRD or monitoring schema otherwise."""
+    kind = manifest["kind"]
+    if kind in MONITORING_SCHEMAS:
+        monitoring_validator(kind).validate(manifest)
+        return
+    group = manifest["apiVersion"].split("/")[0]
+    owning = [c for c in crds if c["spec"]["group"] == group and c["spec"]["names"]["kind"] == kind]
+    if owning:
+        crd_validator(owning[0]).validate(manifest)
+        return
+    # Raises ValidationError on any schema violation, SchemaNotFoundError on unknown kinds.
+    kv.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [ALL_FEATURES], [NAMESPACED]],
+    ids=["defaults", "all-features", "namespaced"],
+)
+def test_helm_lint_strict_passes(helm: Helm, values: list[Path]) -> None:
+    out = helm.lint(values=values)
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("render", ["default_render", "all_features_render", "namespaced_render"])
+def test_every_rendered_manifest_is_valid(render: str, request: pytest.FixtureRequest) -> None:
+    manifests: list[Manifest] = request.getfixturevalue(render)
+    crds = by_kind(manifests, "CustomResourceDefinition")
+    assert manifests
+    for manifest in manifests:
+        validate_manifest(manifest, crds)
+
+
+def test_all_features_render_has_every_optional_object(all_features_render: list[Manifest]) -> None:
+    kinds = {m["kind"] for m in all_features_render}
+    assert {
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "ClusterKopfPeering",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    } <= kinds
+    crd_names = {
+        c["metadata"]["name"] for c in by_kind(all_features_render, "CustomResourceDefinition")
+    }
+    assert crd_names == {
+        "websocketfleets.wsfleet.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+
+
+def test_default_render_is_minimal(default_render: list[Manifest]) -> None:
+    kinds = sorted(m["kind"] for m in default_render)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment",
+        ]
+    )
+
+
+def test_operator_deployment_is_hardened(all_features_render: list[Manifest]) -> None:
+    deploy = one(all_features_render, "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]["cpu"]
+    assert container["resources"]["requests"]["memory"]
+    assert container["resources"]["limits"]["memory"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["port"] == "health"
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    args: list[str] = container["args"]
+    assert args[:2] == ["operator", "--all-namespaces"]
+    assert "--peering=wsfleet" in args
+    assert "--standalone" not in args
+    assert deploy["spec"]["replicas"] == 2
+
+
+def test_without_peering_one_replica_and_recreate(default_render: list[Manifest]) -> None:
+    deploy = one(default_render, "Deployment")
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--standalone" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_replicas_without_peering_are_refused(helm: Helm) -> None:
+    with pytest.raises(HelmError, match=r"needs operator\.peering\.enabled"):
+        helm.template(sets=["operator.replicaCount=3"])
+
+
+def test_namespaced_watch_uses_role_and_namespace_flag(namespaced_render: list[Manifest]) -> None:
+    kinds = {m["kind"] for m in namespaced_render}
+    assert "ClusterRole" not in kinds
+    assert "ClusterRoleBinding" not in kinds
+    role = one(namespaced_render, "Role")
+    binding = one(namespaced_render, "RoleBinding")
+    assert role["metadata"]["namespace"] == "weddings"
+    assert binding["metadata"]["namespace"] == "weddings"
+    assert binding["subjects"][0]["namespace"] == "wsfleet-system"
+    args = one(namespaced_render, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=weddings" in args
+    assert "--all-namespaces" not in args
+    peering = one(namespaced_render, "KopfPeering")
+    assert peering["metadata"]["namespace"] == "weddings"
+    pod_monitor = one(namespaced_render, "PodMonitor")
+    assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": ["weddings"]}
+
+
+def test_crd_is_the_one_source_and_optional(helm: Helm, default_render: list[Manifest]) -> None:
+    source: dict[str, Any] = load_yaml(CRD_SOURCE)
+    rendered = one(default_render, "CustomResourceDefinition")
+    assert rendered["spec"] == source["spec"]
+    assert rendered["metadata"]["name"] == source["metadata"]["name"]
+    assert rendered["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    without = helm.template(sets=["crds.install=false"])
+    assert not by_kind(without, "CustomResourceDefinition")
+    not_kept = one(helm.template(sets=["crds.keep=false"]), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in not_kept["metadata"].get("annotations", {})
+
+
+def test_monitoring_objects_need_the_monitoring_api(helm: Helm) -> None:
+    manifests = helm.template(values=[ALL_FEATURES], monitoring_api=False)
+    kinds = {m["kind"] for m in manifests}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    # The dashboard is a plain ConfigMap and does not depend on prometheus-operator.
+    assert "ConfigMap" in kinds
+
+
+def test_dashboard_configmap_holds_valid_dashboard(all_features_render: list[Manifest]) -> None:
+    cm = one(all_features_render, "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (raw,) = cm["data"].values()
+    dash = json.loads(raw)
+    titles = {p["title"] for p in dash["panels"]}
+    assert {
+        "Connections",
+        "Channel switch latency p95 / p99",
+        "Message delivery latency p50 / p95 / p99",
+        "Cache hit ratio",
+        "Replicas: desired vs ready",
+        "Forecast vs actual connections",
+        "Scaling events",
+    } <= titles
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert all(e.count("(") == e.count(")") for e in exprs)
+
+
+BAD_VALUES = {
+    "unknown-top-level-key": "operatorr:\n  replicaCount: 1\n",
+    "unknown-nested-key": "operator:\n  replicas: 2\n",
+    "wrong-type-int": "operator:\n  replicaCount: two\n",
+    "wrong-type-bool": 'crds:\n  install: "yes"\n',
+    "bad-enum": "operator:\n  logLevel: verbose\n",
+    "bad-duration": "prometheus:\n  rules:\n    drainStuckFor: 15 minutes\n",
+    "slo-out-of-range": "prometheus:\n  rules:\n    switchLatencySLO: 99\n",
+    "bad-port": "operator:\n  metricsPort: 70000\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_values_schema_rejects_bad_values_file(helm: Helm, name: str, tmp_path: Path) -> None:
+    bad = tmp_path / f"{name}.yaml"
+    bad.write_text(BAD_VALUES[name])
+    with pytest.raises(HelmError, match="values don't meet the specifications of the schema"):
+        helm.template(values=[bad])
+    with pytest.raises(HelmError):
+        helm.lint(values=[bad])
+
+
+def test_kubernetes_validate_rejects_a_broken_manifest(default_render: list[Manifest]) -> None:
+    """The validator itself is strict: an unknown field in a Deployment is an error."""
+    deploy = copy.deepcopy(one(default_render, "Deployment"))
+    deploy["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
+    with pytest.raises(kv.ValidationError):
+        validate_manifest(deploy, [])
