@@ -2,11 +2,14 @@
 # Fail when a file the Helm chart embeds is stale:
 #   - charts/wsfleet/files/crds/<crd> must equal crds/<crd> (run hack/sync-chart.sh);
 #   - every wsfleet CRD in the chart must have its source in crds/;
+#   - the values table of charts/wsfleet/README.md must match values.yaml;
 #   - crds/ itself must match the operator's spec model (hack/verify-crd.sh, when present).
 set -euo pipefail
 IFS=$'\n\t'
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-${root}/.venv/bin/python}"
+[[ -x "${python}" ]] || python="$(command -v python3)"
 chart_crds="${root}/charts/wsfleet/files/crds"
 status=0
 shopt -s nullglob
@@ -35,6 +38,10 @@ for copy in "${chart_crds}"/*.yaml; do
     status=1
   fi
 done
+
+if [[ -f "${root}/charts/wsfleet/README.md" ]]; then
+  "${python}" "${root}/hack/chart_readme.py" --check || status=1
+fi
 
 if [[ -x "${root}/hack/verify-crd.sh" || -f "${root}/hack/verify-crd.sh" ]] && [[ "${WSFLEET_SKIP_VERIFY_CRD:-0}" != "1" ]]; then
   bash "${root}/hack/verify-crd.sh" >&2 || status=1

@@ -21,6 +21,7 @@ from wsfleet_gateway.admin import build_admin_app
 from wsfleet_gateway.auth import Authenticator, allow_anonymous
 from wsfleet_gateway.broker import Broker
 from wsfleet_gateway.channels import Hub
+from wsfleet_gateway.drain import DrainResult, drain_gateway
 from wsfleet_gateway.memory_broker import MemoryBroker
 from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.server import WsServer
@@ -93,9 +94,13 @@ class Gateway:
             raise
         log.debug("gateway_started", node=s.node_name, port=self.port, admin_port=self.admin_port)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self) -> DrainResult | None:
         """The SIGTERM path: drain clients (see ``drain.py``), then stop."""
+        result = None
+        if not self.stopping and not self.draining:
+            result = await drain_gateway(self)
         await self.stop()
+        return result
 
     async def stop(self, code: int = 1001, reason: bytes = b"going away") -> None:
         """Close every client (`code`, default 1001 going away) and release everything."""

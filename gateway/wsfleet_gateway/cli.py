@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 from typing import Any
 
@@ -57,13 +58,23 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
 
 
 async def serve(settings: GatewaySettings) -> int:
-    """Run a gateway until SIGTERM/SIGINT; returns the exit code."""
+    """Run a gateway until SIGTERM/SIGINT, drain, stop; returns the exit code.
+
+    A second signal during the drain cuts it short (clients closed with 1001).
+    """
     gateway = Gateway(settings)
     await gateway.start()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    drain: asyncio.Task[object] | None = None
+
+    def on_signal() -> None:
+        if stop.is_set() and drain is not None:
+            drain.cancel()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     log.info(
         "gateway_ready",
         node=settings.node_name,
@@ -74,7 +85,9 @@ async def serve(settings: GatewaySettings) -> int:
     try:
         await stop.wait()
         log.info("gateway_stopping", node=settings.node_name, connections=gateway.connections)
-        await gateway.shutdown()
+        drain = loop.create_task(gateway.shutdown())
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -53,6 +53,8 @@ METRIC_NAMES: Final = (
     "wsfleet_cache_requests_total",
     "wsfleet_rejections_total",
     "wsfleet_drain_in_progress",
+    "wsfleet_drained_connections_total",
+    "wsfleet_drain_forced_closes_total",
 )
 
 
@@ -102,6 +104,16 @@ class GatewayMetrics:
         )
         self.drain_in_progress = Gauge(
             "wsfleet_drain_in_progress", "1 while this gateway drains, else 0.", registry=r
+        )
+        self.drained_connections = Counter(
+            "wsfleet_drained_connections",
+            "Connections that moved away by themselves during a drain.",
+            registry=r,
+        )
+        self.drain_forced_closes = Counter(
+            "wsfleet_drain_forced_closes",
+            "Connections closed with 1001 at the end of a drain's grace period.",
+            registry=r,
         )
         self._rejection_children: dict[str, Counter] = {}
 

@@ -8,15 +8,16 @@
 - **live fan-out**: `PubSubFanout` (``redis_pubsub.py``) — one pub/sub
   connection per pod, one ref-counted, lingering subscription per channel,
   reconnect with catch-up from the stream.
-- **history**: one Lua script trims by age (as a publish would) and reads the stream's bookkeeping (``XINFO
-  STREAM``: entries-added, recorded-first-entry-id, max-deleted-entry-id)
-  and the entries after ``since`` atomically; `assess_recovery` decides
-  `recovered`.
+- **history**: one Lua script trims by age (as a publish would), then reads
+  the stream's bookkeeping (``XINFO STREAM``: entries-added,
+  recorded-first-entry-id, max-deleted-entry-id) and the entries after
+  ``since`` atomically; `assess_recovery` decides `recovered`.
 - **meta**: a JSON object in a string key.
 - **outages**: every command is bounded by ``op_timeout_s`` (socket and
   asyncio timeouts, no client retries); failures raise
   `BrokerUnavailableError` and `available` turns False until Redis answers
-  again. The pub/sub reader reconnects by itself: no restart needed.
+  again (a background ``PING`` probe notices, so an idle pod becomes ready
+  again too). The pub/sub reader reconnects by itself: no restart needed.
 
 Key layout (``redis_streams.py``): ``wsf:{<channel>}:s`` (stream),
 ``wsf:{<channel>}:m`` (meta), ``wsf:{<channel>}:p`` (pub/sub channel). The
@@ -37,6 +38,7 @@ be non-empty so the hash tag is not ``{}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,6 +106,8 @@ class RedisBroker:
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self._history_script = self._redis.register_script(HISTORY_LUA)
         self._commands_ok = True
+        self._probe: asyncio.Task[None] | None = None
+        self._closed = False
         self._fanout = PubSubFanout(
             self._pubsub_connection,
             self,
@@ -125,6 +129,12 @@ class RedisBroker:
         await self._fanout.start(on_delivery)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(BaseException):
+                await self._probe
+            self._probe = None
         await self._fanout.close()
         await self._redis.aclose()
 
@@ -148,7 +158,7 @@ class RedisBroker:
             async with asyncio.timeout(self.op_timeout_s):
                 yield
         except _CONNECTION_ERRORS as exc:
-            self._commands_ok = False
+            self._command_failed()
             raise BrokerUnavailableError(
                 f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -157,6 +167,21 @@ class RedisBroker:
                 f"redis error during {what}: {type(exc).__name__}: {exc}"
             ) from exc
         self._commands_ok = True
+
+    def _command_failed(self) -> None:
+        """Mark Redis unavailable; a probe marks it available again once it answers."""
+        self._commands_ok = False
+        if not self._closed and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.create_task(self._probe_until_ok(), name="wsfleet-redis-probe")
+
+    async def _probe_until_ok(self) -> None:
+        delay = 0.05
+        while not self._commands_ok:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._fanout.backoff_max_s)
+            with contextlib.suppress(BrokerUnavailableError):
+                async with self._op("probe"):
+                    await self._redis.ping()
 
     # -- the Broker protocol -----------------------------------------------
 

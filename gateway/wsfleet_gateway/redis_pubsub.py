@@ -14,7 +14,8 @@
   every channel again and, before any live message, catches each channel up
   from the last offset it dispatched by reading the stream, so messages
   published by other pods during the gap arrive exactly once, in order.
-- A ``PING`` every ``ping_interval_s`` detects a silently dead connection.
+- A ``PING`` every ``ping_interval_s`` detects a silently dead connection
+  (nothing received for two intervals plus ``op_timeout_s``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class FanoutStats:
     connects: int = 0
     caught_up: int = 0
     duplicates_dropped: int = 0
+    pings: int = 0
 
 
 class PubSubFanout:
@@ -113,6 +115,7 @@ class PubSubFanout:
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._last_rx = 0.0
         self._stale_confirms: dict[str, int] = {}
         """Per pub/sub name: confirmations still due for subscriptions already dropped."""
 
@@ -313,12 +316,13 @@ class PubSubFanout:
     async def _serve(self, conn: AbstractConnection) -> None:
         """Read live messages until the connection fails or goes silent."""
         loop = asyncio.get_running_loop()
-        pinger = self._spawn(self._ping(conn), "wsfleet-redis-ping")
-        try:
-            async with asyncio.timeout(None) as deadline:
-                deadline.reschedule(loop.time() + 2 * self.ping_interval_s)
+        self._last_rx = loop.time()
+        async with asyncio.timeout(None) as deadline:
+            pinger = self._spawn(self._ping(conn, deadline), "wsfleet-redis-ping")
+            try:
                 while True:
                     reply = await conn.read_response(timeout=math.inf)
+                    self._last_rx = loop.time()  # any reply (a PONG too) proves liveness
                     if not isinstance(reply, list) or len(reply) < 2:
                         continue
                     kind = reply[0]
@@ -326,15 +330,25 @@ class PubSubFanout:
                         self._on_message(reply[1], reply[2])
                     elif kind == "subscribe":
                         self._confirmed(reply[1])
-                    elif kind == "pong":
-                        deadline.reschedule(loop.time() + 2 * self.ping_interval_s)
-        finally:
-            pinger.cancel()
+            finally:
+                pinger.cancel()
 
-    async def _ping(self, conn: AbstractConnection) -> None:
+    async def _ping(self, conn: AbstractConnection, deadline: asyncio.Timeout) -> None:
+        """PING every `ping_interval_s`; end the reader when a PING got no reply.
+
+        Silent means nothing at all for two intervals plus `op_timeout_s` (the
+        time a PONG may take).
+        """
+        loop = asyncio.get_running_loop()
+        silent_s = 2 * self.ping_interval_s + self.op_timeout_s
         while True:
             await asyncio.sleep(self.ping_interval_s)
+            if loop.time() - self._last_rx > silent_s:
+                log.warning("redis_pubsub_silent", silent_s=round(loop.time() - self._last_rx, 3))
+                deadline.reschedule(loop.time())
+                return
             await self._send(conn, "PING")
+            self.stats.pings += 1
 
     def _confirmed(self, name: str) -> None:
         stale = self._stale_confirms.get(name, 0)
@@ -378,6 +392,9 @@ class PubSubFanout:
     # -- helpers -----------------------------------------------------------
 
     async def _send(self, conn: AbstractConnection, *args: str) -> None:
+        # never let a dropped connection object reconnect by itself on send
+        if conn is not self._conn or not conn.is_connected:
+            raise BrokerUnavailableError("redis pub/sub connection is gone")
         async with asyncio.timeout(self.op_timeout_s):
             await conn.send_command(*args)
 

@@ -72,6 +72,7 @@ class ConnectionListener(WSListener):
         )
         self.session = session
         server.listeners[transport] = self
+        server.empty.clear()
         ctx.hub.metrics.connections.inc()
         session.send(server.welcome(session.id))
 
@@ -121,7 +122,10 @@ class ConnectionListener(WSListener):
         if session is None:
             return
         self.session = None
-        self.server.listeners.pop(transport, None)
+        listeners = self.server.listeners
+        listeners.pop(transport, None)
+        if not listeners:
+            self.server.empty.set()
         self.server.ctx.hub.metrics.connections.dec()
         session.close()
 
@@ -134,6 +138,9 @@ class WsServer:
         self.authenticator = authenticator
         self.listeners: dict[WSTransport, ConnectionListener] = {}
         """Open connections (transport → listener)."""
+        self.empty = asyncio.Event()
+        """Set while no connection is open."""
+        self.empty.set()
         self.accepting = True
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -152,9 +159,10 @@ class WsServer:
         if path.partition("?")[0] != WS_PATH:
             return None
         if not self.accepting:
-            return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_error_response(503, b"draining"), None
+            response = WSUpgradeResponse.create_error_response(
+                503, b"draining: reconnect", extra_headers={"Retry-After": "1"}
             )
+            return WSUpgradeResponseWithListener(response, None)
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             principal: Principal | None = self.authenticator(path, headers)

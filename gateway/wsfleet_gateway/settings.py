@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,12 @@ class GatewaySettings(BaseSettings):
     """structlog level: debug, info, warning, error."""
     log_json: bool = True
     """One JSON object per log line (False: human-readable console lines)."""
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> GatewaySettings:
+        if self.idle_timeout_s <= self.heartbeat_s:
+            raise ValueError("idle_timeout_s must be greater than heartbeat_s")
+        return self
 
     @property
     def api_key_value(self) -> str | None:

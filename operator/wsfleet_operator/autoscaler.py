@@ -120,6 +120,25 @@ class Autoscaler:
             return None
         return float(value)
 
+    def _forecast_status(self) -> dict[str, Any] | None:
+        report = getattr(self.forecaster, "status", None)
+        if report is None or not self.spec.forecast.enabled:
+            return None
+        try:
+            result: dict[str, Any] = report(self._last_at or self.clock())
+        except Exception as exc:
+            log.warning("autoscaler.forecast_status_failed", fleet=self.name, error=repr(exc))
+            return None
+        labels = {"namespace": self.namespace, "fleet": self.name}
+        for key, gauge in (
+            ("floorConnections", opmetrics.FORECAST_CONNECTIONS),
+            ("accuracy", opmetrics.FORECAST_ACCURACY),
+        ):
+            value = result.get(key)
+            if isinstance(value, int | float):
+                gauge.labels(**labels).set(value)
+        return result
+
     async def _observe(self, now: float) -> Metrics | None:
         try:
             return await self.metrics_source.observe(now)
@@ -150,6 +169,7 @@ class Autoscaler:
             ),
             conditions=list(self.conditions),
             history=list(self.events[-HISTORY_LIMIT:]),
+            forecast=self._forecast_status(),
         )
 
     def invalid(self, errors: list[str], now: float | None = None) -> TickResult:

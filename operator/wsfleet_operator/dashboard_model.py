@@ -16,6 +16,7 @@ conditions, reasons and a PromQL label matcher.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -100,6 +101,9 @@ class FleetSnapshot(_Frozen):
     #: PromQL label matchers selecting this fleet's gateways, e.g.
     #: ``namespace="shop",fleet="chat"``; empty selects every gateway.
     selector: str = ""
+    #: This fleet's Prometheus (``spec.prometheus.url``); None: the dashboard's
+    #: default. Never sent to the page.
+    prometheus_url: str | None = Field(default=None, exclude=True)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -192,9 +196,10 @@ def _as_float(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None  # JSON has no NaN
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -287,7 +292,8 @@ def _forecast_summary(raw: Any) -> dict[str, float | str | bool]:
     return {
         str(k): v
         for k, v in raw.items()
-        if isinstance(v, int | float | str | bool) and not (isinstance(v, str) and len(v) > 200)
+        if (isinstance(v, str | bool) and len(str(v)) <= 200)
+        or (isinstance(v, int | float) and math.isfinite(v))
     }
 
 
@@ -378,6 +384,7 @@ def snapshot_from_resource(body: Mapping[str, Any]) -> FleetSnapshot:
         mode=str(mode) if mode else None,
         observed=_observed(_first(status, "observed", "observedMetrics", "metrics")),
         selector=selector,
+        prometheus_url=str(prom["url"]) if isinstance(prom.get("url"), str) else None,
     )
 
 

@@ -78,16 +78,24 @@ class Priors:
 
 @dataclass(frozen=True)
 class Shrinkage:
-    """Prior strength of each effect, in pseudo-observations (see docs/forecasting.md)."""
+    """How far each effect may stray from its prior (see docs/forecasting.md).
 
-    slot_days: float = 1.0
-    """pooled profile slot: n = days observed at that slot"""
-    weekday_slot_days: float = 2.0
-    """per-weekday profile deviation: n = days of that weekday observed at that slot"""
-    weekday_days: float = 0.5
-    """weekday effect: n = days of that weekday observed"""
+    An effect seen `n` times gets the data weight `n / (n + k)` with `k = noise² / sd²`:
+    `noise` is the robust sigma of the log residuals (estimated from the data), `sd` the
+    prior's standard deviation in log space below. Noisy data or a tight prior need
+    more observations before the data takes over.
+    """
+
+    profile_sd: float = 0.5
+    """pooled daily profile, per slot (n = days observed at that slot)"""
+    weekday_profile_sd: float = 0.25
+    """per-weekday deviation from the pooled profile (n = that weekday's days at that slot)"""
+    weekday_sd: float = 0.25
+    """weekday effect (n = days of that weekday observed)"""
     month_days: float = 10.0
-    """month effect: n = days of that month observed"""
+    """month effect: a fixed prior strength k in days (n = days of that month observed)"""
+    initial_noise: float = 0.1
+    """noise assumed by the first pass, before the residuals are known"""
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,8 @@ class ModelSettings:
     """Tuning of the fit (defaults are what the tests and docs state)."""
 
     shrinkage: Shrinkage = field(default_factory=Shrinkage)
-    smooth_s: float = 0.0
-    """circular moving-average width of the daily profile"""
+    smooth_s: float = 900.0
+    """circular running-median width of the daily profile (3 slots of 5 min)"""
     iterations: int = 4
     outlier_mads: float = 5.0
     """points further than this many robust sigmas from the first fit are refitted without"""
@@ -118,9 +126,9 @@ class SeasonalModel:
     slot_s: float
     step_s: float
     level_log: float | None
+    """log of the deseasonalised (base-month, mean-day) level at the end of the history"""
     end_u: float
     """local day coordinate of the end of the history (day d's noon = d)"""
-    end_month_pos: float
     trend_per_day: float
     trend_cap_days: float
     month_log: FloatArray
@@ -147,7 +155,6 @@ class SeasonalModel:
             self.level_log
             + self.trend_per_day * ahead
             + month_curve(self.month_log, cal.month_pos)
-            - float(month_curve(self.month_log, np.array([self.end_month_pos]))[0])
             + self.weekday_log[cal.weekday]
             + self.profile_log[cal.weekday, cal.slot]
         )
@@ -234,7 +241,6 @@ def fit_model(
             step_s=step or slot_s,
             level_log=level,
             end_u=0.0,
-            end_month_pos=0.0,
             trend_per_day=0.0,
             trend_cap_days=settings.trend_cap_days,
             month_log=month_prior,
@@ -249,10 +255,11 @@ def fit_model(
     fitter = _Fitter(cal, priors, settings, slots)
     effects = fitter.backfit(x, np.ones(x.size, dtype=bool), None)
     resid = x - fitter.fitted(effects)
-    spread = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
-    keep = np.abs(resid - np.median(resid)) <= settings.outlier_mads * max(spread, MIN_SPREAD)
-    if not keep.all():
-        effects = fitter.backfit(x, keep, effects)
+    centre = float(np.median(resid))
+    spread = max(1.4826 * float(np.median(np.abs(resid - centre))), MIN_SPREAD)
+    keep = np.abs(resid - centre) <= settings.outlier_mads * spread
+    fitter.noise = spread
+    effects = fitter.backfit(x, keep, effects)
     return fitter.finish(x, keep, effects, timezone, step or slot_s, slot_s)
 
 
@@ -262,6 +269,7 @@ class _Fitter:
     def __init__(self, cal: Calendar, priors: Priors, settings: ModelSettings, slots: int) -> None:
         self.cal = cal
         self.priors = priors
+        self.noise = settings.shrinkage.initial_noise
         self.settings = settings
         self.slots = slots
         self.first_day = int(cal.day.min())
@@ -274,7 +282,7 @@ class _Fitter:
         )
         self.prior_profile = priors.profile_log(slots)
         half = max(0, round(settings.smooth_s / (DAY_S / slots)) // 2)
-        self.kernel = np.ones(2 * half + 1) / (2 * half + 1)
+        self.width = 2 * half + 1
 
     def fitted(self, e: _Effects) -> FloatArray:
         c = self.cal
@@ -283,6 +291,10 @@ class _Fitter:
     def _daily(self, x: FloatArray, keep: BoolArray, e: _Effects) -> tuple[FloatArray, IntArray]:
         dev = x - e.profile[self.cal.weekday, self.cal.slot]
         return grouped_median(self.day_index[keep], dev[keep], self.n_days)
+
+    def _k(self, prior_sd: float) -> float:
+        """Prior strength in observations: noise variance over prior variance."""
+        return (self.noise / prior_sd) ** 2 if prior_sd > 0 else float("inf")
 
     def backfit(self, x: FloatArray, keep: BoolArray, start: _Effects | None) -> _Effects:
         s = self.settings.shrinkage
@@ -297,30 +309,35 @@ class _Fitter:
             seen = counts > 0
             level = self._smooth_level(dayval - e.weekday[self.day_weekday], seen)
             wd_med, wd_n = grouped_median(self.day_weekday[seen], (dayval - level)[seen], 7)
-            weekday = np.where(wd_n > 0, np.nan_to_num(wd_med) * _weight(wd_n, s.weekday_days), 0.0)
+            weekday = np.where(
+                wd_n > 0, np.nan_to_num(wd_med) * _weight(wd_n, self._k(s.weekday_sd)), 0.0
+            )
             weekday -= weekday.mean()
             resid = x - level[self.day_index] - weekday[c.weekday]
             pooled_med, pooled_n = grouped_median(c.slot[keep], resid[keep], self.slots)
-            w_pool = _weight(pooled_n, s.slot_days)
+            w_pool = _weight(pooled_n, self._k(s.profile_sd))
             pooled = w_pool * np.nan_to_num(pooled_med) + (1 - w_pool) * self.prior_profile
             pooled = self._smooth(pooled - pooled.mean())
             key = c.weekday * self.slots + c.slot
             dev_med, dev_n = grouped_median(
                 key[keep], (resid - pooled[c.slot])[keep], 7 * self.slots
             )
-            dev = (np.nan_to_num(dev_med) * _weight(dev_n, s.weekday_slot_days)).reshape(7, -1)
+            dev = (np.nan_to_num(dev_med) * _weight(dev_n, self._k(s.weekday_profile_sd))).reshape(
+                7, -1
+            )
             profile = pooled[None, :] + np.apply_along_axis(self._smooth, 1, dev)
             profile -= profile.mean(axis=1, keepdims=True)
             e = _Effects(level=level, weekday=weekday, profile=profile)
         return e
 
     def _smooth(self, row: FloatArray) -> FloatArray:
-        k = self.kernel.size
-        if k == 1:
+        """Circular running median: removes a noisy slot, keeps ramps and steps sharp."""
+        if self.width == 1:
             return row
-        half = k // 2
+        half = self.width // 2
         padded = np.concatenate((row[-half:], row, row[:half]))
-        return np.convolve(padded, self.kernel, mode="valid")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self.width)
+        return np.asarray(np.median(windows, axis=1), dtype=np.float64)
 
     def _smooth_level(self, raw: FloatArray, seen: BoolArray) -> FloatArray:
         """Mean of the observed days within ± half-window; interpolated over empty stretches."""
@@ -358,12 +375,9 @@ class _Fitter:
         if int(recent.sum()) >= s.trend_min_days:
             slope = _theil_sen(u[recent], z[recent])
             slope = float(np.clip(slope, -s.max_trend_per_day, s.max_trend_per_day))
-        if slope != 0.0:
             level = float(np.median(z[recent] - slope * (u[recent] - end_u)))
         else:
             level = float(np.median(z[-s.level_days :]))
-        end_month_pos = float(self.cal.month_pos[int(np.argmax(self.cal.day_pos))])
-        level += float(month_curve(month_log, np.array([end_month_pos]))[0])
         n_slot = np.bincount(self.cal.slot[keep], minlength=self.slots)
         return SeasonalModel(
             timezone=timezone,
@@ -371,7 +385,6 @@ class _Fitter:
             step_s=step_s,
             level_log=level,
             end_u=end_u,
-            end_month_pos=end_month_pos,
             trend_per_day=slope,
             trend_cap_days=s.trend_cap_days,
             month_log=month_log,
@@ -380,10 +393,11 @@ class _Fitter:
             n_points=int(keep.sum()),
             n_days=int(seen.sum()),
             weights={
-                "profile": float(_weight(n_slot, s.shrinkage.slot_days).mean()),
+                "profile": float(_weight(n_slot, self._k(s.shrinkage.profile_sd)).mean()),
                 "weekday": float(
                     _weight(
-                        np.bincount(self.day_weekday[seen], minlength=7), s.shrinkage.weekday_days
+                        np.bincount(self.day_weekday[seen], minlength=7),
+                        self._k(s.shrinkage.weekday_sd),
                     ).mean()
                 ),
                 "month": month_weight,
@@ -414,6 +428,8 @@ class _Fitter:
 def _weight(n: FloatArray | IntArray, k: float) -> FloatArray:
     """The data weight of an effect seen `n` times with prior strength `k`."""
     n = np.asarray(n, dtype=np.float64)
+    if np.isinf(k):
+        return np.zeros_like(n)
     return n / (n + k) if k > 0 else (n > 0).astype(np.float64)
 
 

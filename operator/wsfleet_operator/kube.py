@@ -122,8 +122,17 @@ def _matches(obj: JSON, labels: dict[str, str]) -> bool:
 class KubeClient:
     """Async Kubernetes API calls; create with `async with KubeClient(conn)`."""
 
-    def __init__(self, conn: Connection, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        timeout_s: float = 30.0,
+        *,
+        enforce_rbac: bool = True,
+        user_agent: str = "wsfleet-operator",
+    ) -> None:
         self.conn = conn
+        self.enforce_rbac = enforce_rbac
+        self.user_agent = user_agent
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -136,7 +145,8 @@ class KubeClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=dict(self.conn.headers), timeout=self._timeout
+                headers={**dict(self.conn.headers), "User-Agent": self.user_agent},
+                timeout=self._timeout,
             )
         return self._session
 
@@ -155,7 +165,8 @@ class KubeClient:
         body: JSON | None = None,
         params: dict[str, str] | None = None,
     ) -> JSON | None:
-        rbac.check_allowed(kind.group, f"{kind.plural}/{sub}" if sub else kind.plural, verb)
+        if self.enforce_rbac:
+            rbac.check_allowed(kind.group, f"{kind.plural}/{sub}" if sub else kind.plural, verb)
         headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
         async with self._http().request(
             method,

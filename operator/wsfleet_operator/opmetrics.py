@@ -55,3 +55,15 @@ RECONCILES = Counter(
     ["result"],
     registry=REGISTRY,
 )
+FORECAST_CONNECTIONS = Gauge(
+    "wsfleet_operator_forecast_connections",
+    "Connections the forecast floor holds the fleet at now (peak over the lead time x headroom).",
+    ["namespace", "fleet"],
+    registry=REGISTRY,
+)
+FORECAST_ACCURACY = Gauge(
+    "wsfleet_operator_forecast_accuracy",
+    "Backtest accuracy (1 - WAPE) of the fleet's forecast.",
+    ["namespace", "fleet"],
+    registry=REGISTRY,
+)

@@ -22,6 +22,10 @@ from wsfleet_operator.forecasting import SeasonalModel
 from wsfleet_operator.spec import FleetSpec
 
 
+PLAN_STEP_S = 300.0
+"""The schedule's resolution (finer than an hourly prior profile, so lead times show)."""
+
+
 @dataclass(frozen=True)
 class Schedule:
     day: date
@@ -69,11 +73,11 @@ def day_start(day: date, timezone: str) -> float:
 
 
 def plan_day(model: SeasonalModel, spec: FleetSpec, day: date, weight: float = 1.0) -> Schedule:
-    """The schedule over local `day` at the model's slot width."""
+    """The schedule over local `day` every 5 minutes (or the model's finer slot)."""
     fc = spec.forecast
     start = day_start(day, fc.timezone)
     end = day_start(date.fromordinal(day.toordinal() + 1), fc.timezone)  # 23 or 25 h on DST days
-    step = model.slot_s
+    step = min(model.slot_s, PLAN_STEP_S)
     times = start + step * np.arange(math.ceil((end - start) / step), dtype=np.float64)
     # forecast on a fine grid covering the lead window of the last slot too
     lead = float(fc.lead_time_seconds)

@@ -25,10 +25,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSFrame, WSHandshakeError, WSListener, WSMsgType, WSTransport, ws_connect
 from wsfleet_gateway.broker import InvalidOffsetError, parse_offset
 
 DEFAULT_TIMEOUT_S: Final = 10.0
+RECONNECT_ATTEMPTS: Final = 10
+"""Tries after a server `reconnect` frame (backoff 50 ms doubling, capped at 1 s)."""
 
 
 class ServerError(Exception):
@@ -48,6 +50,14 @@ class ConnectionClosedError(ConnectionError):
         super().__init__(f"connection closed (code={code}, reason={reason!r})")
         self.code = code
         self.reason = reason
+
+
+class HandshakeRefusedError(ConnectionClosedError):
+    """The server refused the WebSocket upgrade (`status`: 503 while draining, 404...)."""
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(None, reason)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,14 +202,21 @@ class Client:
             listener_holder.append(listener)
             return listener
 
-        transport, _ = await ws_connect(
-            factory,
-            url,
-            extra_headers=headers,
-            websocket_handshake_timeout=self.timeout_s,
-            read_buffer_init_size=self.read_buffer_bytes,
-            max_frame_size=64 * 1024 * 1024,
-        )
+        try:
+            transport, _ = await ws_connect(
+                factory,
+                url,
+                extra_headers=headers,
+                websocket_handshake_timeout=self.timeout_s,
+                read_buffer_init_size=self.read_buffer_bytes,
+                max_frame_size=64 * 1024 * 1024,
+            )
+        except WSHandshakeError as exc:
+            status = int(exc.response.status) if exc.response is not None else None
+            raise HandshakeRefusedError(status, f"upgrade refused ({status}): {exc}") from exc
+        if not listener_holder:  # the server hung up during the handshake
+            transport.disconnect(graceful=False)
+            raise ConnectionClosedError(None, "connection lost during the handshake")
         self._conn = _Connection(transport, listener_holder[0])
         self.url = url
         try:
@@ -261,12 +278,12 @@ class Client:
 
         async def later() -> None:
             await asyncio.sleep(after_ms / 1000)
-            for attempt in range(5):
+            for attempt in range(RECONNECT_ATTEMPTS):
                 try:
                     await self.reconnect(resume=resume)
                     return
-                except (OSError, ConnectionError, TimeoutError, ServerError):
-                    await asyncio.sleep(0.1 * (attempt + 1))
+                except Exception:  # refused (503 while draining), reset, timeout...
+                    await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
             self._queue.put_nowait(ConnectionClosedError(None, "reconnect failed"))
 
         self._reconnect_task = asyncio.get_running_loop().create_task(later())
@@ -328,7 +345,7 @@ class Client:
     def send_raw(self, payload: bytes | str, binary: bool = False) -> None:
         """Send any frame as is (tests of malformed input)."""
         conn = self._conn
-        if conn is None:
+        if conn is None or conn.transport.is_disconnected:
             raise ConnectionClosedError(self.close_code, "not connected")
         data = payload.encode() if isinstance(payload, str) else payload
         conn.transport.send(WSMsgType.BINARY if binary else WSMsgType.TEXT, data)

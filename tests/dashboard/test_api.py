@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from wsfleet_operator.dashboard_model import StaticFleetStateSource
+import aiohttp
+from wsfleet_operator.dashboard import create_dashboard_app, start_dashboard
+from wsfleet_operator.dashboard_model import FleetSnapshot, StaticFleetStateSource
+from wsfleet_operator.dashboard_series import ChartSpec, LineSpec
 
 from tests.dashboard.conftest import (
     NAME,
@@ -28,9 +31,16 @@ def line(payload: dict[str, Any], chart_id: str, name: str) -> dict[str, Any]:
     return next(s for s in chart(payload, chart_id)["series"] if s["name"] == name)
 
 
-async def test_fleets_report_state_and_live_connections(
-    dashboard: Dashboard, gateways: list[GatewayMetrics]
+async def test_api_with_real_prometheus_up_then_stopped(
+    dashboard: Dashboard, scraping: PrometheusServer, gateways: list[GatewayMetrics]
 ) -> None:
+    """One Prometheus for three checks (each Prometheus start costs seconds)."""
+    await check_fleets_and_series(dashboard, gateways)
+    await check_bad_promql_and_broken_source(scraping)
+    await check_prometheus_stopped(dashboard, scraping)
+
+
+async def check_fleets_and_series(dashboard: Dashboard, gateways: list[GatewayMetrics]) -> None:
     gateways[0].connections.set(100)
     gateways[1].connections.set(37)
 
@@ -55,10 +65,7 @@ async def test_fleets_report_state_and_live_connections(
     assert fleet["last_decision"]["reason"].startswith("connections 137")
     assert fleet["events"][0]["reason"] == "connections above target"
 
-
-async def test_series_from_prometheus_range_queries(
-    dashboard: Dashboard, gateways: list[GatewayMetrics]
-) -> None:
+    # chart lines from Prometheus range queries
     gateways[0].connections.set(60)
     gateways[1].connections.set(40)
 
@@ -102,16 +109,8 @@ async def test_series_from_prometheus_range_queries(
     assert all(not c["prometheus_unavailable"] for c in body["charts"])
 
 
-async def test_prometheus_stopped_is_reported_not_zeros(
-    dashboard: Dashboard, scraping: PrometheusServer, gateways: list[GatewayMetrics]
-) -> None:
-    gateways[0].connections.set(5)
-
-    async def up() -> bool:
-        _, body = await dashboard.get("api/fleets")
-        return body["fleets"][0]["live"]["connections"] == 5
-
-    await wait_until(up, timeout_s=30, message="Prometheus up with data")
+async def check_prometheus_stopped(dashboard: Dashboard, scraping: PrometheusServer) -> None:
+    """Prometheus stops: the API says so explicitly, never zeros."""
     scraping.stop()
 
     async def down() -> dict[str, Any] | None:
@@ -168,3 +167,47 @@ async def test_bad_requests() -> None:
         source.remove(NAMESPACE, NAME)
         status, body = await d.get(f"api/fleets/{NAMESPACE}/{NAME}/series")
         assert status == 404
+
+
+class BrokenSource:
+    """A source that fails every other call (the sampler must survive it)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def fleets(self) -> list[FleetSnapshot]:
+        self.calls += 1
+        if self.calls % 2:
+            raise RuntimeError("source broke")
+        return [demo_snapshot()]
+
+
+async def check_bad_promql_and_broken_source(scraping: PrometheusServer) -> None:
+    """A bad query shows on its chart only; a failing source does not stop the sampler."""
+    charts = (
+        ChartSpec("good", "Good", "count", (LineSpec("actual", "sum(wsfleet_connections{SEL})"),)),
+        ChartSpec("bad", "Bad", "count", (LineSpec("oops", "sum(wsfleet_connections{SEL}"),)),
+    )
+    source = BrokenSource()
+    app = create_dashboard_app(source, scraping.url, interval_s=0.1, charts=charts)
+    server = await start_dashboard(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def series() -> dict[str, Any] | None:
+                async with session.get(server.url + SERIES) as resp:
+                    if resp.status != 200:  # the source raised this time
+                        return None
+                    body: dict[str, Any] = await resp.json()
+                return body if line(body, "good", "actual")["last"] == 100 else None
+
+            body = await wait_until(series, timeout_s=30, interval_s=0.2, message="good chart")
+            assert body["prometheus"]["available"] is True
+            bad = chart(body, "bad")
+            assert bad["series"] == []
+            assert bad["errors"]
+            assert bad["errors"][0].startswith("oops: ")
+            assert chart(body, "good")["errors"] == []
+            await wait_until(lambda: source.calls > 4, timeout_s=10, message="sampler alive")
+    finally:
+        await server.stop()

@@ -84,7 +84,16 @@ def history_prometheus() -> Iterator[History]:
         work = Path(tmp)
         (work / "history.om").write_text(_openmetrics(t, y))
         subprocess.run(
-            [promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", "history.om", "data"],
+            [
+                promtool,
+                "tsdb",
+                "create-blocks-from",
+                "openmetrics",
+                "--max-block-duration=336h",  # 3 blocks, not 169 of 2 h
+                "-q",
+                "history.om",
+                "data",
+            ],
             cwd=work,
             check=True,
             timeout=120,

@@ -71,9 +71,14 @@ def test_restarts_and_spikes_barely_move_the_forecast() -> None:
     clean = make_series(days=28, gaps=False, outliers=False, seed=3)
     dirty = make_series(days=28, gaps=True, outliers=True, seed=3)
     future = START + 28 * DAY + 300.0 * np.arange(288)
+    truth = truth_at(future)
     a = fit_model(clean.t, clean.y, FLAT).predict(future)
     b = fit_model(dirty.t, dirty.y, FLAT).predict(future)
-    assert np.max(np.abs(b / a - 1)) < 0.03
+    # 2 days lost, 5 % of scrapes lost, 0.5 % x8 spikes, 0.25 % zero readings:
+    assert np.mean(np.abs(b / a - 1)) < 0.015
+    accuracy_clean = 1 - np.abs(a - truth).sum() / truth.sum()
+    accuracy_dirty = 1 - np.abs(b - truth).sum() / truth.sum()
+    assert accuracy_dirty >= accuracy_clean - 0.01
 
 
 def test_local_timezone_peak_across_dst() -> None:
@@ -106,19 +111,24 @@ def test_short_history_follows_the_season_prior_then_data_takes_over() -> None:
     model = fit_model(t, np.full(t.size, 100.0), Priors())
     jan, june = model.predict([1704067200.0 + 3 * DAY + 43200, 1718452800.0])
     assert 9.0 < june / jan < 11.0
-    weights_short = model.weights["profile"]
-    # with 28 days the profile's data weight is higher than with 3
+    # the profile's data weight grows with the days observed (same noise): 1 day < 28 days
     s = make_series(days=28)
-    assert fit_model(s.t, s.y, Priors()).weights["profile"] > weights_short
+    one_day = s.t < s.t[0] + DAY
+    short = fit_model(s.t[one_day], s.y[one_day], Priors()).weights["profile"]
+    long = fit_model(s.t, s.y, Priors()).weights["profile"]
+    assert 0.5 < short < long < 1.0
 
 
 def test_stronger_prior_pulls_the_profile_toward_peak_hours() -> None:
     s = make_series(days=2, outliers=False, gaps=False)
     weak = fit_model(
-        s.t, s.y, Priors(), settings=ModelSettings(shrinkage=Shrinkage(slot_days=0.01))
+        s.t, s.y, Priors(), settings=ModelSettings(shrinkage=Shrinkage(profile_sd=10.0))
     )
     strong = fit_model(
-        s.t, s.y, Priors(), settings=ModelSettings(shrinkage=Shrinkage(slot_days=100))
+        s.t,
+        s.y,
+        Priors(),
+        settings=ModelSettings(shrinkage=Shrinkage(profile_sd=0.005, weekday_profile_sd=0.005)),
     )
     prior = Priors().profile_log(288)
     dist_weak = np.abs(weak.profile_log.mean(axis=0) - prior).mean()

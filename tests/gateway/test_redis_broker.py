@@ -142,16 +142,55 @@ async def test_two_pods_get_every_message_once_in_offset_order(
     assert a.broker.stats.duplicates_dropped == 0
 
 
-async def test_publish_returns_the_delivery_and_meta_is_shared(
-    shared_redis: RedisServer, make_pod: PodFactory
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2)), min_size=1, max_size=6),
+        min_size=1,
+        max_size=5,
+    )
+)
+async def test_any_interleaving_of_publishers_is_seen_in_offset_order_by_every_pod(
+    shared_redis: RedisServer, make_pod: PodFactory, batches: list[list[tuple[int, int]]]
 ) -> None:
-    a, b = await make_pod(shared_redis.url), await make_pod(shared_redis.url)
+    """Batches of concurrent publishes from either pod to any of three channels."""
+    pods = [await make_pod(shared_redis.url), await make_pod(shared_redis.url)]
+    channels = [new_channel() for _ in range(3)]
+    for pod in pods:
+        for channel in channels:
+            await pod.broker.attach(channel)
+    published: dict[str, list[str]] = defaultdict(list)
+    for batch in batches:
+        sent = await asyncio.gather(
+            *(pods[p].broker.publish(channels[c], str(i)) for i, (p, c) in enumerate(batch))
+        )
+        for delivery in sent:
+            published[delivery.channel].append(delivery.offset)
+    total = sum(len(batch) for batch in batches)
+    for pod in pods:
+        await wait_until(
+            lambda p=pod: sum(len(v) for v in p.got.values()) >= total, WAIT_S, message="all"
+        )
+        for channel in channels:
+            assert pod.offsets(channel) == sorted(published[channel], key=parse_offset)
+
+
+async def test_publish_returns_the_delivery_and_meta_is_shared(
+    redis_server: RedisServer, make_pod: PodFactory, raw: Any
+) -> None:
+    a, b = await make_pod(redis_server.url), await make_pod(redis_server.url)
     channel = new_channel()
+    await a.broker.publish(channel, "0")  # loads the script
+    await raw(redis_server).script_flush()  # NOSCRIPT next time: reloaded, not an error
     delivery = await a.broker.publish(channel, '{"x":1}')
     assert delivery.channel == channel
     assert delivery.data == {"x": 1}
     assert delivery.ts_ms == parse_offset(delivery.offset)[0] > 0
-    history = await b.broker.history(channel, None, 10)
+    history = await b.broker.history(channel, None, 1)
     assert history.messages == [delivery]
     assert history.offset == delivery.offset
     assert await b.broker.get_meta(channel) == {}
@@ -418,19 +457,20 @@ async def test_rapid_attach_detach_without_linger_keeps_delivering(
 
 
 async def test_attach_cancelled_before_confirmation_then_reattached(
-    shared_redis: RedisServer, make_pod: PodFactory, raw: Any
+    redis_server: RedisServer, make_pod: PodFactory, raw: Any
 ) -> None:
     """A SUBSCRIBE dropped before Redis confirmed it must not confirm its successor."""
-    client = raw(shared_redis)
-    pod = await make_pod(shared_redis.url, linger_s=0)
+    client = raw(redis_server)
+    pod = await make_pod(redis_server.url, linger_s=0)
     channel = new_channel()
-    for _ in range(5):
+    await client.execute_command("CLIENT", "PAUSE", "300", "ALL")  # no confirmation yet
+    for _ in range(3):
         attaching = asyncio.create_task(pod.broker.attach(channel))
-        for _ in range(3):
-            await asyncio.sleep(0)  # SUBSCRIBE sent, confirmation not yet read
+        await wait_until(lambda: pod.broker.stats.subscribes > 0, WAIT_S, message="SUBSCRIBE")
         attaching.cancel()
         with pytest.raises(asyncio.CancelledError):
             await attaching
+        await wait_until(lambda: not pod.broker.attached_channels(), WAIT_S, message="expiry")
     await pod.broker.attach(channel)
     assert await numsub(client, channel) == 1
     sent = await pod.broker.publish(channel, "1")
@@ -542,15 +582,30 @@ async def test_catch_up_after_pubsub_reconnect_delivers_the_gap_once(
     assert a.broker.stats.connects == 2
 
 
+async def test_idle_pubsub_connection_stays_up_on_pings(
+    shared_redis: RedisServer, make_pod: PodFactory
+) -> None:
+    """Without any channel the connection is not in pub/sub mode: PONG is a plain reply."""
+    pod = await make_pod(shared_redis.url, ping_interval_s=0.05)
+    await wait_until(lambda: pod.broker.stats.pings >= 6, WAIT_S, message="pings")
+    channel = new_channel()
+    await pod.broker.attach(channel)
+    pod.broker.detach(channel)
+    pings = pod.broker.stats.pings
+    await wait_until(lambda: pod.broker.stats.pings >= pings + 6, WAIT_S, message="more pings")
+    assert pod.broker.stats.connects == 1
+    assert pod.broker.available
+
+
 async def test_silent_pubsub_connection_is_detected_by_ping(
     redis_server: RedisServer, make_pod: PodFactory, raw: Any
 ) -> None:
     client = raw(redis_server)
-    pod = await make_pod(redis_server.url, ping_interval_s=0.1, op_timeout_s=0.5)
+    pod = await make_pod(redis_server.url, ping_interval_s=0.1, op_timeout_s=0.3)
     slow_pinger = await make_pod(redis_server.url, op_timeout_s=0.2)
     channel = new_channel()
     await pod.broker.attach(channel)
-    await client.execute_command("CLIENT", "PAUSE", "800", "ALL")  # PONGs stop coming
+    await client.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # PONGs stop coming
     with pytest.raises(BrokerUnavailableError):
         await pod.broker.attach(new_channel())  # no confirmation comes either
     with pytest.raises(BrokerUnavailableError):
@@ -560,6 +615,19 @@ async def test_silent_pubsub_connection_is_detected_by_ping(
     assert pod.broker.stats.connects >= 2
     sent = await pod.broker.publish(channel, '"still here"')
     await wait_until(lambda: pod.got[channel] == [sent], WAIT_S, message="delivery")
+
+
+async def test_a_timed_out_command_marks_unavailable_until_redis_answers_again(
+    redis_server: RedisServer, make_pod: PodFactory, raw: Any
+) -> None:
+    client = raw(redis_server)
+    pod = await make_pod(redis_server.url, op_timeout_s=0.3)
+    await client.execute_command("CLIENT", "PAUSE", "1500", "WRITE")  # scripts wait, PING not
+    with pytest.raises(BrokerUnavailableError, match="publish"):
+        await pod.broker.publish(new_channel(), "1")
+    assert not pod.broker.available
+    # no further calls: a background probe notices Redis answering again
+    await wait_until(lambda: pod.broker.available, WAIT_S, message="probe recovery")
 
 
 async def test_start_without_redis_then_redis_appears(make_pod: PodFactory) -> None:

@@ -16,7 +16,7 @@ from wsfleet_gateway.memory_broker import MemoryBroker
 from tests.gateway.conftest import ClientFactory
 from tests.gateway.helpers import make_settings
 from tests.support.waiting import wait_until
-from wsfleet.client import Client, ConnectionClosedError, ServerError
+from wsfleet.client import Client, ConnectionClosedError, HandshakeRefusedError, ServerError
 
 
 async def test_welcome(gateway: Gateway, connect: ClientFactory) -> None:
@@ -256,8 +256,10 @@ async def test_unauthorized_closes_4001() -> None:
 
 
 async def test_wrong_path_is_404(gateway: Gateway) -> None:
-    with pytest.raises(Exception, match="404"):
+    with pytest.raises(HandshakeRefusedError) as info:
         await Client.connect(f"ws://127.0.0.1:{gateway.port}/nope")
+    assert info.value.status == 404
+    assert isinstance(info.value, ConnectionError)  # retry loops catch it like a reset
 
 
 class _Silent(WSListener):
@@ -318,3 +320,82 @@ async def test_stop_closes_clients_with_going_away() -> None:
         await client.next_message()
     await client.close()
     await gw.stop()  # idempotent
+
+
+class _CrashingBroker(MemoryBroker):
+    async def publish(self, channel: str, data_json: str) -> Delivery:
+        raise RuntimeError("bug")
+
+
+async def test_unexpected_broker_error_answers_unavailable_and_keeps_serving() -> None:
+    gw = Gateway(make_settings(), broker=_CrashingBroker())
+    await gw.start()
+    client = await Client.connect(gw.ws_url)
+    try:
+        with pytest.raises(ServerError) as info:
+            await client.publish("a", 1)
+        assert (info.value.code, info.value.message) == ("unavailable", "internal error")
+        await client.subscribe("a")
+    finally:
+        await client.close()
+        await gw.stop()
+
+
+async def test_start_failure_releases_everything() -> None:
+    first = Gateway(make_settings(), broker=MemoryBroker())
+    await first.start()
+    clash = Gateway(make_settings(admin_port=first.admin_port), broker=MemoryBroker())
+    try:
+        with pytest.raises(OSError, match="address already in use"):
+            await clash.start()
+        assert clash.stopping
+    finally:
+        await first.stop()
+
+
+async def test_gateway_on_redis(redis_server: Any) -> None:
+    """The default broker choice: `redis_url` set → RedisBroker, end to end."""
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    gw = Gateway(make_settings(redis_url=url))
+    assert type(gw.broker).__name__ == "RedisBroker"
+    assert type(Gateway(make_settings()).broker) is MemoryBroker
+    await gw.start()
+    client = await Client.connect(gw.ws_url)
+    try:
+        await client.subscribe("redis-chan")
+        offset = await client.publish("redis-chan", {"via": "redis"})
+        message = await client.next_message()
+        assert (message.offset, message.data) == (offset, {"via": "redis"})
+        reply = await client.switch("redis-chan", "other")
+        assert reply.channel == "other"
+    finally:
+        await client.close()
+        await gw.stop()
+
+
+async def test_pipelined_requests_are_answered_in_order(connect: ClientFactory) -> None:
+    client = await connect(record_frames=True)
+    frames = [
+        '{"id": "s", "op": "subscribe", "channel": "p"}',
+        '{"id": "u", "op": "unsubscribe", "channel": "p"}',
+        '{"id": "x", "op": "ping"}',
+        '{"id": "w", "op": "switch", "from": "p", "to": "q"}',
+        '{"id": "s2", "op": "subscribe", "channel": "p"}',
+        '{"id": "sw", "op": "switch", "from": "p", "to": "q"}',
+        '{"id": "pub", "op": "publish", "channel": "q", "data": 1}',
+    ]
+    for frame in frames:
+        client.send_raw(frame)
+    log = client.frame_log
+    assert log is not None
+    await wait_until(lambda: sum(1 for f in log if f.get("id") == "pub") == 1)
+    replies = [(f["type"], f.get("id")) for f in log if f["type"] not in ("welcome", "message")]
+    assert replies == [
+        ("subscribed", "s"),
+        ("unsubscribed", "u"),
+        ("pong", "x"),
+        ("error", "w"),  # not subscribed to p any more
+        ("subscribed", "s2"),
+        ("switched", "sw"),
+        ("published", "pub"),
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +24,7 @@ GATEWAY_ENV = {
 
 @pytest.fixture
 async def supervisor(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[GatewaySupervisor]:
-    """A supervisor (no gateways yet) whose gateways share one free port and Redis."""
+    """A running supervisor (no gateways yet) whose gateways share one free port and Redis."""
     async with aiohttp.ClientSession() as session:
         sup = GatewaySupervisor(
             SupervisorConfig(
@@ -36,7 +38,11 @@ async def supervisor(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator
             ),
             session,
         )
+        task = asyncio.create_task(sup.supervise(), name="supervise")
         try:
             yield sup
         finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
             await sup.stop_all()

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from wsfleet.cli import main
 from wsfleet.localfleet import procs
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "01-minimal-fleet.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`wsfleet up` configures structlog for its process; undo it for the next tests."""
+    yield
+    structlog.reset_defaults()
 
 
 def test_missing_binaries_get_an_actionable_error(

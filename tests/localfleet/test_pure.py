@@ -35,7 +35,8 @@ def fleet_doc(**spec: object) -> dict[str, object]:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_loads_as_a_local_fleet(path: Path) -> None:
     manifest = load_manifest(path)
-    spec = localize(manifest, "http://127.0.0.1:1", Overrides())
+    spec = localize(manifest, "http://127.0.0.1:1", "redis://127.0.0.1:2/0", Overrides())
+    assert not spec.semantic_errors()
     assert spec.prometheus.url == "http://127.0.0.1:1"
     assert spec.replicas.min <= spec.replicas.max
     assert not spec.dry_run
@@ -52,6 +53,7 @@ def test_localize_applies_overrides_and_keeps_the_rest() -> None:
     spec = localize(
         manifest,
         "http://prom",
+        "redis://r:1/0",
         Overrides(interval_s=0.5, scale_up_window_s=1, scale_down_window_s=2, drain_grace_s=3),
     )
     assert spec.behavior.interval_seconds == 0.5
@@ -131,9 +133,7 @@ def test_pick_victims_prefers_emptiest_then_unknown_first_then_newest() -> None:
     ),
     st.integers(-2, 15),
 )
-def test_pick_victims_never_keeps_an_emptier_one(
-    counts: dict[str, float | None], k: int
-) -> None:
+def test_pick_victims_never_keeps_an_emptier_one(counts: dict[str, float | None], k: int) -> None:
     victims = pick_victims(counts, {}, k)
     assert len(victims) == max(0, min(k, len(counts)))
     assert len(set(victims)) == len(victims)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from wsfleet_operator.targets import ScaleTarget
 
 from tests.localfleet.traffic import Publisher, Subscriber, caught_up, connect, stream_truth, tally
 from tests.support.waiting import wait_until
 from wsfleet.localfleet.supervisor import GatewayState, GatewaySupervisor
 from wsfleet.localfleet.target import LocalProcessTarget
 from wsfleet.services import RedisServer
-from wsfleet_operator.targets import ScaleTarget
 
 
 def ws_url(sup: GatewaySupervisor) -> str:
@@ -72,21 +70,16 @@ async def test_target_scales_up_then_drains_the_emptiest(supervisor: GatewaySupe
 
 async def test_a_gateway_that_dies_is_replaced(supervisor: GatewaySupervisor) -> None:
     await supervisor.scale_up_to(2)
-    task = asyncio.create_task(supervisor.supervise())
-    try:
-        victim = supervisor.gateways["gw-1"]
-        supervisor.kill(victim)
-        await wait_until(
-            lambda: [g.name for g in supervisor.serving()] == ["gw-2", "gw-3"],
-            timeout_s=90,
-            message="gw-1 replaced by gw-3",
-        )
-        assert victim.exit_code == -9
-        assert victim.state is GatewayState.EXITED
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    victim = supervisor.gateways["gw-1"]
+    supervisor.kill(victim)
+    await wait_until(
+        lambda: [g.name for g in supervisor.serving()] == ["gw-2", "gw-3"],
+        timeout_s=90,
+        message="gw-1 replaced by gw-3",
+    )
+    assert victim.exit_code == -9
+    assert victim.state is GatewayState.EXITED
+    assert supervisor.pids() == {g.pid for g in supervisor.serving()}
 
 
 async def test_sigkill_loses_no_message_for_clients_that_resume(
@@ -94,7 +87,6 @@ async def test_sigkill_loses_no_message_for_clients_that_resume(
 ) -> None:
     """SIGKILL (no drain): subscribers reconnect with resume and miss nothing."""
     await supervisor.scale_up_to(2)
-    task = asyncio.create_task(supervisor.supervise())
     channels = [f"kill-{n}" for n in range(3)]
     url = ws_url(supervisor)
     subscribers = [await Subscriber.start(url, channels[: 1 + n % 3]) for n in range(30)]
@@ -103,7 +95,7 @@ async def test_sigkill_loses_no_message_for_clients_that_resume(
         on_victim = [s for s in subscribers if s.client.welcome and s.client.welcome.node == "gw-1"]
         assert on_victim, "the kernel put some subscribers on gw-1"
         publisher.start()
-        await wait_until(lambda: len(publisher.acked) >= 50, timeout_s=60, message="traffic")
+        await wait_until(lambda: publisher.published_at_least(50), timeout_s=60, message="traffic")
         supervisor.kill(supervisor.gateways["gw-1"])
         await wait_until(
             lambda: all(s.client.reconnects >= 1 for s in on_victim),
@@ -111,8 +103,11 @@ async def test_sigkill_loses_no_message_for_clients_that_resume(
             message="subscribers of the killed gateway reconnected",
         )
         mark = len(publisher.acked)
-        await wait_until(lambda: len(publisher.acked) >= mark + 50, timeout_s=60, message="more")
+        await wait_until(
+            lambda: publisher.published_at_least(mark + 50), timeout_s=60, message="more"
+        )
         await publisher.stop()
+        publisher.check()
         truth = await stream_truth(redis_server.url, channels)
         assert set(publisher.acked) <= {(c, o) for c, offs in truth.items() for o in offs}
         await wait_until(
@@ -128,6 +123,3 @@ async def test_sigkill_loses_no_message_for_clients_that_resume(
         await publisher.stop()
         for sub in subscribers:
             await sub.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

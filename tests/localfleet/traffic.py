@@ -14,12 +14,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-
-from wsfleet.client import Client, ConnectionClosedError, ServerError
 from wsfleet_gateway.broker import parse_offset
 from wsfleet_gateway.redis_streams import stream_key
 
-RETRYABLE = (OSError, ConnectionError, TimeoutError, ServerError)
+from wsfleet.client import Client, ConnectionClosedError, ServerError
+
+# IndexError: wsfleet.client's `_open` can fail that way when the handshake dies
+# with the gateway (reported); it is a failed connection attempt like the others.
+RETRYABLE = (OSError, ConnectionError, TimeoutError, ServerError, IndexError)
 
 
 async def connect(url: str, attempts: int = 60) -> Client:
@@ -126,10 +128,23 @@ class Publisher:
         finally:
             await client.close()
 
+    def check(self) -> None:
+        """Raise the publisher's own failure, if it failed."""
+        if self.task is not None and self.task.done() and not self.task.cancelled():
+            error = self.task.exception()
+            if error is not None:
+                raise AssertionError(f"publisher failed: {error!r}") from error
+
+    def published_at_least(self, count: int) -> bool:
+        self.check()
+        return len(self.acked) >= count
+
     async def stop(self) -> None:
+        """Stop publishing (idempotent); `check()` reports a failure."""
         self._stop.set()
         if self.task is not None:
-            await asyncio.wait_for(self.task, 60.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.task), 60.0)
 
 
 async def stream_truth(redis_url: str, channels: list[str]) -> dict[str, list[str]]:

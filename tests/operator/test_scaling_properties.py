@@ -6,7 +6,6 @@ import math
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
 from wsfleet_operator.scaling import (
     Decision,
     History,
@@ -132,8 +131,10 @@ def test_step_limits_hold_across_a_minute(data: st.DataObject, spec: FleetSpec) 
     changes: tuple[ScaleChange, ...] = ()
     for i in range(4):
         now = NOW + i * 10
-        low, high = rate_limits(spec, current, changes, now)
-        d = decide(spec, Metrics(now, connections=1e9), None, current, History(0.0, (), changes), now)
+        _low, high = rate_limits(spec, current, changes, now)
+        d = decide(
+            spec, Metrics(now, connections=1e9), None, current, History(0.0, (), changes), now
+        )
         assert d.desired <= high
         if d.desired != current:
             changes = (*changes, ScaleChange(now, current, d.desired))

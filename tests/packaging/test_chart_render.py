@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +121,10 @@ def test_operator_deployment_is_hardened(all_features_render: list[Manifest]) ->
     args: list[str] = container["args"]
     assert args[:2] == ["operator", "--all-namespaces"]
     assert "--peering=wsfleet" in args
-    assert "--standalone" not in args
+    # Distinct kopf priorities per pod: same-priority peers would all pause.
+    assert container["command"][:2] == ["/bin/sh", "-c"]
+    assert '--priority="$(python' in container["command"][2]
+    assert 'exec wsfleet "$@"' in container["command"][2]
     assert deploy["spec"]["replicas"] == 2
 
 
@@ -126,7 +132,9 @@ def test_without_peering_one_replica_and_recreate(default_render: list[Manifest]
     deploy = one(default_render, "Deployment")
     assert deploy["spec"]["replicas"] == 1
     assert deploy["spec"]["strategy"] == {"type": "Recreate"}
-    assert "--standalone" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--peering") for a in container["args"])
+    assert "command" not in container  # the image's entrypoint: wsfleet
 
 
 def test_replicas_without_peering_are_refused(helm: Helm) -> None:
@@ -219,3 +227,75 @@ def test_kubernetes_validate_rejects_a_broken_manifest(default_render: list[Mani
     deploy["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
     with pytest.raises(kv.ValidationError):
         validate_manifest(deploy, [])
+
+
+@pytest.mark.parametrize("render", ["default_render", "all_features_render", "namespaced_render"])
+def test_operator_args_parse_with_the_real_cli(render: str, request: pytest.FixtureRequest) -> None:
+    """The chart's container args are accepted by `wsfleet operator`'s own parser."""
+    pytest.importorskip("wsfleet_operator.cli", reason="wsfleet_operator.cli not built yet")
+    from wsfleet.cli import build_parser
+
+    manifests: list[Manifest] = request.getfixturevalue(render)
+    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "operator"
+
+
+def test_peering_gives_each_pod_its_own_priority(
+    all_features_render: list[Manifest], tmp_path: Path
+) -> None:
+    """Run the container's real /bin/sh command with a stand-in `wsfleet` that prints argv."""
+    container = one(all_features_render, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    fake = tmp_path / "wsfleet"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    (tmp_path / "python").symlink_to(sys.executable)
+    seen: dict[str, list[str]] = {}
+    for pod in ("wsfleet-operator-5d8c7-abcde", "wsfleet-operator-5d8c7-fghij"):
+        proc = subprocess.run(
+            container["command"] + container["args"],
+            env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOSTNAME": pod},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        seen[pod] = proc.stdout.splitlines()
+    argvs = list(seen.values())
+    assert argvs[0][:-1] == container["args"] == argvs[1][:-1]
+    priorities = [argv[-1] for argv in argvs]
+    assert all(p.startswith("--priority=") for p in priorities)
+    assert priorities[0] != priorities[1]
+    pytest.importorskip("wsfleet_operator.cli", reason="wsfleet_operator.cli not built yet")
+    from wsfleet.cli import build_parser
+
+    assert build_parser().parse_args(argvs[0]).priority == int(priorities[0].split("=")[1])
+
+
+def render_notes(helm: Helm, tmp_path: Path, values: list[Path], sets: list[str]) -> str:
+    """NOTES.txt as `helm install` would print it (rendered through a scratch copy)."""
+    chart = tmp_path / "chart"
+    shutil.copytree(helm.chart, chart)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "files" / "NOTES.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+        'data:\n  notes: {{ tpl (.Files.Get "files/NOTES.txt") . | toJson }}\n'
+    )
+    manifests = Helm(binary=helm.binary, chart=chart).template(values=values, sets=sets)
+    notes = [m for m in manifests if m["metadata"]["name"] == "notes"]
+    return str(notes[0]["data"]["notes"])
+
+
+def test_notes_tell_the_user_what_to_do_next(helm: Helm, tmp_path: Path) -> None:
+    notes = render_notes(helm, tmp_path / "a", [ALL_FEATURES], [])
+    assert "rollout status deployment/wsfleet-operator" in notes
+    assert "kubectl apply -n weddings -f examples/01-minimal-fleet.yaml" in notes
+    assert "redis://wsfleet-redis.wsfleet-system.svc:6379/0" in notes
+    assert "2 replicas under kopf peering" in notes
+    # rendered without the monitoring API: the notes warn that nothing was created
+    assert "they were NOT created" in notes
+    ns_notes = render_notes(helm, tmp_path / "b", [], ["operator.watchNamespace=shop"])
+    assert 'watches namespace "shop" (namespaced Role)' in ns_notes
+    assert "kubectl apply -n shop -f examples/01-minimal-fleet.yaml" in ns_notes
+    assert "set prometheus.podMonitor.enabled=true" in ns_notes
+    assert "NOT created" not in ns_notes

@@ -114,7 +114,7 @@ def referenced_metrics(all_features_render: list[Manifest]) -> set[str]:
 # Names the rules and dashboard use that their exporter does not serve yet. The test
 # fails as soon as one of them appears (then delete it here) or a new unknown name shows up.
 PENDING_GATEWAY = {"wsfleet_connections_limit"}
-PENDING_OPERATOR = {"wsfleet_operator_forecast_accuracy", "wsfleet_operator_forecast_connections"}
+PENDING_OPERATOR: set[str] = set()
 
 
 def test_gateway_metrics_used_by_rules_and_dashboard_exist(
@@ -138,3 +138,18 @@ def test_operator_metrics_used_by_rules_and_dashboard_exist(
     used = {n for n in referenced_metrics(all_features_render) if n.startswith("wsfleet_op")}
     assert used - served == PENDING_OPERATOR, f"unknown operator metrics: {used - served}"
     assert not PENDING_OPERATOR & served, "a pending metric is now served: drop it from PENDING"
+
+
+def test_every_runbook_url_has_a_section_in_operate_md(all_features_render: list[Manifest]) -> None:
+    operate = (Path(__file__).resolve().parents[2] / "docs" / "operate.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in operate.splitlines()
+        if line.startswith("#")
+    }
+    rule = one(all_features_render, "PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            if "alert" in r:
+                anchor = r["annotations"]["runbook_url"].split("#", 1)[1]
+                assert anchor in anchors, f"{r['alert']}: docs/operate.md has no #{anchor}"

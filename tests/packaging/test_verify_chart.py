@@ -60,3 +60,22 @@ def test_verify_chart_fails_on_missing_or_orphan_copy(tmp_path: Path) -> None:
     proc = run(tree / "hack" / "verify-chart.sh")
     assert proc.returncode == 1
     assert "is missing; run hack/sync-chart.sh" in proc.stderr
+
+
+def test_verify_chart_fails_on_a_stale_values_table(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    shutil.copy(ROOT / "hack" / "chart_readme.py", tree / "hack" / "chart_readme.py")
+    for name in ("README.md", "values.yaml"):
+        shutil.copy(ROOT / "charts" / "wsfleet" / name, tree / "charts" / "wsfleet" / name)
+    assert run(tree / "hack" / "verify-chart.sh").returncode == 0
+    values = tree / "charts" / "wsfleet" / "values.yaml"
+    values.write_text(values.read_text().replace("replicaCount: 1", "replicaCount: 3", 1))
+    stale = run(tree / "hack" / "verify-chart.sh")
+    assert stale.returncode == 1
+    assert "values table is stale" in stale.stderr
+    assert run(tree / "hack" / "sync-chart.sh").returncode == 0
+    assert run(tree / "hack" / "verify-chart.sh").returncode == 0
+    assert (
+        "| `operator.replicaCount` | int | `3` |"
+        in (tree / "charts" / "wsfleet" / "README.md").read_text()
+    )

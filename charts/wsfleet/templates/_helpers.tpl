@@ -113,30 +113,28 @@ except Deployments (kopf watches them to repair drift).
 
 {{/* Command-line arguments of `wsfleet operator` besides the namespace choice. */}}
 {{- define "wsfleet.operator.args" -}}
-- --liveness=http://0.0.0.0:{{ .Values.operator.healthPort }}/healthz
+- --liveness-port={{ .Values.operator.healthPort }}
+- --metrics-port={{ .Values.operator.metricsPort }}
+- --log-level={{ .Values.operator.logLevel }}
 {{- if .Values.operator.peering.enabled }}
 - --peering={{ .Values.operator.peering.name }}
-{{- else }}
-- --standalone
+{{- end }}
+{{- if not .Values.operator.forecast }}
+- --no-forecast
 {{- end }}
 {{- end -}}
 
-{{/* WSFLEET_* settings of the operator (pydantic-settings), one per Helm value. */}}
-{{- define "wsfleet.operator.env" -}}
-- name: WSFLEET_OPERATOR_LOG_LEVEL
-  value: {{ .Values.operator.logLevel | quote }}
-- name: WSFLEET_OPERATOR_METRICS_PORT
-  value: {{ .Values.operator.metricsPort | quote }}
-{{- with .Values.operator.prometheusUrl }}
-- name: WSFLEET_OPERATOR_PROMETHEUS_URL
-  value: {{ . | quote }}
-{{- end }}
-- name: WSFLEET_OPERATOR_POD_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.name
-- name: WSFLEET_OPERATOR_POD_NAMESPACE
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.namespace
+{{/*
+With peering, kopf pauses every replica that sees another live one of the same priority,
+so each pod needs its own: derived from the pod name (HOSTNAME) at start.
+*/}}
+{{- define "wsfleet.operator.command" -}}
+{{- if .Values.operator.peering.enabled -}}
+- /bin/sh
+- -c
+- >-
+  exec wsfleet "$@" --priority="$(python -c 'import os, zlib;
+  print(zlib.crc32(os.environ["HOSTNAME"].encode()) % 1000000)')"
+- wsfleet-operator
+{{- end -}}
 {{- end -}}

@@ -91,7 +91,7 @@
     } else {
       setPill(el("prom-status"), "Prometheus unavailable", "bad", prom.error || "");
       banner.textContent = "Prometheus unavailable" + (prom.error ? ": " + prom.error : "") +
-        " — live metrics are not shown; fleet state below comes from the operator.";
+        " — live metrics are not shown; the fleet state below comes from its autoscaler.";
       banner.hidden = false;
     }
   }
@@ -201,10 +201,16 @@
     if (fs.length) {
       const line = h("div", "muted");
       line.dataset.role = "forecast-summary";
-      line.textContent = "Forecast: " + fs.map(([k, v]) => k + " " + (typeof v === "number" ? fmtNumber(Math.round(v * 1000) / 1000) : v)).join(" · ");
+      line.textContent = "Forecast: " + fs.map(([k, v]) => k + " " + fmtSummary(k, v)).join(" · ");
       card.decision.append(line);
     }
     renderEvents(card, f.events || []);
+  }
+
+  function fmtSummary(key, v) {
+    if (typeof v === "number" && /At$/.test(key)) return fmtTime(v, false);
+    if (typeof v === "number") return fmtNumber(Math.round(v * 1000) / 1000);
+    return String(v);
   }
 
   function rank(type) {
@@ -261,7 +267,7 @@
 
   function drawChart(node, chart, start, end, now) {
     node.data = { chart, start, end, now };
-    const lines = chart.series.filter((l) => l.points.length > 0);
+    const lines = chart.series.filter((l) => l.points.some((p) => p[1] !== null));
     // legend
     node.legend.replaceChildren();
     chart.series.forEach((l, i) => {
@@ -292,12 +298,13 @@
       node.overlay.textContent = "";
     }
     if (chart.prometheus_unavailable && lines.length) {
-      node.note.textContent = "Prometheus unavailable: only the operator's own lines are shown.";
+      node.note.textContent = "Prometheus unavailable: only the autoscaler's own lines are shown.";
     }
+    if (unavailableOnly) return; // no axes: nothing here may read as a zero
     let vmax = 0;
     for (const l of lines) for (const [, v] of l.points) if (v !== null && v > vmax) vmax = v;
     if (chart.unit === "ratio") vmax = 1;
-    else if (chart.unit === "replicas") vmax = Math.max(1, Math.ceil(vmax * 1.15));
+    else if (chart.unit === "replicas") vmax = Math.max(4, Math.ceil((vmax * 1.15) / 4) * 4);
     else vmax = vmax > 0 ? niceCeil(vmax * 1.1) : 1;
     const x = (t) => m.l + ((t - start) / (end - start)) * (W - m.l - m.r);
     const y = (v) => H - m.b - (v / vmax) * (H - m.t - m.b);
@@ -367,7 +374,7 @@
 
   function niceCeil(v) {
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const k of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (k * p >= v) return k * p;
+    for (const k of [1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10]) if (k * p >= v) return k * p;
     return 10 * p;
   }
 
@@ -408,6 +415,7 @@
       if (!resp.ok) throw new Error("HTTP " + resp.status);
       const data = await resp.json();
       card.series = data;
+      data.start = fitStart(data);
       for (const chart of data.charts) drawChart(ensureChart(card, chart), chart, data.start, data.end, data.now);
       card.root.dataset.seriesAt = String(data.end);
     } catch (err) {
@@ -415,6 +423,17 @@
     } finally {
       inflight.delete(card.key);
     }
+  }
+
+  // Start the x axis at the first sample when the data is younger than the
+  // selected range (a fleet that just started), keeping at least 2 minutes.
+  function fitStart(data) {
+    let first = Infinity;
+    for (const c of data.charts) {
+      for (const l of c.series) if (l.points.length && l.points[0][0] < first) first = l.points[0][0];
+    }
+    if (!isFinite(first) || first <= data.start) return data.start;
+    return Math.max(data.start, Math.min(first - 10, data.now - 120));
   }
 
   function render(payload) {

@@ -22,6 +22,17 @@ from wsfleet.loadtest.scenarios import _coordinator, record_delivery
 LONG = 3600.0
 
 
+def error_summary(engine: Engine, since: dict[str, int] | None = None) -> str:
+    """Errors the server answered (or connections that failed), ``code=n`` joined by commas."""
+    since = since or {}
+    parts = [
+        f"{code}={n - since.get(code, 0)}"
+        for code, n in sorted(engine.stats.errors.items())
+        if n - since.get(code, 0) > 0
+    ]
+    return ",".join(parts)
+
+
 def bench_options(**values: object) -> ScenarioOptions:
     opts = ScenarioOptions(duration_s=LONG, max_requests=10**12, connect_concurrency=64)
     for key, value in values.items():
@@ -52,7 +63,7 @@ class IdleFleet:
 
 async def open_idle(
     url: str, count: int, read_rss: Callable[[], int]
-) -> tuple[dict[str, float], IdleFleet]:
+) -> tuple[dict[str, float | str], IdleFleet]:
     """Open `count` idle connections: connect rate and server memory per connection."""
     engine = Engine(url, bench_options())
     warm = await engine.open_many(20)  # first connections load code paths, not per-conn memory
@@ -65,11 +76,14 @@ async def open_idle(
     span = time.perf_counter() - started
     after = await settled_rss(read_rss)
     opened = len(conns)
-    figures = {
+    figures: dict[str, float | str] = {
         "opened": float(opened),
         "connect_per_s": opened / span if span > 0 else 0.0,
         "idle_kb_per_conn": (after - before) / opened / 1024.0 if opened else float("nan"),
     }
+    errors = error_summary(engine)
+    if errors:
+        figures["connect_errors"] = errors
     return figures, IdleFleet(engine, conns)
 
 
@@ -80,10 +94,11 @@ async def switch_under_load(
     duration_s: float,
     subscribers_per_channel: int = 100,
     think_s: float = 0.01,
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Switch latency of `switchers` clients while `background_dps` deliveries/s flow."""
     engine = fleet.engine
     stats = engine.stats
+    errors_before = dict(stats.errors)
     pool = list(fleet.conns)
     channels = max(1, min(20, len(pool) // (2 * subscribers_per_channel)))
     subs = min(subscribers_per_channel, max(1, (len(pool) - switchers) // channels))
@@ -130,10 +145,13 @@ async def switch_under_load(
         else float("nan"),
         "switches": float(len(ordered)),
         "background_dps": (stats.delivered - delivered_before) / span if span > 0 else 0.0,
+        "switch_errors": error_summary(engine, errors_before),
     }
 
 
-async def fanout(url: str, subscribers: int, messages: int, window: int = 8) -> dict[str, float]:
+async def fanout(
+    url: str, subscribers: int, messages: int, timeout_s: float, window: int = 8
+) -> dict[str, float | str]:
     """Deliveries per second of one channel to `subscribers` (publishes pipelined)."""
     engine = Engine(url, bench_options())
     try:
@@ -141,7 +159,7 @@ async def fanout(url: str, subscribers: int, messages: int, window: int = 8) -> 
         await asyncio.gather(*(engine.call(c, "subscribe", channel="fanout") for c in subs))
         publisher = await engine.open()
         if publisher is None or not subs:
-            return {"deliveries_per_s": float("nan")}
+            return {"deliveries_per_s": float("nan"), "fanout_errors": error_summary(engine)}
         expected = messages * len(subs)
         stats = engine.stats
         base = stats.delivered
@@ -153,7 +171,7 @@ async def fanout(url: str, subscribers: int, messages: int, window: int = 8) -> 
                     in_flight, return_when=asyncio.FIRST_COMPLETED
                 )
             in_flight.add(publisher.request("publish", {"channel": "fanout", "data": {"s": seq}}))
-        deadline = time.perf_counter() + 60.0
+        deadline = time.perf_counter() + timeout_s
         while stats.delivered - base < expected and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
         span = time.perf_counter() - started
@@ -161,6 +179,7 @@ async def fanout(url: str, subscribers: int, messages: int, window: int = 8) -> 
         return {
             "deliveries_per_s": got / span if span > 0 else 0.0,
             "delivered_share": got / expected if expected else 0.0,
+            "fanout_errors": error_summary(engine),
         }
     finally:
         await engine.close_all()
@@ -168,7 +187,7 @@ async def fanout(url: str, subscribers: int, messages: int, window: int = 8) -> 
 
 async def delivery_latency(
     publish_url: str, subscribe_url: str, subscribers: int, rate: float, duration_s: float
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Publish-to-delivery latency per recipient (publisher and subscribers may differ)."""
     sub_engine = Engine(subscribe_url, bench_options())
     pub_engine = Engine(publish_url, bench_options(publish_rate=rate))
@@ -189,6 +208,9 @@ async def delivery_latency(
             "delivery_p50_ms": float(summary["p50_ms"] or float("nan")),
             "delivery_p99_ms": float(summary["p99_ms"] or float("nan")),
             "lost": float(max(0, expected - sub_engine.stats.delivered)),
+            "latency_errors": ",".join(
+                e for e in (error_summary(sub_engine), error_summary(pub_engine)) if e
+            ),
         }
     finally:
         await sub_engine.close_all()

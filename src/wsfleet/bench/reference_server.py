@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
+import heapq
 import json
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
@@ -27,11 +32,56 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 READ_BUFFER_BYTES = 2048
 
 
+class PreciseTimer:
+    """Runs callbacks on the loop at `perf_counter` instants, to ~0.1 ms.
+
+    Event-loop timers round to whole milliseconds (libuv), which would make
+    the delay server's "known delay" up to a millisecond wrong; a thread
+    sleeping on a condition with a float timeout does not.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="precise-timer", daemon=True)
+        self._thread.start()
+
+    def call_at(self, due: float, callback: Callable[[], None]) -> None:
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._heap, (due, self._seq, callback))
+            self._cv.notify()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    def _run(self) -> None:
+        with self._cv:
+            while not self._closed:
+                if not self._heap:
+                    self._cv.wait()
+                    continue
+                due, _seq, callback = self._heap[0]
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                with contextlib.suppress(RuntimeError):  # loop closed
+                    self._loop.call_soon_threadsafe(callback)
+
+
 class Hub:
     """Channels and their subscribers; offsets count publishes per channel."""
 
     def __init__(self, reply_delay_s: float = 0.0) -> None:
         self.reply_delay_s = reply_delay_s
+        self.timer: PreciseTimer | None = None
         self.channels: dict[str, set[ReferenceListener]] = {}
         self.seq = 0
         self.connections = 0
@@ -69,6 +119,7 @@ class ReferenceListener(WSListener):
         self.hub = hub
         self.transport: WSTransport | None = None
         self.channels: set[str] = set()
+        self._arrived = 0.0
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -90,6 +141,7 @@ class ReferenceListener(WSListener):
             return
         if frame.msg_type is not WSMsgType.TEXT:
             return
+        self._arrived = time.perf_counter()
         try:
             msg = json.loads(frame.get_payload_as_bytes())
         except ValueError:
@@ -129,8 +181,13 @@ class ReferenceListener(WSListener):
 
     def _reply(self, reply: dict[str, Any]) -> None:
         frame = json.dumps(reply, separators=(",", ":")).encode()
-        if self.hub.reply_delay_s > 0:
-            asyncio.get_running_loop().call_later(self.hub.reply_delay_s, self._send, frame)
+        hub = self.hub
+        if hub.reply_delay_s > 0:
+            if hub.timer is None:
+                hub.timer = PreciseTimer(asyncio.get_running_loop())
+            hub.timer.call_at(
+                self._arrived + hub.reply_delay_s, functools.partial(self._send, frame)
+            )
         else:
             self._send(frame)
 
@@ -191,6 +248,8 @@ async def _serve(host: str, port: int, reply_delay_s: float) -> None:
     print(json.dumps(ready), flush=True)
     await stop.wait()
     server.close()
+    if _hub.timer is not None:
+        _hub.timer.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,8 +155,25 @@ def summarise(raw: dict[str, Any], config: SuiteConfig, quick: bool) -> dict[str
         "config": asdict(config),
         "figures": doc_figures,
         "cache_status": next((s for s in cache_status if s), "not measured"),
+        "problems": problems_seen(runs),
         "raw_runs": runs,
     }
+
+
+def problems_seen(runs: list[dict[str, dict[str, Any]]]) -> list[str]:
+    """Errors, losses and short deliveries during the runs: they qualify the figures."""
+    seen: list[str] = []
+    for index, run in enumerate(runs, start=1):
+        for kind, values in run.items():
+            for key, value in sorted(values.items()):
+                if key.endswith("_errors") and value:
+                    seen.append(f"run {index}, {kind}: {key.removesuffix('_errors')}: {value}")
+                elif key.endswith("lost") and isinstance(value, int | float) and value > 0:
+                    seen.append(f"run {index}, {kind}: {key} = {value:.0f} deliveries")
+            share = values.get("delivered_share")
+            if isinstance(share, int | float) and share < 1.0:
+                seen.append(f"run {index}, {kind}: fan-out delivered only {share:.1%} in time")
+    return seen
 
 
 def _fmt(value: float | None) -> str:
@@ -193,6 +210,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
             f"{_fmt(v[GATEWAY_OFF]['median'])} | {_fmt(v[GATEWAY]['median'])} | "
             f"{_fmt(r['gateway/baseline'])} | {_fmt(r['gateway/gateway-off'])} | {target} |"
         )
+    problems = doc.get("problems") or []
+    if problems:
+        lines += ["", "Problems seen during the runs (they qualify the figures above):", ""]
+        lines += [f"- {p}" for p in problems]
     lines += [
         "",
         f"Cache: {doc['cache_status']}.",

@@ -46,6 +46,7 @@ class SuiteConfig:
     switch_duration_s: float = 8.0
     fanout_subscribers: int = 1_000
     fanout_messages: int = 600
+    fanout_timeout_s: float = 30.0
     latency_subscribers: int = 100
     latency_rate: float = 50.0
     latency_duration_s: float = 4.0
@@ -64,6 +65,7 @@ class SuiteConfig:
             switch_duration_s=2.0,
             fanout_subscribers=200,
             fanout_messages=100,
+            fanout_timeout_s=8.0,
             latency_subscribers=20,
             latency_rate=20.0,
             latency_duration_s=1.5,
@@ -82,6 +84,7 @@ class SuiteConfig:
             switch_duration_s=1.0,
             fanout_subscribers=50,
             fanout_messages=20,
+            fanout_timeout_s=5.0,
             latency_subscribers=5,
             latency_duration_s=0.5,
             photographer_users=5,
@@ -134,7 +137,12 @@ async def measure_server(
             await fleet.engine.close_all()
         log(f"  {kind}: fan-out to {config.fanout_subscribers} subscribers")
         out.update(
-            await figures.fanout(server.ws_url, config.fanout_subscribers, config.fanout_messages)
+            await figures.fanout(
+                server.ws_url,
+                config.fanout_subscribers,
+                config.fanout_messages,
+                config.fanout_timeout_s,
+            )
         )
         log(f"  {kind}: same-node delivery latency")
         out.update(
@@ -164,7 +172,7 @@ async def measure_server(
 
 async def measure_cross_pod(
     config: SuiteConfig, cpu: int | None, redis_url: str, log: Log
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Publish on gateway A, deliver on gateway B, through one real Redis."""
     log("  cross-pod: two gateways through Redis")
     a = await asyncio.to_thread(start_server, GATEWAY, cpu, redis_url)

@@ -81,8 +81,6 @@ def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
             values[name] = value
     if args.duration is not None:
         values["duration_s"] = args.duration
-    elif args.scenario == "wedding-season":
-        values["duration_s"] = None
     if args.token is not None:
         values["token"] = args.token
     if args.channel_prefix is not None:

@@ -21,8 +21,8 @@ class ScenarioOptions:
 
     connections: int = 100
     """photographer: users; wedding-season: base connections (peak = base x peak_factor)."""
-    duration_s: float | None = 10.0
-    """Wall-clock bound in seconds (wedding-season default: one compressed day)."""
+    duration_s: float | None = None
+    """Wall-clock bound in seconds (default 10; wedding-season: one compressed day)."""
     max_requests: int = 1_000_000
     """Most requests (subscribe, switch, publish, ...) sent in the whole run."""
     channels: int = 200

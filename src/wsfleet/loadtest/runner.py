@@ -21,6 +21,8 @@ from wsfleet.loadtest.scenarios import SCENARIOS
 from wsfleet.loadtest.shape import check_target
 from wsfleet.loadtest.stats import RunStats
 
+DEFAULT_DURATION_S = 10.0
+
 
 def resolve_options(
     name: str, options: ScenarioOptions | Mapping[str, Any] | None
@@ -31,11 +33,11 @@ def resolve_options(
     opts = (
         options if isinstance(options, ScenarioOptions) else ScenarioOptions.from_mapping(options)
     )
-    if opts.duration_s is None and name == "wedding-season":
-        opts = dataclasses.replace(opts, duration_s=86_400.0 / opts.compress)
-    if opts.duration_s is None:
-        raise ValueError(f"scenario {name!r} needs duration_s (runs are bounded in time)")
-    if opts.duration_s <= 0 or opts.max_requests <= 0 or opts.connections < 0:
+    duration_s = opts.duration_s
+    if duration_s is None:
+        duration_s = 86_400.0 / opts.compress if name == "wedding-season" else DEFAULT_DURATION_S
+        opts = dataclasses.replace(opts, duration_s=duration_s)
+    if duration_s <= 0 or opts.max_requests <= 0 or opts.connections < 0:
         raise ValueError("duration_s and max_requests must be > 0, connections >= 0")
     return opts
 

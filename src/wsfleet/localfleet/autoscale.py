@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -72,16 +73,39 @@ def build_autoscaler(
     return _OperatorAutoscaling(autoscaler, [client.close])
 
 
-async def run_autoscaler(autoscaling: Autoscaling, interval_s: float) -> None:
-    """Tick every `interval_s` until cancelled; a failing tick is logged, not fatal."""
+def describe(result: Any) -> tuple[tuple[object, ...], str] | None:
+    """(what changed, a line for people) from a `TickResult`; None without a decision."""
+    decision = getattr(result, "decision", None)
+    if decision is None:
+        return None
+    mode = getattr(decision.mode, "value", decision.mode)
+    key = (decision.desired, mode)
+    return key, f"autoscaler: {decision.desired} replicas ({mode}): {decision.reason}"
+
+
+async def run_autoscaler(
+    autoscaling: Autoscaling,
+    interval_s: float,
+    notify: Callable[[str], None] | None = None,
+) -> None:
+    """Tick every `interval_s` until cancelled; a failing tick is logged, not fatal.
+
+    `notify` hears about every change of the desired count or mode.
+    """
+    last: tuple[object, ...] | None = None
     while True:
         started = time.monotonic()
         try:
-            decision = await autoscaling.tick(time.time())
+            result = await autoscaling.tick(time.time())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("autoscale_tick_failed", error=str(exc))
         else:
-            log.debug("autoscale_tick", decision=repr(decision))
+            described = describe(result)
+            if described is not None and described[0] != last:
+                last = described[0]
+                log.info("autoscale_decision", line=described[1])
+                if notify is not None:
+                    notify(described[1])
         await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))

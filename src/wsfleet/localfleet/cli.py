@@ -96,8 +96,13 @@ def _configure_logging() -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
     )
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    """A logger on the current `sys.stderr` (looked up when a logger is made)."""
+    return structlog.PrintLogger(sys.stderr)
 
 
 def say(line: str) -> None:

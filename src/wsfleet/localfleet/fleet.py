@@ -92,7 +92,7 @@ class LocalFleet:
         self._tasks: list[asyncio.Task[None]] = []
         self._own_workdir = self.options.workdir is None
         self.workdir = self.options.workdir or Path(tempfile.mkdtemp(prefix="wsfleet-up-"))
-        self.spec = localize(manifest, "http://unset", self.options.overrides)
+        self.spec = localize(manifest, "http://unset", "redis://unset", self.options.overrides)
 
     # -- addresses ---------------------------------------------------------
     @property
@@ -132,7 +132,9 @@ class LocalFleet:
             workdir=prom_dir, scrape_interval_s=self.options.scrape_interval_s
         )
         self.prometheus.start()
-        self.spec = localize(self.manifest, self.prometheus.url, self.options.overrides)
+        self.spec = localize(
+            self.manifest, self.prometheus.url, self.redis.url, self.options.overrides
+        )
         self._session = aiohttp.ClientSession()
         env = gateway_env(self.spec, _known_gateway_settings())
         env["WSFLEET_API_KEY"] = self.api_key
@@ -163,7 +165,9 @@ class LocalFleet:
                 return
             self._tasks.append(
                 asyncio.create_task(
-                    run_autoscaler(self.autoscaling, self.spec.behavior.interval_seconds),
+                    run_autoscaler(
+                        self.autoscaling, self.spec.behavior.interval_seconds, self.notify
+                    ),
                     name="autoscale",
                 )
             )

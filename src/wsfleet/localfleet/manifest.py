@@ -85,10 +85,12 @@ class Overrides:
     drain_grace_s: int | None = None
 
 
-def localize(manifest: FleetManifest, prometheus_url: str, overrides: Overrides) -> FleetSpec:
-    """The spec the local autoscaler runs with: our Prometheus, local overrides."""
+def localize(
+    manifest: FleetManifest, prometheus_url: str, redis_url: str, overrides: Overrides
+) -> FleetSpec:
+    """The spec the local autoscaler runs with: our Prometheus and Redis, local overrides."""
     spec = manifest.spec.model_copy(deep=True)
-    spec.redis.url = None
+    spec.redis.url = redis_url
     spec.redis.secret_ref = None
     spec.prometheus.url = prometheus_url
     spec.prometheus.selector = DEFAULT_SELECTOR

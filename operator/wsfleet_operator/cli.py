@@ -1,0 +1,158 @@
+"""`wsfleet operator`: run the kopf operator (in-cluster config or KUBECONFIG).
+
+    wsfleet operator --all-namespaces
+    wsfleet operator --namespace shop --namespace chat --peering wsfleet
+
+Settings come from `WSFLEET_OPERATOR_*` env (flags win): the liveness
+endpoint (kopf's `/healthz`), the operator's own Prometheus metrics port,
+and kopf peering for HA (several replicas, one active).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import threading
+
+import kopf
+import structlog
+from prometheus_client import start_http_server
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wsfleet_operator import opmetrics
+from wsfleet_operator.handlers import OperatorConfig, build_registry, default_forecaster_factory
+
+log = structlog.get_logger("wsfleet.operator.cli")
+
+
+class OperatorSettings(BaseSettings):
+    """The operator process (env `WSFLEET_OPERATOR_<NAME>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="WSFLEET_OPERATOR_", extra="ignore")
+
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch; empty with all_namespaces=False means the pod's namespace."""
+    all_namespaces: bool = False
+    liveness_host: str = "0.0.0.0"
+    liveness_port: int = Field(default=8080, ge=0, le=65535)
+    """kopf liveness endpoint `/healthz` (0 = off)."""
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    """The operator's Prometheus metrics (0 = off)."""
+    peering: str | None = None
+    """kopf peering name (needs kopf's KopfPeering CRDs); None = standalone."""
+    priority: int = 0
+    """Peering priority: the highest alive replica is the active one."""
+    forecast: bool = True
+    """Use the seasonal forecast floor for fleets with `forecast.enabled`."""
+    log_level: str = "info"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the WebSocketFleet Kubernetes operator",
+        description="Run the WebSocketFleet operator (kopf). Settings: WSFLEET_OPERATOR_* env.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", dest="namespaces", help="watch this namespace"
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", default=None, help="watch every namespace"
+    )
+    parser.add_argument("--liveness-port", type=int, help="kopf /healthz port (0 = off)")
+    parser.add_argument("--metrics-port", type=int, help="operator metrics port (0 = off)")
+    parser.add_argument("--peering", help="kopf peering name for HA (default: standalone)")
+    parser.add_argument("--priority", type=int, help="peering priority")
+    parser.add_argument("--no-forecast", action="store_true", help="ignore forecast floors")
+    parser.add_argument("--log-level", help="debug, info, warning, error")
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
+    overrides: dict[str, object] = {}
+    for name in ("namespaces", "all_namespaces", "liveness_port", "metrics_port", "peering"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "priority", None) is not None:
+        overrides["priority"] = args.priority
+    if getattr(args, "log_level", None):
+        overrides["log_level"] = args.log_level
+    if getattr(args, "no_forecast", False):
+        overrides["forecast"] = False
+    return OperatorSettings(**overrides)  # type: ignore[arg-type]
+
+
+def _configure_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    logging.basicConfig(level=numeric, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+    )
+
+
+def operator_kwargs(settings: OperatorSettings) -> dict[str, object]:
+    """Keyword arguments of `kopf.operator` for these settings."""
+    kwargs: dict[str, object] = {}
+    if settings.all_namespaces:
+        kwargs["clusterwide"] = True
+    elif settings.namespaces:
+        kwargs["namespaces"] = list(settings.namespaces)
+    else:
+        kwargs["namespaces"] = [_own_namespace()]
+    if settings.liveness_port:
+        kwargs["liveness_endpoint"] = (
+            f"http://{settings.liveness_host}:{settings.liveness_port}/healthz"
+        )
+    if settings.peering:
+        kwargs["peering_name"] = settings.peering
+        kwargs["priority"] = settings.priority
+        kwargs["standalone"] = False
+    else:
+        kwargs["standalone"] = True
+    return kwargs
+
+
+def _own_namespace() -> str:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+async def run_operator(
+    settings: OperatorSettings,
+    config: OperatorConfig | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    """Run until cancelled or `stop_flag` is set."""
+    if config is None:
+        factory = default_forecaster_factory if settings.forecast else None
+        config = OperatorConfig(forecaster_factory=factory)
+    registry = build_registry(config)
+    log.info("operator.starting", **{k: str(v) for k, v in operator_kwargs(settings).items()})
+    await kopf.operator(registry=registry, stop_flag=stop_flag, **operator_kwargs(settings))  # type: ignore[arg-type]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    _configure_logging(settings.log_level)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=opmetrics.REGISTRY)
+    try:
+        asyncio.run(run_operator(settings))
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,341 @@
+"""The dashboard's state: samples the fleet source and Prometheus, builds chart data.
+
+`DashboardState` runs one sampling loop per app: every `interval_s` it reads
+the `FleetStateSource`, records replica (and forecast) history, asks each
+fleet's Prometheus for the live connection and gateway counts, publishes the
+``/api/fleets`` payload and wakes the server-sent-event streams.
+
+Each fleet may name its own Prometheus (`FleetSnapshot.prometheus_url`, from
+``spec.prometheus.url``); otherwise the app's default is used. Health is kept
+per Prometheus URL and reported per fleet, never as zeros.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from wsfleet_operator.dashboard_model import FleetSnapshot, FleetStateSource
+from wsfleet_operator.dashboard_prometheus import (
+    DashboardPrometheus,
+    PrometheusQueryError,
+    PrometheusUnavailableError,
+)
+from wsfleet_operator.dashboard_series import (
+    LIVE_CONNECTIONS,
+    LIVE_GATEWAYS,
+    ChartSpec,
+    LineSpec,
+    Point,
+    ReplicaHistory,
+    forecast_at,
+    line_json,
+    lines_from_result,
+    parse_matrix,
+    parse_vector_sum,
+    render_promql,
+    step_for,
+)
+
+log = structlog.get_logger("wsfleet.dashboard")
+
+NOT_CONFIGURED = "no Prometheus URL configured"
+
+
+@dataclass
+class PrometheusHealth:
+    configured: bool
+    available: bool
+    error: str | None = None
+    checked_at: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "configured": self.configured,
+            "available": self.available,
+            "error": self.error,
+            "checked_at": self.checked_at,
+        }
+
+
+_UNCONFIGURED = PrometheusHealth(configured=False, available=False, error=NOT_CONFIGURED)
+
+
+class DashboardState:
+    """Samples the source (and live Prometheus values) every `interval_s`.
+
+    Keeps the latest ``/api/fleets`` payload and a version counter that
+    server-sent-event streams wait on.
+    """
+
+    def __init__(
+        self,
+        source: FleetStateSource,
+        prometheus_url: str | None,
+        *,
+        charts: Sequence[ChartSpec],
+        interval_s: float,
+        rate_window: str,
+        prometheus_timeout_s: float = 5.0,
+    ) -> None:
+        self.source = source
+        self.prometheus_url = prometheus_url or None
+        self.prometheus_timeout_s = prometheus_timeout_s
+        self.charts = tuple(charts)
+        self.interval_s = interval_s
+        self.rate_window = rate_window
+        self.history = ReplicaHistory()
+        self.latest: dict[str, Any] | None = None
+        self.version = 0
+        self.closing = False
+        self._health: dict[str, PrometheusHealth] = {}
+        self._clients: dict[str, DashboardPrometheus] = {}
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- Prometheus per fleet ----------------------------------------------
+    def url_for(self, snap: FleetSnapshot) -> str | None:
+        return snap.prometheus_url or self.prometheus_url
+
+    def client_for(self, url: str | None) -> DashboardPrometheus | None:
+        if url is None or self._session is None:
+            return None
+        client = self._clients.get(url)
+        if client is None:
+            client = DashboardPrometheus(url, self._session, self.prometheus_timeout_s)
+            self._clients[url] = client
+        return client
+
+    def health(self, url: str | None) -> PrometheusHealth:
+        if url is None:
+            return _UNCONFIGURED
+        return self._health.setdefault(url, PrometheusHealth(configured=True, available=False))
+
+    def note(self, url: str, results: Sequence[object]) -> PrometheusHealth:
+        """Record what a batch of queries to `url` says about its health."""
+        down = next((r for r in results if isinstance(r, PrometheusUnavailableError)), None)
+        health = self.health(url)
+        health.available = down is None
+        health.error = None if down is None else str(down)
+        health.checked_at = time.time()
+        return health
+
+    def overall(self, urls: Sequence[str | None]) -> PrometheusHealth:
+        """One health for the page header: down if any fleet's Prometheus is down."""
+        used = list(dict.fromkeys(urls)) or [self.prometheus_url]
+        healths = [self.health(u) for u in used]
+        bad = next((h for h in healths if not h.available), None)
+        return bad or healths[0]
+
+    # -- sampling ----------------------------------------------------------
+    async def refresh(self) -> dict[str, Any]:
+        """Take one sample; publish it to waiting streams."""
+        now = time.time()
+        snapshots = list(self.source.fleets())
+        for snap in snapshots:
+            self.history.record(
+                snap.key,
+                now,
+                snap.desired_replicas,
+                snap.current_replicas,
+                snap.ready_replicas,
+                _forecast_now(snap, now),
+            )
+        self.history.retain(s.key for s in snapshots)
+        live = await asyncio.gather(*(self._live(snap) for snap in snapshots))
+        if not snapshots:
+            await self._ping(self.prometheus_url)
+        urls = [self.url_for(s) for s in snapshots]
+        payload = {
+            "generated_at": now,
+            "interval_s": self.interval_s,
+            "prometheus": self.overall(urls).as_json(),
+            "fleets": [
+                {
+                    **snap.model_dump(mode="json"),
+                    "live": live[i],
+                    "prometheus": self.health(urls[i]).as_json(),
+                }
+                for i, snap in enumerate(snapshots)
+            ],
+        }
+        self.latest = payload
+        async with self._changed:
+            self.version += 1
+            self._changed.notify_all()
+        return payload
+
+    async def _ping(self, url: str | None) -> None:
+        client = self.client_for(url)
+        if client is None or url is None:
+            return
+        try:
+            await client.query("vector(1)")
+        except (PrometheusUnavailableError, PrometheusQueryError) as exc:
+            self.note(url, [exc])
+        else:
+            self.note(url, [])
+
+    async def _live(self, snap: FleetSnapshot) -> dict[str, Any]:
+        url = self.url_for(snap)
+        client = self.client_for(url)
+        if client is None or url is None:
+            return {"connections": None, "gateways": None}
+        queries = [
+            client.query(render_promql(t, snap.selector, self.rate_window))
+            for t in (LIVE_CONNECTIONS, LIVE_GATEWAYS)
+        ]
+        conns, gws = await asyncio.gather(*queries, return_exceptions=True)
+        self.note(url, [conns, gws])
+        if not isinstance(conns, dict) or not isinstance(gws, dict):
+            return {"connections": None, "gateways": None}
+        return {
+            "connections": parse_vector_sum(conns),
+            "gateways": int(parse_vector_sum(gws) or 0),
+        }
+
+    async def wait_newer(self, version: int, timeout_s: float) -> int:
+        """Wait until a sample newer than `version` exists (or timeout/closing)."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.version > version or self.closing),
+                    timeout_s,
+                )
+            return self.version
+
+    async def run(self) -> None:
+        """The sampling loop (one task per app)."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # a broken source must not kill the loop
+                log.exception("dashboard_refresh_failed")
+            await asyncio.sleep(self.interval_s)
+
+    async def start(self) -> None:
+        """Open the HTTP session and start sampling."""
+        self.closing = False
+        self._session = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self.run(), name="wsfleet-dashboard-sampler")
+
+    async def close(self) -> None:
+        """Wake every SSE stream so it ends."""
+        self.closing = True
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def stop(self) -> None:
+        await self.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._clients.clear()
+
+    # -- charts ------------------------------------------------------------
+    def find(self, namespace: str, name: str) -> FleetSnapshot | None:
+        return next((s for s in self.source.fleets() if s.key == (namespace, name)), None)
+
+    async def series(self, snap: FleetSnapshot, range_s: float) -> dict[str, Any]:
+        """Chart lines for one fleet over the last `range_s` seconds."""
+        end = time.time()
+        start = end - range_s
+        step = step_for(range_s)
+        url = self.url_for(snap)
+        client = self.client_for(url)
+        jobs: list[tuple[int, LineSpec]] = []
+        calls: list[Awaitable[dict[str, Any]]] = []
+        if client is not None:
+            for ci, chart in enumerate(self.charts):
+                for line in chart.lines:
+                    promql = render_promql(line.promql, snap.selector, self.rate_window)
+                    jobs.append((ci, line))
+                    calls.append(client.query_range(promql, start, end, step))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        health = self.note(url, results) if url is not None and client else self.health(url)
+        history = self.history.lines(snap.key, start, end)
+        view_end, forecast = _forecast_line(snap, history["forecast"], start, end, range_s)
+        markers = [
+            {
+                "t": e.time.timestamp(),
+                "label": f"{'?' if e.from_replicas is None else e.from_replicas}→{e.to_replicas}",
+                "reason": e.reason + (" (dry run)" if e.dry_run else ""),
+            }
+            for e in snap.events
+            if start <= e.time.timestamp() <= view_end
+        ]
+        charts: list[dict[str, Any]] = []
+        for ci, chart in enumerate(self.charts):
+            lines: list[dict[str, Any]] = []
+            errors: list[str] = []
+            for (job_ci, line), result in zip(jobs, results, strict=True):
+                if job_ci != ci:
+                    continue
+                if isinstance(result, PrometheusQueryError):
+                    errors.append(f"{line.name or line.split_by}: {result}")
+                elif isinstance(result, dict):
+                    lines.extend(lines_from_result(line, parse_matrix(result)))
+            lines.extend(line_json(n, history.get(n, [])) for n in chart.source_lines)
+            if chart.forecast and forecast:
+                lines.append(line_json("forecast", forecast, "forecast"))
+            charts.append(
+                {
+                    "id": chart.id,
+                    "title": chart.title,
+                    "unit": chart.unit,
+                    "series": lines,
+                    "markers": markers if chart.markers else [],
+                    "prometheus_unavailable": bool(chart.lines) and not health.available,
+                    "errors": errors,
+                }
+            )
+        return {
+            "fleet": {"namespace": snap.namespace, "name": snap.name},
+            "start": start,
+            "end": view_end,
+            "now": end,
+            "step_s": step,
+            "range_s": range_s,
+            "prometheus": health.as_json(),
+            "charts": charts,
+        }
+
+
+def _forecast_now(snap: FleetSnapshot, now: float) -> float | None:
+    """What the forecast says about `now`: its series, else the floor it sets."""
+    predicted = forecast_at([(p.time.timestamp(), p.value) for p in snap.forecast], now)
+    if predicted is None:
+        floor = snap.forecast_summary.get("floorConnections")
+        if isinstance(floor, int | float) and not isinstance(floor, bool):
+            predicted = float(floor)
+    return predicted
+
+
+def _forecast_line(
+    snap: FleetSnapshot, sampled: list[Point], start: float, end: float, range_s: float
+) -> tuple[float, list[Point]]:
+    """(view end, forecast points): the forecast drawn against actual.
+
+    When the status carries past points, those; else what it said at each
+    sample we took. Then its prediction ahead of now, the view extended by up
+    to a quarter of the range.
+    """
+    stated = [(p.time.timestamp(), p.value) for p in snap.forecast]
+    future = [(t, v) for t, v in stated if t > end]
+    view_end = min(end + range_s / 4, max(t for t, _ in future)) if future else end
+    if any(t <= end for t, _ in stated):
+        return view_end, [(t, v) for t, v in stated if start <= t <= view_end]
+    return view_end, [*sampled, *((t, v) for t, v in future if t <= view_end)]

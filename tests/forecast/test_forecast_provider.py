@@ -1,0 +1,150 @@
+"""The autoscaler-facing provider: floor over the lead window, weight, status, refresh."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from wsfleet_operator.forecast_provider import (
+    SeasonalForecastProvider,
+    priors_from_spec,
+    replicas_for,
+)
+from wsfleet_operator.scaling import History, decide
+from wsfleet_operator.spec import FleetSpec, parse_spec
+
+from .conftest import evening_load
+from .synthetic import DAY, START
+
+
+def _spec(**forecast: object) -> FleetSpec:
+    return parse_spec(
+        {
+            "targets": {"connectionsPerPod": 1000},
+            "forecast": {"enabled": True, "leadTimeSeconds": 1200, **forecast},
+        }
+    )
+
+
+def _history(days: int = 14, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    t = START + 300.0 * np.arange(int(days * DAY / 300))
+    y = evening_load(t) * np.exp(np.random.default_rng(2).normal(0, noise, t.size))
+    return t, y
+
+
+def test_no_floor_before_any_history() -> None:
+    provider = SeasonalForecastProvider(_spec())
+    assert provider.floor(START) is None
+    assert provider.floor_connections(START) is None
+    provider.update([], [])  # no history is no news
+    assert provider.model is None
+    status = provider.status(START)
+    assert status["ready"] is False
+    assert status["floorConnections"] is None
+    assert status["accuracy"] is None
+
+
+def test_baseline_gives_a_prior_only_floor() -> None:
+    spec = _spec(peakHours=[{"startHour": 0, "endHour": 2}])
+    provider = SeasonalForecastProvider(spec, baseline=500.0)
+    # 2024-06-16 00:00 UTC is June's mid-point (its full x10) and a peak hour (x2, centred)
+    mid_june = 1718496000.0
+    floor = provider.floor_connections(mid_june)
+    assert floor is not None
+    assert floor == pytest.approx(500 * 10 * 2 / 2 ** (2 / 24) * 1.3, rel=1e-9)
+    assert provider.floor(mid_june) == pytest.approx(floor / 1000)
+    assert provider.accuracy is None
+    assert provider.weight == 1.0
+
+
+def test_floor_is_the_window_max_with_headroom() -> None:
+    t, y = _history()
+    provider = SeasonalForecastProvider(_spec(headroom=0.5))
+    provider.update(t, y)
+    assert provider.weight == 1.0
+    assert provider.accuracy is not None
+    assert provider.accuracy >= 0.85
+    assert not provider.degraded
+    day = START + 14 * DAY
+    before = provider.floor_connections(day + 17 * 3600)  # window 17:00-17:20: quiet
+    ahead = provider.floor_connections(day + 17 * 3600 + 45 * 60)  # window reaches 18:05
+    assert before is not None
+    assert ahead is not None
+    assert before == pytest.approx(400 * 1.5, rel=0.15)
+    assert ahead == pytest.approx(4000 * 1.5, rel=0.15)
+    peak = provider.peak(day + 17 * 3600 + 45 * 60)
+    assert peak is not None
+    assert day + 18 * 3600 - 300 <= peak.at <= day + 17 * 3600 + 45 * 60 + 1200
+    # the replica floor feeds the pure decision: 6000 / 1000 -> 6 pods at least
+    spec = _spec(headroom=0.5)
+    decision = decide(spec, None, provider.floor(day + 17 * 3600 + 45 * 60), 2, History(0.0), 0.0)
+    assert decision.recommendation >= 6
+    status = provider.status(day + 17 * 3600 + 45 * 60)
+    assert status["floorReplicas"] == replicas_for(ahead, 1000)
+    assert status["backtest"]["model"]["accuracy"] >= 0.85
+    assert status["degraded"] is False
+
+
+def test_poor_accuracy_lowers_the_weight_and_the_floor() -> None:
+    rng = np.random.default_rng(9)
+    t = START + 300.0 * np.arange(int(14 * DAY / 300))
+    y = 1000 * np.exp(rng.normal(0, 1.0, t.size))  # no pattern, heavy noise
+    provider = SeasonalForecastProvider(_spec(accuracyThreshold=0.85))
+    provider.update(t, y)
+    assert provider.accuracy is not None
+    assert provider.accuracy < 0.7
+    assert provider.degraded
+    assert provider.weight == 0.0
+    assert provider.floor(START + 14 * DAY) is None
+    assert provider.status(START + 14 * DAY)["degraded"] is True
+
+
+def test_keeps_the_last_fit_through_an_outage_and_takes_spec_changes() -> None:
+    t, y = _history(days=7)
+    provider = SeasonalForecastProvider(_spec())
+    provider.update(t, y)
+    fitted = provider.model
+    provider.update(t[:0], y[:0])  # Prometheus returned nothing
+    assert provider.model is fitted
+    assert provider.floor(START + 7 * DAY + 18 * 3600) is not None
+    changed = _spec(headroom=0.0)
+    provider.update_spec(changed)
+    assert provider.spec.headroom == 0.0
+    a = provider.floor_connections(START + 7 * DAY + 18.5 * 3600)
+    provider.update_spec(_spec(headroom=1.0))
+    b = provider.floor_connections(START + 7 * DAY + 18.5 * 3600)
+    assert a is not None
+    assert b is not None
+    assert b == pytest.approx(2 * a)
+
+
+async def test_refresh_asks_for_history_days_through_the_fetch_callable() -> None:
+    t, y = _history(days=14)
+    calls: list[tuple[float, float, float]] = []
+
+    async def fetch(start: float, end: float, step: float) -> tuple[list[float], list[float]]:
+        calls.append((start, end, step))
+        keep = (t >= start) & (t <= end)
+        return t[keep].tolist(), y[keep].tolist()
+
+    provider = SeasonalForecastProvider(_spec(historyDays=7))
+    await provider.refresh(fetch, float(t[-1]))
+    assert calls == [(float(t[-1]) - 7 * DAY, float(t[-1]), 300.0)]
+    assert provider.model is not None
+    assert provider.model.n_days == 7 or provider.model.n_days == 8
+
+
+def test_priors_from_spec() -> None:
+    spec = parse_spec(
+        {
+            "forecast": {
+                "seasonPriors": [{"month": 12, "multiplier": 3}],
+                "peakHours": [{"startHour": 9, "endHour": 17}, {"startHour": 18, "endHour": 20}],
+            }
+        }
+    )
+    priors = priors_from_spec(spec.forecast, 10.0)
+    assert priors.month_multipliers == {12: 3.0}
+    assert priors.peak_hours == ((9, 17), (18, 20))
+    assert priors.baseline == 10.0
+    assert replicas_for(2000.0000001, 1000) == 2
+    assert replicas_for(2001, 1000) == 3

@@ -1,0 +1,60 @@
+"""The load tool's own numbers, validated against a server with a known reply delay.
+
+Acceptance of issue 7: against a server that delays every reply by a known
+amount, the tool reports that delay within 1 ms at p50. The delay server runs
+as its own process (like any server under test); its timer fires at or after
+the delay, so the tool's p50 may only exceed it by loopback and scheduling time.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from wsfleet.bench.servers import reference_server
+from wsfleet.loadtest import run_scenario
+
+
+@pytest.mark.parametrize("delay_ms", [5.0, 20.0])
+async def test_reported_p50_matches_a_known_reply_delay(delay_ms: float) -> None:
+    server = reference_server(reply_delay_ms=delay_ms)
+    server.start()
+    try:
+        report = await run_scenario(
+            "photographer",
+            server.ws_url,
+            {
+                "connections": 4,
+                "duration_s": 1.5,
+                "think_time_s": 0.0,
+                "publish_probability": 0.0,
+                "drain_s": 0.0,
+            },
+        )
+    finally:
+        server.stop()
+    switch = report.operation("switch")
+    assert isinstance(switch["count"], int)
+    assert switch["count"] >= 20, switch
+    assert switch["p50_ms"] is not None
+    assert abs(switch["p50_ms"] - delay_ms) <= 1.0, switch
+    assert report.stats.failed == 0
+    assert not report.stats.errors
+
+
+async def test_delivery_latency_uses_the_embedded_send_time(baseline_url: str) -> None:
+    """Deliveries are timed per recipient from the publisher's embedded timestamp."""
+    report = await run_scenario(
+        "venue-broadcast",
+        baseline_url,
+        {
+            "coordinators": 1,
+            "subscribers_per_channel": 10,
+            "publish_rate": 50.0,
+            "duration_s": 0.5,
+        },
+    )
+    delivery = report.operation("delivery")
+    assert delivery["count"] == report.stats.delivered > 0
+    assert delivery["p50_ms"] is not None
+    # loopback, one process: a delivery cannot take longer than the run, nor be negative
+    assert 0.0 <= delivery["p50_ms"] <= (delivery["max_ms"] or 0.0) <= 2000.0

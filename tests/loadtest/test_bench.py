@@ -1,0 +1,64 @@
+"""The benchmark suite: results summarised honestly, files written (a tiny real run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from wsfleet.bench.results import summarise, to_markdown
+from wsfleet.bench.suite import SuiteConfig
+
+
+def test_summary_takes_medians_and_ratios_against_the_baselines() -> None:
+    runs = [
+        {
+            "baseline": {"idle_kb_per_conn": 10.0, "deliveries_per_s": 200_000.0},
+            "gateway-off": {"idle_kb_per_conn": 12.0, "deliveries_per_s": 180_000.0},
+            "gateway": {"idle_kb_per_conn": v, "deliveries_per_s": 150_000.0 + v},
+        }
+        for v in (13.0, 20.0, 14.0)
+    ]
+    doc = summarise({"runs": runs, "elapsed_s": 1.0, "pinning": {}}, SuiteConfig(), quick=False)
+    mem = doc["figures"]["idle_kb_per_conn"]
+    assert mem["values"]["gateway"]["runs"] == [13.0, 20.0, 14.0]
+    assert mem["values"]["gateway"]["median"] == 14.0
+    assert mem["ratios"]["gateway/baseline"] == 1.4
+    assert mem["ratios"]["gateway/gateway-off"] == round(14 / 12, 3)
+    assert mem["meets_target"] is True  # <= 16 KB
+    fan = doc["figures"]["deliveries_per_s"]
+    assert fan["values"]["gateway"]["median"] == 150_014.0
+    assert fan["meets_target"] is True
+    # figures nobody measured stay empty rather than invented
+    cache = doc["figures"]["cache_hit_ratio"]
+    assert cache["values"]["gateway"]["median"] is None
+    assert doc["cache_status"] == "not measured"
+    assert "| idle memory per connection at 10,000 | KB | 10.0 | 12.0 | 14.0 | 1.4 |" in (
+        to_markdown({**doc, "pinning": {"server_cpu": 0, "load_cpu": 1}})
+    )
+
+
+def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
+    """Every figure of every server kind, tiny sizes, as `make bench` runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsfleet.bench", "--tiny", "--out", str(tmp_path), "--name", "t"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["schema"] == "wsfleet.bench/v1"
+    assert doc["provenance"]["commit"]
+    for key in ("idle_kb_per_conn", "connect_per_s", "deliveries_per_s", "switch_p99_ms"):
+        for kind in ("baseline", "gateway-off", "gateway"):
+            value = doc["figures"][key]["values"][kind]["median"]
+            assert (value or 0) > 0, (key, kind, value)
+    crosspod = doc["figures"]["crosspod_delivery_p50_ms"]["values"]["gateway"]["median"]
+    assert (crosspod or 0) > 0
+    assert doc["figures"]["switch_p99_ms"]["ratios"]["gateway/baseline"] is not None
+    markdown = (tmp_path / "t.md").read_text()
+    assert "| figure |" in markdown
+    assert "cross-pod delivery p50" in markdown
