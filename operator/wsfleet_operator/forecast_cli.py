@@ -21,7 +21,12 @@ from wsfleet_operator.forecast_io import (
     read_fleet,
 )
 from wsfleet_operator.forecast_provider import priors_from_spec
-from wsfleet_operator.forecast_time import detect_step, format_duration, parse_duration
+from wsfleet_operator.forecast_time import (
+    detect_step,
+    format_duration,
+    load_zone,
+    parse_duration,
+)
 from wsfleet_operator.forecasting import Priors, fit_model
 from wsfleet_operator.planning import format_table, plan_day, render_png
 
@@ -78,10 +83,15 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _priors(args: argparse.Namespace) -> tuple[Priors, str]:
+    priors, timezone = FLAT_PRIORS, args.timezone or "UTC"
     if args.fleet is not None:
         _, spec = read_fleet(args.fleet)
-        return priors_from_spec(spec.forecast), args.timezone or spec.forecast.timezone
-    return FLAT_PRIORS, args.timezone or "UTC"
+        priors, timezone = priors_from_spec(spec.forecast), args.timezone or spec.forecast.timezone
+    try:
+        load_zone(timezone)
+    except (KeyError, ValueError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"unknown timezone {timezone!r}") from exc
+    return priors, timezone
 
 
 def _load(args: argparse.Namespace) -> Series:

@@ -12,6 +12,7 @@ the accuracy into a weight. No I/O of its own and no clock: `now` is passed in.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import structlog
 
 from wsfleet_operator.forecast_backtest import BacktestResult, backtest, forecast_weight
 from wsfleet_operator.forecast_io import MAX_POINTS_PER_QUERY
@@ -26,6 +28,8 @@ from wsfleet_operator.forecast_time import DAY_S, FloatArray, to_unix
 from wsfleet_operator.forecasting import ModelSettings, Priors, SeasonalModel, fit_model
 from wsfleet_operator.prometheus import PrometheusClient
 from wsfleet_operator.spec import FleetSpec, ForecastSpec
+
+log = structlog.get_logger("wsfleet.operator.forecast")
 
 FetchHistory = Callable[[float, float, float], Awaitable[tuple[Sequence[float], Sequence[float]]]]
 """(start, end, step) unix seconds -> (timestamps, values): a Prometheus range query."""
@@ -137,13 +141,22 @@ class SeasonalForecastProvider:
             origins=self.backtest_origins,
         )
         self.weight = forecast_weight(self.accuracy, self.spec.accuracy_threshold)
+        log.info(
+            "forecast.fitted",
+            points=model.n_points,
+            days=model.n_days,
+            accuracy=self.accuracy,
+            weight=self.weight,
+            degraded=self.degraded,
+        )
 
     async def refresh(self, fetch: FetchHistory, now: datetime | float) -> None:
-        """Fetch `historyDays` of history through `fetch` and refit."""
+        """Fetch `historyDays` of history through `fetch` and refit (in a worker thread)."""
         end = to_unix(now)
         start = end - self.spec.history_days * DAY_S
         timestamps, values = await fetch(start, end, self.step_s)
-        self.update(timestamps, values)
+        # the fit and its backtest take ~0.1-0.5 s of CPU: keep the event loop free
+        await asyncio.to_thread(self.update, timestamps, values)
 
     def peak(self, now: datetime | float) -> Peak | None:
         """The highest forecast in [now, now + leadTime]."""
@@ -153,6 +166,15 @@ class SeasonalForecastProvider:
         end = start + self.spec.lead_time_seconds
         step = min(self.model.slot_s, max(self.spec.lead_time_seconds, 1))
         grid, values = self.model.predict_range(start, end, step)
+        i = int(np.argmax(values))
+        return Peak(at=float(grid[i]), connections=float(values[i]))
+
+    def next_peak(self, now: datetime | float, horizon_s: float = DAY_S) -> Peak | None:
+        """The highest forecast in [now, now + horizon] (e.g. to pre-warm caches before it)."""
+        if self.model is None or not self.model.ready:
+            return None
+        start = to_unix(now)
+        grid, values = self.model.predict_range(start, start + horizon_s, self.model.slot_s)
         i = int(np.argmax(values))
         return Peak(at=float(grid[i]), connections=float(values[i]))
 
@@ -177,6 +199,7 @@ class SeasonalForecastProvider:
     def status(self, now: datetime | float) -> dict[str, Any]:
         """For the CR's `status.forecast`."""
         peak = self.peak(now)
+        upcoming = self.next_peak(now)
         floor = self.floor_connections(now)
         return {
             "ready": self.model is not None and self.model.ready,
@@ -188,6 +211,8 @@ class SeasonalForecastProvider:
             "floorReplicas": None if floor is None else replicas_for(floor, self._cpp),
             "peakAt": None if peak is None else peak.at,
             "peakConnections": None if peak is None else round(peak.connections, 1),
+            "nextPeakAt": None if upcoming is None else upcoming.at,
+            "nextPeakConnections": None if upcoming is None else round(upcoming.connections, 1),
             "fittedThrough": self.fitted_at,
             "backtest": None if self.backtest is None else self.backtest.to_dict(),
         }

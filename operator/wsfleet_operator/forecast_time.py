@@ -206,3 +206,10 @@ def to_unix(instant: datetime | float) -> float:
             instant = instant.replace(tzinfo=UTC)
         return instant.timestamp()
     return float(instant)
+
+
+def month_curve(month_log: FloatArray, month_pos: FloatArray) -> FloatArray:
+    """Month effects interpolated between mid-month points, cyclically."""
+    xp = np.arange(-0.5, 13.0, 1.0)
+    fp = np.concatenate(([month_log[11]], month_log, [month_log[0]]))
+    return np.asarray(np.interp(month_pos, xp, fp), dtype=np.float64)

@@ -21,7 +21,6 @@ from wsfleet_operator.forecast_time import FloatArray, IntArray, load_zone
 from wsfleet_operator.forecasting import SeasonalModel
 from wsfleet_operator.spec import FleetSpec
 
-
 PLAN_STEP_S = 300.0
 """The schedule's resolution (finer than an hourly prior profile, so lead times show)."""
 

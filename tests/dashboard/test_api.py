@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -211,3 +212,23 @@ async def check_bad_promql_and_broken_source(scraping: PrometheusServer) -> None
             await wait_until(lambda: source.calls > 4, timeout_s=10, message="sampler alive")
     finally:
         await server.stop()
+
+
+async def test_each_fleet_reports_its_own_prometheus() -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    own = demo_snapshot().model_copy(update={"name": "own", "prometheus_url": closed})
+    source = StaticFleetStateSource([demo_snapshot(), own])
+    async for d in run_dashboard(source, None):
+        status, body = await d.get("api/fleets")
+        assert status == 200
+        by_name = {f["name"]: f for f in body["fleets"]}
+        assert by_name[NAME]["prometheus"]["configured"] is False
+        assert by_name["own"]["prometheus"]["configured"] is True
+        assert by_name["own"]["prometheus"]["available"] is False
+        assert "cannot reach Prometheus" in by_name["own"]["prometheus"]["error"]
+        assert body["prometheus"]["available"] is False
+        assert "prometheus_url" not in by_name["own"]  # URLs stay server-side
+        assert closed not in json.dumps(body)
+        _, series = await d.get(f"api/fleets/{NAMESPACE}/own/series")
+        assert series["prometheus"]["configured"] is True
+        assert chart(series, "message_rate")["prometheus_unavailable"] is True

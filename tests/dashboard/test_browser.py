@@ -61,6 +61,8 @@ async def test_page_shows_live_state_forecast_and_conditions(
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         await page.goto(dashboard.url)
+        for gw in gateways:
+            gw.traffic(20)  # a second batch, so rate() and the quantiles have an increase
 
         # headline numbers: the fleet's real replicas and connections
         await wait_text(page, stat("connections"), "137")
@@ -71,8 +73,6 @@ async def test_page_shows_live_state_forecast_and_conditions(
         await wait_last(page, legend("connections", "actual"), 137)
         await wait_last(page, legend("replicas", "desired"), 3)
         await wait_last(page, legend("replicas", "ready"), 2)
-        for gw in gateways:
-            gw.traffic(20)
         await wait_last(page, legend("replicas", "scraped"), 2)
         await page.wait_for_selector(
             f'{FLEET} [data-chart="switch_latency"] path.series[data-series="p95"]'

@@ -8,7 +8,15 @@ import re
 from typing import Any
 
 import aiohttp
-from wsfleet_operator.dashboard import create_dashboard_app, start_dashboard
+import pytest
+from aiohttp import web
+from wsfleet_operator.dashboard import (
+    DashboardServer,
+    DashboardSettings,
+    create_dashboard_app,
+    serve_dashboard,
+    start_dashboard,
+)
 from wsfleet_operator.dashboard_model import StaticFleetStateSource
 
 from tests.dashboard.conftest import NAME, NAMESPACE, demo_snapshot, run_dashboard
@@ -118,3 +126,50 @@ async def test_shutdown_ends_open_streams_promptly() -> None:
         rest = await resp.content.read()
         resp.release()
     assert b"event: fleets" in rest or rest == b""
+
+
+async def test_serve_from_env_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WSFLEET_DASHBOARD_PORT", "0")
+    monkeypatch.setenv("WSFLEET_DASHBOARD_TOKEN", TOKEN)
+    monkeypatch.setenv("WSFLEET_DASHBOARD_INTERVAL_S", "0.2")
+    settings = DashboardSettings()
+    assert TOKEN not in repr(settings)  # a secret, not logged
+    server = await serve_dashboard(StaticFleetStateSource([demo_snapshot()]))
+    try:
+        assert server.port > 0
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.url + "api/fleets") as resp:
+                assert resp.status == 401
+            async with session.get(server.url + "api/fleets", params={"token": TOKEN}) as resp:
+                assert resp.status == 200
+                body = await resp.json()
+        assert body["interval_s"] == 0.2
+        assert body["prometheus"]["configured"] is False
+    finally:
+        await server.stop()
+
+
+async def test_mounted_under_a_prefix() -> None:
+    parent = web.Application()
+    parent.add_subapp(
+        "/dashboard/", create_dashboard_app(StaticFleetStateSource([demo_snapshot()]), None)
+    )
+    server = await start_dashboard(parent, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            base = server.url + "dashboard/"
+            for path in ("", "static/app.js", "static/app.css", "api/fleets"):
+                async with session.get(base + path) as resp:
+                    assert resp.status == 200, path
+            async with session.get(base + "api/events") as resp:
+                (event,) = await read_events(resp, 1)
+                assert event["fleets"][0]["name"] == NAME
+    finally:
+        await asyncio.wait_for(server.stop(), timeout=4.5)
+
+
+def test_url_to_open_when_listening_everywhere() -> None:
+    runner = web.AppRunner(web.Application())  # never set up: nothing listens
+    assert DashboardServer(runner, "0.0.0.0", 8090).url == "http://127.0.0.1:8090/"
+    assert DashboardServer(runner, "::", 8090).url == "http://[::1]:8090/"
+    assert DashboardServer(runner, "10.0.0.5", 80).url == "http://10.0.0.5:80/"

@@ -68,7 +68,9 @@ def _spec() -> FleetSpec:
     )
 
 
-async def _run_evening(spec: FleetSpec, provider: SeasonalForecastProvider | None, day: float):  # type: ignore[no-untyped-def]
+async def _run_evening(
+    spec: FleetSpec, provider: SeasonalForecastProvider | None, day: float
+) -> list[tuple[float, int]]:
     target = MemoryTarget(spec.replicas.min)
     scaler = Autoscaler(spec, target, LiveLoad(), provider, name="weddings")
     timeline: list[tuple[float, int]] = []

@@ -185,6 +185,19 @@ def test_errors_are_reported_with_exit_codes(
     empty.write_text("timestamp,value\n2024-01-01T00:00:00,0\n")
     assert _run(capsys, "forecast", "predict", "--csv", str(empty), "--horizon", "1h")[0] == 1
     assert _run(capsys, "forecast", "predict", "--csv", str(short), "--horizon", "soon")[0] == 2
+    code, _, err = _run(
+        capsys,
+        "forecast",
+        "predict",
+        "--csv",
+        str(short),
+        "--horizon",
+        "1h",
+        "--timezone",
+        "Mars/Olympus",
+    )
+    assert code == 2
+    assert "unknown timezone" in err
     noheader = tmp_path / "noheader.csv"
     noheader.write_text("justonecolumn\n")
     assert _run(capsys, "forecast", "predict", "--csv", str(noheader), "--horizon", "1h")[0] == 2

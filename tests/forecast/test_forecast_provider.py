@@ -41,6 +41,8 @@ def test_no_floor_before_any_history() -> None:
     assert status["ready"] is False
     assert status["floorConnections"] is None
     assert status["accuracy"] is None
+    assert status["nextPeakAt"] is None
+    assert provider.next_peak(START) is None
 
 
 def test_baseline_gives_a_prior_only_floor() -> None:
@@ -78,7 +80,11 @@ def test_floor_is_the_window_max_with_headroom() -> None:
     spec = _spec(headroom=0.5)
     decision = decide(spec, None, provider.floor(day + 17 * 3600 + 45 * 60), 2, History(0.0), 0.0)
     assert decision.recommendation >= 6
+    upcoming = provider.next_peak(day + 6 * 3600)
+    assert upcoming is not None
+    assert day + 18 * 3600 - 300 <= upcoming.at < day + 20 * 3600
     status = provider.status(day + 17 * 3600 + 45 * 60)
+    assert status["nextPeakAt"] is not None
     assert status["floorReplicas"] == replicas_for(ahead, 1000)
     assert status["backtest"]["model"]["accuracy"] >= 0.85
     assert status["degraded"] is False

@@ -235,7 +235,7 @@ async def test_unauthorized_closes_4001() -> None:
     def authenticate(path: str, headers: Mapping[str, str]) -> Principal:
         if headers.get("authorization") != "Bearer good":
             raise Unauthorized("no token")
-        return Principal("ann", "paid", ("wedding-*",))
+        return Principal("ann", "free", ("wedding-*",), max_channels=1)
 
     gw = Gateway(make_settings(), broker=MemoryBroker(), authenticator=authenticate)
     await gw.start()
@@ -248,6 +248,9 @@ async def test_unauthorized_closes_4001() -> None:
         with pytest.raises(ServerError) as err:
             await client.subscribe("funeral-1")
         assert err.value.code == "forbidden"
+        with pytest.raises(ServerError) as err:
+            await client.subscribe("wedding-8")  # the tier's quota: one channel
+        assert err.value.code == "quota_exceeded"
         with pytest.raises(ServerError):
             await client.publish("other", 1)
         await client.close()
@@ -268,7 +271,7 @@ class _Silent(WSListener):
 
 
 async def test_heartbeat_drops_silent_clients_and_keeps_live_ones() -> None:
-    gw = Gateway(make_settings(heartbeat_s=0.2, idle_timeout_s=0.6), broker=MemoryBroker())
+    gw = Gateway(make_settings(heartbeat_s=0.3, idle_timeout_s=1.5), broker=MemoryBroker())
     await gw.start()
     live = await Client.connect(gw.ws_url)  # picows answers pings automatically
     transport, _ = await ws_connect(_Silent, gw.ws_url, enable_auto_pong=False)

@@ -16,7 +16,12 @@ def test_summary_takes_medians_and_ratios_against_the_baselines() -> None:
         {
             "baseline": {"idle_kb_per_conn": 10.0, "deliveries_per_s": 200_000.0},
             "gateway-off": {"idle_kb_per_conn": 12.0, "deliveries_per_s": 180_000.0},
-            "gateway": {"idle_kb_per_conn": v, "deliveries_per_s": 150_000.0 + v},
+            "gateway": {
+                "idle_kb_per_conn": v,
+                "deliveries_per_s": 150_000.0 + v,
+                "switch_p99_ms": float("nan"),
+                "fanout_errors": "unavailable=3" if v == 20.0 else "",
+            },
         }
         for v in (13.0, 20.0, 14.0)
     ]
@@ -34,6 +39,10 @@ def test_summary_takes_medians_and_ratios_against_the_baselines() -> None:
     cache = doc["figures"]["cache_hit_ratio"]
     assert cache["values"]["gateway"]["median"] is None
     assert doc["cache_status"] == "not measured"
+    assert doc["figures"]["switch_p99_ms"]["values"]["gateway"]["median"] is None
+    assert doc["raw_runs"][0]["gateway"]["switch_p99_ms"] is None  # NaN -> null
+    json.dumps(doc, allow_nan=False)
+    assert doc["problems"] == ["run 2, gateway: fanout: unavailable=3"]
     assert "| idle memory per connection at 10,000 | KB | 10.0 | 12.0 | 14.0 | 1.4 |" in (
         to_markdown({**doc, "pinning": {"server_cpu": 0, "load_cpu": 1}})
     )

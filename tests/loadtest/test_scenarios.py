@@ -69,21 +69,36 @@ async def test_venue_broadcast_delivers_every_message_to_every_subscriber(
 
 
 async def test_wedding_season_ramps_to_the_evening_peak(gateway: Gateway) -> None:
-    # 43,200x: the whole day in 2 s; base 3 -> 30 connections at the peak
+    # 7,200x: two hours a second; 16:00 -> 21:00 in 2.5 s; base 3 -> 12 by day, 30 at 18-20
     report = await run_scenario(
         "wedding-season",
         gateway.ws_url,
-        {"connections": 3, "compress": 43_200.0, "think_time_s": 0.05, "progress_interval_s": 0.1},
+        {
+            "connections": 3,
+            "compress": 7_200.0,
+            "start_hour": 16.0,
+            "duration_s": 2.5,
+            "think_time_s": 0.05,
+            "progress_interval_s": 0.1,
+        },
     )
     doc = report.to_dict()
     assert_valid(doc)
-    assert doc["duration_s"] >= 2.0
     targets = [p["target"] for p in doc["timeline"]]
-    assert max(targets) == 30
-    assert min(targets[: len(targets) // 4]) <= 6  # the night before the working day
-    assert doc["connections"]["peak_open"] >= 15
+    assert targets[0] == 12  # suppliers' hours: 4x base
+    assert max(targets) == 30  # the couples' evening peak: 10x base
+    assert targets[-1] < 30  # after 20:00 the evening winds down
+    assert doc["connections"]["peak_open"] >= 20
     assert doc["connections"]["failed"] == 0
     assert doc["operations"]["switch"]["count"] > 0
+
+
+async def test_wedding_season_defaults_to_one_compressed_day(gateway: Gateway) -> None:
+    report = await run_scenario(
+        "wedding-season", gateway.ws_url, {"connections": 1, "compress": 86_400.0}
+    )
+    assert report.duration_s == pytest.approx(1.0, abs=0.5)
+    assert report.options["duration_s"] == 1.0
 
 
 async def test_cancelling_a_run_closes_every_connection(gateway: Gateway) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from wsfleet_operator.targets import ScaleTarget
 
 from tests.localfleet.traffic import Publisher, Subscriber, caught_up, connect, stream_truth, tally
 from tests.support.waiting import wait_until
+from wsfleet.localfleet.load import LoadUnavailableError, check_load, load_options, run_load
 from wsfleet.localfleet.supervisor import GatewayState, GatewaySupervisor
 from wsfleet.localfleet.target import LocalProcessTarget
 from wsfleet.services import RedisServer
@@ -123,3 +125,17 @@ async def test_sigkill_loses_no_message_for_clients_that_resume(
         await publisher.stop()
         for sub in subscribers:
             await sub.stop()
+
+
+async def test_the_load_tool_drives_the_fleet(supervisor: GatewaySupervisor) -> None:
+    """`wsfleet up --load wedding-season` runs the load tool's scenario in-process."""
+    await supervisor.scale_up_to(2)
+    lines: list[str] = []
+    options = {"connections": 10, "duration_s": 3.0, "progress_interval_s": 0.5}
+    rounds = await run_load("wedding-season", ws_url(supervisor), lines.append, options, 1)
+    assert rounds == 1
+    assert any("round 1 finished" in line for line in lines), lines
+    assert any(line.startswith("load wedding-season: ") and "open" in line for line in lines)
+    with pytest.raises(LoadUnavailableError, match="unknown load scenario 'nope'"):
+        check_load("nope")
+    assert load_options("wedding-season")["duration_s"] is None

@@ -87,9 +87,30 @@ def _value_args(values: Sequence[Path], sets: Sequence[str]) -> list[str]:
     return args
 
 
+class DuplicateKeyError(ValueError):
+    """A YAML mapping defines the same key twice (the API server's strict decoding rejects it)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise DuplicateKeyError(f"duplicate key {key!r} at {key_node.start_mark}")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def split_manifests(text: str) -> list[Manifest]:
-    """Every non-empty YAML document of a `helm template` output."""
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    """Every non-empty YAML document of a `helm template` output; duplicate keys fail."""
+    return [doc for doc in yaml.load_all(text, Loader=_StrictLoader) if doc]
 
 
 def by_kind(manifests: Sequence[Manifest], kind: str) -> list[Manifest]:

@@ -17,12 +17,14 @@ from tests.packaging.chart import (
     CI_VALUES,
     CRD_SOURCE,
     KUBERNETES_VERSION,
+    DuplicateKeyError,
     Helm,
     HelmError,
     Manifest,
     by_kind,
     load_yaml,
     one,
+    split_manifests,
 )
 from tests.packaging.schemas import MONITORING_SCHEMAS, crd_validator, monitoring_validator
 
@@ -299,3 +301,16 @@ def test_notes_tell_the_user_what_to_do_next(helm: Helm, tmp_path: Path) -> None
     assert "kubectl apply -n shop -f examples/01-minimal-fleet.yaml" in ns_notes
     assert "set prometheus.podMonitor.enabled=true" in ns_notes
     assert "NOT created" not in ns_notes
+
+
+def test_chart_refuses_clusters_without_prestop_sleep(helm: Helm) -> None:
+    """Gateway pods use the preStop `sleep` action: on by default from Kubernetes 1.30."""
+    with pytest.raises(HelmError, match=r"incompatible with Kubernetes v1\.29"):
+        helm.run(["template", "wsfleet", str(helm.chart), "--kube-version", "1.29.0"])
+    helm.run(["template", "wsfleet", str(helm.chart), "--kube-version", "1.30.0"])
+
+
+def test_duplicate_keys_are_caught() -> None:
+    """The renders above are parsed strictly; make sure that parser does reject duplicates."""
+    with pytest.raises(DuplicateKeyError):
+        split_manifests("kind: A\nmetadata:\n  labels:\n    a: x\n    a: y\n")

@@ -21,13 +21,30 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Common labels. */}}
-{{- define "wsfleet.labels" -}}
+{{/* Labels of every object, without the instance (selector labels carry it). */}}
+{{- define "wsfleet.baseLabels" -}}
 helm.sh/chart: {{ include "wsfleet.chart" . }}
 app.kubernetes.io/part-of: wsfleet
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Common labels of objects that have no selector labels. */}}
+{{- define "wsfleet.labels" -}}
+{{ include "wsfleet.baseLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of the operator's objects (base + selector labels). */}}
+{{- define "wsfleet.operator.labels" -}}
+{{ include "wsfleet.baseLabels" . }}
+{{ include "wsfleet.operator.selectorLabels" . }}
+{{- end -}}
+
+{{/* Labels of the optional Redis's objects (base + selector labels). */}}
+{{- define "wsfleet.redis.labels" -}}
+{{ include "wsfleet.baseLabels" . }}
+{{ include "wsfleet.redis.selectorLabels" . }}
 {{- end -}}
 
 {{/* Selector labels of the operator. */}}

@@ -443,7 +443,7 @@
     el("empty").textContent = "No WebSocketFleet found.";
     const seen = new Set();
     for (const f of payload.fleets) {
-      renderFleet(f, payload.prometheus);
+      renderFleet(f, f.prometheus || payload.prometheus);
       seen.add(f.namespace + "/" + f.name);
     }
     for (const [key, card] of cards) {

@@ -17,7 +17,7 @@ from wsfleet.loadtest.connection import LoadConnection
 from wsfleet.loadtest.engine import Engine
 from wsfleet.loadtest.options import ScenarioOptions
 from wsfleet.loadtest.runner import run_scenario
-from wsfleet.loadtest.scenarios import _coordinator, record_delivery
+from wsfleet.loadtest.scenarios import record_delivery, run_coordinator
 
 LONG = 3600.0
 
@@ -132,7 +132,7 @@ async def switch_under_load(
 
     async with asyncio.TaskGroup() as group:
         for i in range(channels):
-            group.create_task(_coordinator(engine, f"bg-{i}", i, lambda: 0))
+            group.create_task(run_coordinator(engine, f"bg-{i}", i, lambda: 0))
         for i, conn in enumerate(movers):
             group.create_task(mover(i, conn))
     span = time.perf_counter() - started
@@ -198,7 +198,7 @@ async def delivery_latency(
             conn.on_message = on_message
         await asyncio.gather(*(sub_engine.call(c, "subscribe", channel="latency") for c in subs))
         pub_engine.deadline = time.perf_counter() + duration_s
-        await _coordinator(pub_engine, "latency", 0, lambda: 0)
+        await run_coordinator(pub_engine, "latency", 0, lambda: 0)
         deadline = time.perf_counter() + 5.0
         expected = pub_engine.stats.published * len(subs)
         while sub_engine.stats.delivered < expected and time.perf_counter() < deadline:  # noqa: ASYNC110

@@ -156,8 +156,18 @@ def summarise(raw: dict[str, Any], config: SuiteConfig, quick: bool) -> dict[str
         "figures": doc_figures,
         "cache_status": next((s for s in cache_status if s), "not measured"),
         "problems": problems_seen(runs),
-        "raw_runs": runs,
+        "raw_runs": [
+            {kind: {k: _clean(v) for k, v in values.items()} for kind, values in run.items()}
+            for run in runs
+        ],
     }
+
+
+def _clean(value: Any) -> Any:
+    """NaN (a figure that could not be measured) as JSON null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def problems_seen(runs: list[dict[str, dict[str, Any]]]) -> list[str]:

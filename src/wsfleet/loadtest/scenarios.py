@@ -49,7 +49,7 @@ def record_delivery(engine: Engine) -> Callable[[LoadConnection, bytes], None]:
     return on_message
 
 
-async def _photographer_user(
+async def run_photographer_user(
     engine: Engine, index: int, pool: ZipfSampler, conn: LoadConnection | None = None
 ) -> None:
     opts = engine.options
@@ -93,10 +93,10 @@ async def photographer(engine: Engine) -> None:
     base = opts.process_index * 10_000_000
     async with asyncio.TaskGroup() as group:
         for i in range(opts.connections):
-            group.create_task(_photographer_user(engine, base + i, pool))
+            group.create_task(run_photographer_user(engine, base + i, pool))
 
 
-async def _coordinator(
+async def run_coordinator(
     engine: Engine, channel: str, sender: int, subscribers: Callable[[], int]
 ) -> None:
     """Publish to `channel` at the configured rate without waiting for each reply."""
@@ -175,7 +175,7 @@ async def venue_broadcast(engine: Engine) -> None:
     async with asyncio.TaskGroup() as group:
         for i, channel in enumerate(channels):
             group.create_task(
-                _coordinator(
+                run_coordinator(
                     engine, channel, base + i, functools.partial(subscribed.__getitem__, channel)
                 )
             )
@@ -195,9 +195,9 @@ async def wedding_season(engine: Engine) -> None:
     def spawn(index: int) -> asyncio.Task[None]:
         if every and index % every == 0:
             channel = wedding_channel(engine, pool.sample(rng))
-            coro = _coordinator(engine, channel, index, lambda: 0)
+            coro = run_coordinator(engine, channel, index, lambda: 0)
         else:
-            coro = _photographer_user(engine, index, pool)
+            coro = run_photographer_user(engine, index, pool)
         return asyncio.create_task(coro, name=f"wedding-season-user-{index}")
 
     try:

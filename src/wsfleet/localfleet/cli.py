@@ -19,7 +19,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wsfleet.localfleet.fleet import FleetOptions, LocalFleet
-from wsfleet.localfleet.load import LoadUnavailableError, run_load
+from wsfleet.localfleet.load import LoadUnavailableError, check_load, run_load
 from wsfleet.localfleet.manifest import ManifestError, Overrides, load_manifest
 from wsfleet.services import MissingBinaryError
 
@@ -54,6 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--replicas", type=int, default=None, help="gateways to start with")
     parser.add_argument("--load", default=None, help="drive a built-in load scenario")
+    parser.add_argument(
+        "--load-connections",
+        type=int,
+        default=None,
+        help="base connections of the load (wedding-season: x10 at the evening peak)",
+    )
     parser.add_argument("--no-autoscale", action="store_true", help="keep --replicas fixed")
     parser.add_argument("--interval", type=float, default=None, help="autoscaler interval, s")
     parser.add_argument("--scale-up-window", type=int, default=None, help="seconds")
@@ -67,11 +73,20 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+DEMO_TIMING = Overrides(interval_s=2.0, scale_up_window_s=0, scale_down_window_s=30)
+"""With --load: timing short enough to watch a compressed day grow and shrink the fleet."""
+
+
 def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions:
+    demo = DEMO_TIMING if args.load else Overrides()
     overrides = Overrides(
-        interval_s=_first(args.interval, settings.interval_s),
-        scale_up_window_s=_first(args.scale_up_window, settings.scale_up_window_s),
-        scale_down_window_s=_first(args.scale_down_window, settings.scale_down_window_s),
+        interval_s=_first(args.interval, settings.interval_s, demo.interval_s),
+        scale_up_window_s=_first(
+            args.scale_up_window, settings.scale_up_window_s, demo.scale_up_window_s
+        ),
+        scale_down_window_s=_first(
+            args.scale_down_window, settings.scale_down_window_s, demo.scale_down_window_s
+        ),
         drain_grace_s=_first(args.drain_grace, settings.drain_grace_s),
     )
     return FleetOptions(
@@ -128,7 +143,7 @@ async def serve(args: argparse.Namespace, options: FleetOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    load_task: asyncio.Task[None] | None = None
+    load_task: asyncio.Task[int] | None = None
     try:
         starting = asyncio.create_task(fleet.start())
         stopped = asyncio.create_task(stop.wait())
@@ -141,7 +156,13 @@ async def serve(args: argparse.Namespace, options: FleetOptions) -> int:
         starting.result()
         say(fleet.summary())
         if args.load:
-            load_task = asyncio.create_task(run_load(args.load, fleet.ws_url, say))
+            overrides = (
+                {} if args.load_connections is None else {"connections": args.load_connections}
+            )
+            load_task = asyncio.create_task(
+                run_load(args.load, fleet.ws_url, say, overrides), name="load"
+            )
+            load_task.add_done_callback(_report_load_end)
         say("Ready. Stop with Ctrl-C.")
         await stop.wait()
         return 0
@@ -155,13 +176,16 @@ async def serve(args: argparse.Namespace, options: FleetOptions) -> int:
         say("stopped: nothing left running")
 
 
+def _report_load_end(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        say(f"load stopped: {task.exception()!r} (the fleet keeps running)")
+
+
 def run(args: argparse.Namespace) -> int:
     _configure_logging()
     try:
         options = options_from(args, UpSettings())
         if args.load:
-            from wsfleet.localfleet.load import check_load
-
             check_load(args.load)
         return asyncio.run(serve(args, options))
     except (ManifestError, MissingBinaryError, LoadUnavailableError) as exc:
