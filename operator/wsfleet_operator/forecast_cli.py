@@ -62,6 +62,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     plan.add_argument("-f", "--file", type=Path, required=True, help="WebSocketFleet YAML")
     plan.add_argument("--month", type=int, choices=range(1, 13), help="plan the 15th of MONTH")
     plan.add_argument("--day", type=date.fromisoformat, help="plan this day (YYYY-MM-DD)")
+    plan.add_argument(
+        "--days",
+        type=int,
+        default=1,
+        choices=range(1, 401),
+        metavar="N",
+        help="plan N days (a season: one row per day; default 1: one row per hour)",
+    )
     plan.add_argument("--csv", type=Path, help="connection history (timestamp,value)")
     plan.add_argument(
         "--baseline",
@@ -212,13 +220,14 @@ def run_plan(args: argparse.Namespace) -> int:
         model = fit_model([], [], priors, timezone=fc.timezone)
         anchor = time.time()
     day = _plan_day(args, anchor)
-    schedule = plan_day(model, spec, day, weight)
+    schedule = plan_day(model, spec, day, weight, days=args.days)
     if args.json:
         print(json.dumps({"fleet": name, **schedule.to_dict()}))
     else:
         print(format_table(schedule))
     if args.png is not None:
-        render_png(schedule, args.png, title=f"wsfleet plan: {name} on {day.isoformat()}")
+        span = f"on {day.isoformat()}" if args.days == 1 else f"{args.days} days from {day}"
+        render_png(schedule, args.png, title=f"wsfleet plan: {name} {span}")
         if not args.json:
             print(f"plot written to {args.png}")
     return 0

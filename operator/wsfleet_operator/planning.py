@@ -1,4 +1,4 @@
-"""The replica schedule the autoscaler's forecast floor implies over one local day.
+"""The replica schedule the autoscaler's forecast floor implies over a day or a season.
 
 For every slot of the day: the forecast, the floor (max forecast over the next
 `leadTimeSeconds` x (1 + headroom) x weight), and the replicas that hold the floor
@@ -36,6 +36,29 @@ class Schedule:
     replicas: IntArray
     capacity: FloatArray
     weight: float
+    days: int = 1
+
+    @property
+    def step_s(self) -> float:
+        return float(self.times[1] - self.times[0]) if self.times.size > 1 else PLAN_STEP_S
+
+    def daily(self) -> list[dict[str, Any]]:
+        """One row per local day: peak forecast, replica range and pod-hours."""
+        zone = load_zone(self.timezone)
+        dates = np.array([datetime.fromtimestamp(t, zone or UTC).date() for t in self.times])
+        rows: list[dict[str, Any]] = []
+        for day in sorted(set(dates.tolist())):
+            sel = dates == day
+            rows.append(
+                {
+                    "day": day.isoformat(),
+                    "peakForecast": round(float(self.forecast[sel].max()), 1),
+                    "minReplicas": int(self.replicas[sel].min()),
+                    "maxReplicas": int(self.replicas[sel].max()),
+                    "podHours": round(float(self.replicas[sel].sum()) * self.step_s / 3600.0, 1),
+                }
+            )
+        return rows
 
     def hourly(self) -> list[dict[str, Any]]:
         """One row per local hour: max forecast, max floor, max replicas in that hour."""
@@ -57,12 +80,17 @@ class Schedule:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "day": self.day.isoformat(),
+            "days": self.days,
             "timezone": self.timezone,
             "weight": self.weight,
-            "hours": self.hourly(),
         }
+        if self.days == 1:
+            out["hours"] = self.hourly()
+        else:
+            out["daily"] = self.daily()
+        return out
 
 
 def day_start(day: date, timezone: str) -> float:
@@ -71,11 +99,13 @@ def day_start(day: date, timezone: str) -> float:
     return datetime.combine(day, time(0), tzinfo=zone or UTC).timestamp()
 
 
-def plan_day(model: SeasonalModel, spec: FleetSpec, day: date, weight: float = 1.0) -> Schedule:
-    """The schedule over local `day` every 5 minutes (or the model's finer slot)."""
+def plan_day(
+    model: SeasonalModel, spec: FleetSpec, day: date, weight: float = 1.0, days: int = 1
+) -> Schedule:
+    """The schedule over `days` local days from `day`, every 5 minutes (or finer slots)."""
     fc = spec.forecast
     start = day_start(day, fc.timezone)
-    end = day_start(date.fromordinal(day.toordinal() + 1), fc.timezone)  # 23 or 25 h on DST days
+    end = day_start(date.fromordinal(day.toordinal() + days), fc.timezone)  # DST: 23 or 25 h
     step = min(model.slot_s, PLAN_STEP_S)
     times = start + step * np.arange(math.ceil((end - start) / step), dtype=np.float64)
     # forecast on a fine grid covering the lead window of the last slot too
@@ -99,11 +129,14 @@ def plan_day(model: SeasonalModel, spec: FleetSpec, day: date, weight: float = 1
         replicas=replicas,
         capacity=(replicas * cpp).astype(np.float64),
         weight=weight,
+        days=days,
     )
 
 
 def format_table(schedule: Schedule) -> str:
-    """The hourly schedule as a fixed-width text table."""
+    """The schedule as a fixed-width text table: hourly for a day, daily for longer."""
+    if schedule.days > 1:
+        return _daily_table(schedule)
     lines = [
         f"replica schedule for {schedule.day.isoformat()} ({schedule.timezone}),"
         f" forecast weight {schedule.weight:.2f}",
@@ -117,6 +150,20 @@ def format_table(schedule: Schedule) -> str:
     return "\n".join(lines)
 
 
+def _daily_table(schedule: Schedule) -> str:
+    lines = [
+        f"replica schedule for {schedule.days} days from {schedule.day.isoformat()}"
+        f" ({schedule.timezone}), forecast weight {schedule.weight:.2f}",
+        f"{'day':>10}  {'peak':>10}  {'replicas':>9}  {'pod-hours':>9}",
+    ]
+    for row in schedule.daily():
+        span = f"{row['minReplicas']}-{row['maxReplicas']}"
+        lines.append(
+            f"{row['day']:>10}  {row['peakForecast']:>10.1f}  {span:>9}  {row['podHours']:>9.1f}"
+        )
+    return "\n".join(lines)
+
+
 def render_png(schedule: Schedule, path: Path, title: str = "") -> None:
     """Forecast, floor and capacity (connections) and replicas (right axis) over the day."""
     import matplotlib
@@ -124,17 +171,22 @@ def render_png(schedule: Schedule, path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hours = (schedule.times - schedule.times[0]) / 3600.0
+    unit = 3600.0 if schedule.days == 1 else 86400.0
+    hours = (schedule.times - schedule.times[0]) / unit
     fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
     try:
         ax.plot(hours, schedule.forecast, label="forecast (connections)", color="tab:blue")
         ax.plot(hours, schedule.floor, label="floor (lead window x headroom)", color="tab:orange")
         ax.step(hours, schedule.capacity, where="post", label="capacity", color="tab:green")
-        ax.set_xlabel(f"hour of {schedule.day.isoformat()} ({schedule.timezone})")
+        if schedule.days == 1:
+            ax.set_xlabel(f"hour of {schedule.day.isoformat()} ({schedule.timezone})")
+            ax.set_xlim(0, max(24.0, float(hours[-1]) + schedule.step_s / unit))
+            ax.set_xticks(range(0, 25, 2))
+        else:
+            ax.set_xlabel(f"days from {schedule.day.isoformat()} ({schedule.timezone})")
+            ax.set_xlim(0, float(schedule.days))
         ax.set_ylabel("connections")
-        ax.set_xlim(0, max(24.0, float(hours[-1]) + schedule_step_h(schedule)))
         ax.set_ylim(bottom=0)
-        ax.set_xticks(range(0, 25, 2))
         ax.grid(alpha=0.3)
         right = ax.twinx()
         right.step(
@@ -155,7 +207,3 @@ def render_png(schedule: Schedule, path: Path, title: str = "") -> None:
         fig.savefig(path)
     finally:
         plt.close(fig)
-
-
-def schedule_step_h(schedule: Schedule) -> float:
-    return float(schedule.times[1] - schedule.times[0]) / 3600.0 if schedule.times.size > 1 else 1.0

@@ -155,6 +155,28 @@ def test_plan_june_table_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert float(np.std(image)) > 0.05  # something was drawn
 
 
+def test_plan_a_season(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "season.png"
+    argv = ["plan", "-f", str(WEDDINGS), "--day", "2027-05-01", "--days", "92"]
+    code, out, _ = _run(capsys, *argv, "--json")
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["days"] == 92
+    rows = plan["daily"]
+    assert [r["day"] for r in rows[:2]] == ["2027-05-01", "2027-05-02"]
+    assert len(rows) == 92
+    peak = {r["day"]: r["peakForecast"] for r in rows}
+    # June x10 at mid-month, against the base months on either side
+    assert peak["2027-06-16"] > 5 * peak["2027-05-01"]
+    assert peak["2027-06-16"] > 5 * peak["2027-07-31"]
+    assert all(2 <= r["minReplicas"] <= r["maxReplicas"] <= 20 for r in rows)
+    code, out, _ = _run(capsys, *argv, "--png", str(png))
+    assert code == 0
+    assert "replica schedule for 92 days from 2027-05-01" in out
+    assert "2027-07-31" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_plan_from_history_as_json(iso_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "plan", "-f", str(WEDDINGS), "--csv", str(iso_csv), "--json")
     assert code == 0

@@ -89,7 +89,13 @@ async def test_fleet_grows_and_shrinks_with_load_and_loses_nothing(tmp_path: Pat
     lines: list[str] = []
     fleet = LocalFleet(
         parse_manifest(FLEET),
-        FleetOptions(port=0, scrape_interval_s=0.5, workdir=tmp_path, ready_timeout_s=120.0),
+        FleetOptions(
+            port=0,
+            scrape_interval_s=0.5,
+            workdir=tmp_path,
+            ready_timeout_s=120.0,
+            dashboard_port=None,
+        ),
         notify=lines.append,
     )
     subscribers: list[Subscriber] = []

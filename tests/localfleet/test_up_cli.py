@@ -36,6 +36,16 @@ def prometheus_targets(url: str) -> list[dict[str, object]]:
     return active
 
 
+def _fleet_ticked(dashboard_url: str) -> dict[str, object] | None:
+    with urllib.request.urlopen(f"{dashboard_url}api/fleets", timeout=5) as resp:
+        payload = json.load(resp)
+    for fleet in payload["fleets"]:
+        if fleet["name"] == "cli-test" and fleet.get("current_replicas") is not None:
+            found: dict[str, object] = fleet
+            return found
+    return None
+
+
 async def read_until(stream: asyncio.StreamReader, marker: str, timeout_s: float) -> str:
     text = ""
     async with asyncio.timeout(timeout_s):
@@ -64,6 +74,8 @@ async def test_up_runs_the_manifest_and_a_signal_leaves_nothing_running(
         "0",
         "--interval",
         "1",
+        "--dashboard-port",
+        "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True,  # its own process group, as in a terminal
@@ -84,6 +96,13 @@ async def test_up_runs_the_manifest_and_a_signal_leaves_nothing_running(
         assert client.welcome is not None
         assert client.welcome.node in {"gw-1", "gw-2"}
         await client.close()
+        # the operator's dashboard shows this fleet as the autoscaler sees it
+        dashboard = re.search(r"Dashboard\s+(http://\S+)", summary)
+        assert dashboard, summary
+        fleets = await wait_until(
+            lambda: _fleet_ticked(dashboard.group(1)), timeout_s=60, message="dashboard"
+        )
+        assert fleets["current_replicas"] == 2, fleets
         # Prometheus found both gateways through file_sd and scrapes them
         await wait_until(
             lambda: (

@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     print(to_markdown(doc))
     for path in paths:
         print(f"wrote {path}", file=sys.stderr)
+    failed = [p for p in doc["problems"] if ": suite:" in p or ": crosspod:" in p]
+    if failed:
+        print("servers failed to be measured:\n" + "\n".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -87,10 +87,12 @@ async def run_autoscaler(
     autoscaling: Autoscaling,
     interval_s: float,
     notify: Callable[[str], None] | None = None,
+    on_result: Callable[[Any], None] | None = None,
 ) -> None:
     """Tick every `interval_s` until cancelled; a failing tick is logged, not fatal.
 
-    `notify` hears about every change of the desired count or mode.
+    `notify` hears about every change of the desired count or mode;
+    `on_result` gets every tick's result (the operator's `TickResult`).
     """
     last: tuple[object, ...] | None = None
     while True:
@@ -102,6 +104,8 @@ async def run_autoscaler(
         except Exception as exc:
             log.exception("autoscale_tick_failed", error=str(exc))
         else:
+            if on_result is not None:
+                on_result(result)
             described = describe(result)
             if described is not None and described[0] != last:
                 last = described[0]

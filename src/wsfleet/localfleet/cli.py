@@ -66,6 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--scale-down-window", type=int, default=None, help="seconds")
     parser.add_argument("--drain-grace", type=int, default=None, help="seconds")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and data here")
+    parser.add_argument(
+        "--dashboard-port", type=int, default=8090, help="dashboard port (taken: any free one)"
+    )
+    parser.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     parser.set_defaults(func=run)
 
 
@@ -97,6 +101,7 @@ def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions
         overrides=overrides,
         scrape_interval_s=settings.scrape_interval_s,
         workdir=args.workdir,
+        dashboard_port=None if args.no_dashboard else args.dashboard_port,
     )
 
 

@@ -27,6 +27,7 @@ from wsfleet.localfleet.autoscale import (
     build_autoscaler,
     run_autoscaler,
 )
+from wsfleet.localfleet.dashboard import LocalDashboard
 from wsfleet.localfleet.manifest import (
     FleetManifest,
     Overrides,
@@ -59,6 +60,8 @@ class FleetOptions:
     stop_timeout_s: float = 10.0
     api_key: str | None = None
     """Admin API key of the gateways; None: a random one."""
+    dashboard_port: int | None = 8090
+    """Where to serve the dashboard (taken: any free port); None: no dashboard."""
 
 
 def _known_gateway_settings() -> dict[str, object] | None:
@@ -87,6 +90,7 @@ class LocalFleet:
         self.supervisor: GatewaySupervisor | None = None
         self.target: LocalProcessTarget | None = None
         self.autoscaling: Autoscaling | None = None
+        self.dashboard: LocalDashboard | None = None
         self.port = 0
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,6 +160,11 @@ class LocalFleet:
         replicas = max(self.spec.replicas.min, min(self.spec.replicas.max, replicas))
         await self.supervisor.scale_up_to(replicas)
         self._tasks.append(asyncio.create_task(self.supervisor.supervise(), name="supervise"))
+        if self.options.dashboard_port is not None:
+            self.dashboard = LocalDashboard(
+                self.manifest, self.spec, self.options.host, self.options.dashboard_port
+            )
+            await self.dashboard.start()
         if self.options.autoscale:
             try:
                 self.autoscaling = build_autoscaler(self.spec, self.target, self.manifest)
@@ -166,11 +175,18 @@ class LocalFleet:
             self._tasks.append(
                 asyncio.create_task(
                     run_autoscaler(
-                        self.autoscaling, self.spec.behavior.interval_seconds, self.notify
+                        self.autoscaling,
+                        self.spec.behavior.interval_seconds,
+                        self.notify,
+                        self._on_tick,
                     ),
                     name="autoscale",
                 )
             )
+
+    def _on_tick(self, result: object) -> None:
+        if self.dashboard is not None:
+            self.dashboard.update(getattr(result, "status", None))
 
     def _write_targets(self, gateways: list[Gateway]) -> None:
         """Rewrite Prometheus' file_sd list: every live gateway, draining included."""
@@ -197,6 +213,9 @@ class LocalFleet:
         if self.autoscaling is not None:
             await self.autoscaling.close()
             self.autoscaling = None
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+            self.dashboard = None
         if self.supervisor is not None:
             await self.supervisor.stop_all()
         if self._session is not None:
@@ -223,6 +242,7 @@ class LocalFleet:
             f"wsfleet local fleet {self.manifest.name!r}"
             + (f" from {self.manifest.path}" if self.manifest.path else ""),
             f"  WebSocket   {self.ws_url}  (gateways share the port with SO_REUSEPORT)",
+            f"  Dashboard   {self.dashboard.url if self.dashboard else '-'}",
             f"  Prometheus  {self.prometheus_url}",
             f"  Redis       {self.redis.url if self.redis else '-'}",
             f"  Admin API   POST /api/publish with 'Authorization: Bearer {self.api_key}'",

@@ -1,0 +1,272 @@
+"""The two-layer channel cache: L1 in process (`L1Cache`), L2 in Redis.
+
+- Reads: L1; on a miss L2 (the channel's metadata key ``wsf:{ch}:m``, the
+  same key the broker writes), then L1 is filled. Every lookup is counted in
+  ``wsfleet_cache_requests_total{layer,result}`` and timed in
+  ``wsfleet_cache_lookup_seconds{layer}``.
+- Writes go to L2 and publish an invalidation on ``wsf:cache:inv`` in one
+  Lua script (atomic: no write without its invalidation); every pod's
+  listener drops its L1 entry. A listener that (re)connects clears L1, since
+  it may have missed invalidations.
+- With the breaker open (or L2 failing) lookups are served from L1, stale
+  entries included; a channel never seen gives ``{}``. Writes fail fast with
+  `BrokerUnavailableError`.
+- Without Redis (embedded broker) L1 sits in front of `origin` and is
+  invalidated locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.broker import BrokerUnavailableError, JSONValue
+from wsfleet_gateway.cache import META, MISSING, L1Cache
+from wsfleet_gateway.prewarm import HotTracker
+from wsfleet_gateway.protection_metrics import ProtectionMetrics
+from wsfleet_gateway.redis_streams import meta_key
+
+log = structlog.get_logger("wsfleet_gateway.cache")
+
+INVALIDATION_CHANNEL: Final = "wsf:cache:inv"
+PREWARM_CHUNK: Final = 200
+_ERRORS = (RedisError, OSError, TimeoutError)
+
+# KEYS[1] meta key; ARGV: value, invalidation channel, invalidation message
+SET_AND_INVALIDATE_LUA: Final = """
+redis.call('SET', KEYS[1], ARGV[1])
+return redis.call('PUBLISH', ARGV[2], ARGV[3])
+"""
+
+Origin = Callable[[str], Awaitable[dict[str, JSONValue]]]
+OriginWrite = Callable[[str, dict[str, JSONValue]], Awaitable[None]]
+OnInvalidate = Callable[[str, str, float], None]
+"""``(kind, key, delay seconds since the write)``."""
+
+
+def _decode_meta(raw: str | None) -> dict[str, JSONValue]:
+    if raw is None:
+        return {}
+    with contextlib.suppress(ValueError):
+        value = json.loads(raw)
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+class ChannelCache:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        l1: L1Cache,
+        metrics: ProtectionMetrics,
+        *,
+        redis: aioredis.Redis | None = None,
+        breaker: CircuitBreaker | None = None,
+        origin: Origin | None = None,
+        origin_write: OriginWrite | None = None,
+        hot: HotTracker | None = None,
+        op_timeout_s: float = 1.0,
+    ) -> None:
+        self.l1 = l1
+        self.metrics = metrics
+        self._redis = redis
+        self.breaker = breaker or CircuitBreaker()
+        self._origin = origin
+        self._origin_write = origin_write
+        self.hot = hot
+        self.op_timeout_s = op_timeout_s
+        self._set_script: Any = (
+            redis.register_script(SET_AND_INVALIDATE_LUA) if redis is not None else None
+        )
+        self.listening = asyncio.Event()
+        """Set while the invalidation listener is subscribed."""
+        self.invalidation_listeners: list[OnInvalidate] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        l1.on_evict = lambda kind: metrics.cache("l1", "eviction")
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self, cleanup_s: float = 300.0, hot_flush_s: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._sweep(cleanup_s), name="wsfleet-cache-sweep"))
+        if self._redis is not None:
+            self._tasks.append(loop.create_task(self._listen(), name="wsfleet-cache-invalidate"))
+            if self.hot is not None:
+                self._tasks.append(
+                    loop.create_task(self.hot.run(hot_flush_s), name="wsfleet-hot-flush")
+                )
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+
+    # --- reads ---------------------------------------------------------------------
+
+    async def get_meta(self, channel: str) -> dict[str, JSONValue]:
+        """A channel's metadata through L1, then L2."""
+        started = time.perf_counter()
+        if self.hot is not None:
+            self.hot.touch(channel)
+        value = self.l1.get(META, channel)
+        if value is not MISSING:
+            self.metrics.cache("l1", "hit")
+            self.metrics.cache_lookup_seconds.labels(layer="l1").observe(
+                time.perf_counter() - started
+            )
+            result: dict[str, JSONValue] = value
+            return result
+        self.metrics.cache("l1", "miss")
+        meta = await self._load(channel)
+        self.metrics.cache_lookup_seconds.labels(layer="l2").observe(time.perf_counter() - started)
+        return meta
+
+    async def _load(self, channel: str) -> dict[str, JSONValue]:
+        token = self.l1.load_token()
+        if self._redis is None:
+            meta = await self._origin(channel) if self._origin is not None else {}
+            self.l1.put(META, channel, meta, len(json.dumps(meta)), token)
+            return meta
+        if not self.breaker.allow():
+            return self._degraded(channel)
+        try:
+            async with asyncio.timeout(self.op_timeout_s):
+                raw = await self._redis.get(meta_key(channel))
+        except _ERRORS:
+            self.breaker.record_failure()
+            return self._degraded(channel)
+        self.breaker.record_success()
+        self.metrics.cache("l2", "miss" if raw is None else "hit")
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        meta = _decode_meta(text)
+        self.l1.put(META, channel, meta, len(text or ""), token)
+        return meta
+
+    def _degraded(self, channel: str) -> dict[str, JSONValue]:
+        """Redis is out: a stale L1 entry, else no metadata."""
+        stale = self.l1.get(META, channel, allow_stale=True)
+        if stale is not MISSING:
+            self.metrics.cache("l1", "stale")
+            result: dict[str, JSONValue] = stale
+            return result
+        self.metrics.cache("l2", "unavailable")
+        return {}
+
+    # --- writes ----------------------------------------------------------------------
+
+    async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
+        """Write to L2 and invalidate every pod's L1 (this pod's at once)."""
+        encoded = json.dumps(meta, separators=(",", ":"))
+        if self._redis is None:
+            if self._origin_write is not None:
+                await self._origin_write(channel, meta)
+            self.l1.invalidate(META, channel)
+            return
+        if not self.breaker.allow():
+            raise BrokerUnavailableError("redis circuit breaker is open: retry later")
+        message = f"{META}\n{channel}\n{time.time() * 1000:.3f}"
+        try:
+            async with asyncio.timeout(self.op_timeout_s):
+                await self._set_script(
+                    keys=[meta_key(channel)], args=[encoded, INVALIDATION_CHANNEL, message]
+                )
+        except _ERRORS as exc:
+            self.breaker.record_failure()
+            raise BrokerUnavailableError(f"metadata write failed: {type(exc).__name__}") from exc
+        self.breaker.record_success()
+        self.l1.invalidate(META, channel)
+
+    # --- pre-warm ----------------------------------------------------------------------
+
+    async def prewarm(self, channels: Sequence[str]) -> int:
+        """Load `channels`' metadata into L1; returns how many were loaded."""
+        loaded = 0
+        for start in range(0, len(channels), PREWARM_CHUNK):
+            chunk = list(channels[start : start + PREWARM_CHUNK])
+            if self._redis is None:
+                for channel in chunk:
+                    await self._load(channel)
+                loaded += len(chunk)
+                continue
+            if not self.breaker.allow():
+                break
+            token = self.l1.load_token()
+            try:
+                async with asyncio.timeout(self.op_timeout_s * 2):
+                    rows = await self._redis.mget([meta_key(c) for c in chunk])
+            except _ERRORS:
+                self.breaker.record_failure()
+                break
+            self.breaker.record_success()
+            for channel, raw in zip(chunk, rows, strict=True):
+                text = raw.decode() if isinstance(raw, bytes) else raw
+                if self.l1.put(META, channel, _decode_meta(text), len(text or ""), token):
+                    loaded += 1
+        self.metrics.cache_bytes.set(self.l1.bytes)
+        return loaded
+
+    async def prewarm_hottest(self, n: int) -> int:
+        """Pre-warm the `n` hottest channels of the fleet (tracked in Redis)."""
+        if self.hot is None or n <= 0:
+            return 0
+        return await self.prewarm(await self.hot.top(n))
+
+    # --- background ----------------------------------------------------------------------
+
+    async def _sweep(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.l1.sweep()
+            self.metrics.cache_bytes.set(self.l1.bytes)
+
+    def on_invalidation(self, payload: str) -> None:
+        """Apply one invalidation message (``kind\\nkey\\nwrite ms``)."""
+        kind, _, rest = payload.partition("\n")
+        key, _, ts = rest.partition("\n")
+        self.l1.invalidate(kind, key)
+        try:
+            delay_s = max(0.0, time.time() - float(ts) / 1000)
+        except ValueError:
+            delay_s = 0.0
+        self.metrics.cache_invalidation_seconds.observe(delay_s)
+        for listener in self.invalidation_listeners:
+            listener(kind, key, delay_s)
+
+    async def _listen(self) -> None:
+        assert self._redis is not None
+        backoff = 0.05
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(INVALIDATION_CHANNEL)
+                self.l1.clear()  # invalidations may have been missed while unsubscribed
+                self.listening.set()
+                backoff = 0.05
+                while True:
+                    message = await pubsub.get_message(timeout=0.5)
+                    if message is not None and message.get("type") == "message":
+                        data = message["data"]
+                        self.on_invalidation(data.decode() if isinstance(data, bytes) else data)
+            except _ERRORS as exc:
+                if self.listening.is_set():
+                    log.warning("cache_invalidation_lost", error=type(exc).__name__)
+                self.listening.clear()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.reset()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)

@@ -1,0 +1,79 @@
+"""Prometheus metrics of the protection layer and the channel cache.
+
+Registered in the gateway's own registry next to `GatewayMetrics`; the
+cache request counter is the contract's ``wsfleet_cache_requests_total``
+(shared with `GatewayMetrics.cache_requests` when given).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from wsfleet_gateway.breaker import CLOSED, HALF_OPEN, OPEN
+
+CACHE_BUCKETS_S = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
+BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+
+class ProtectionMetrics:
+    """Cache, breaker, slow-consumer and admission metrics."""
+
+    def __init__(self, registry: CollectorRegistry, cache_requests: Counter | None = None) -> None:
+        r = registry
+        self.cache_requests: Any = cache_requests or Counter(
+            "wsfleet_cache_requests",
+            "Channel cache lookups by layer (l1, l2) and result (hit, miss, stale, eviction).",
+            ["layer", "result"],
+            registry=r,
+        )
+        self.cache_lookup_seconds = Histogram(
+            "wsfleet_cache_lookup_seconds",
+            "Time of one channel cache lookup through L1 (and L2 on a miss), seconds.",
+            ["layer"],
+            buckets=CACHE_BUCKETS_S,
+            registry=r,
+        )
+        self.cache_invalidation_seconds = Histogram(
+            "wsfleet_cache_invalidation_delay_seconds",
+            "From a metadata write on any pod to this pod's L1 invalidation (seconds).",
+            buckets=CACHE_BUCKETS_S,
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "wsfleet_cache_l1_bytes", "Estimated bytes held by the L1 cache.", registry=r
+        )
+        self.breaker_state = Gauge(
+            "wsfleet_redis_breaker_state",
+            "Circuit breaker around Redis: 0 closed, 1 half-open, 2 open.",
+            registry=r,
+        )
+        self.breaker_opened = Counter(
+            "wsfleet_redis_breaker_opened", "Times the Redis circuit breaker opened.", registry=r
+        )
+        self.slow_consumers = Counter(
+            "wsfleet_slow_consumer_drops",
+            "Connections closed with 4010 because their send buffer passed the cap.",
+            registry=r,
+        )
+        self.admissions = Counter(
+            "wsfleet_admissions",
+            "Connection admission decisions by result (accepted, or the rejection reason).",
+            ["result"],
+            registry=r,
+        )
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def cache(self, layer: str, result: str) -> None:
+        child = self._children.get((layer, result))
+        if child is None:
+            child = self._children[(layer, result)] = self.cache_requests.labels(
+                layer=layer, result=result
+            )
+        child.inc()
+
+    def breaker_changed(self, old: str, new: str) -> None:
+        self.breaker_state.set(BREAKER_VALUES.get(new, 0))
+        if new == OPEN:
+            self.breaker_opened.inc()
