@@ -61,6 +61,8 @@ class ProtectionSettings(BaseSettings):
     """Connections this gateway holds at most (above: close 4009)."""
     ready_below_fraction: float = Field(default=0.9, gt=0, le=1)
     """Readiness turns false at this share of ``max_connections``."""
+    trust_forwarded_for: bool = False
+    """Take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it)."""
     send_buffer_bytes: int = Field(default=1 << 20, ge=1024)
     """Per-connection outgoing buffer cap; a connection above it is a slow consumer (4010)."""
 

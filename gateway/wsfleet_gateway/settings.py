@@ -11,7 +11,9 @@ import os
 import socket
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from wsfleet_gateway.protection_settings import ProtectionSettings
 
 
 def default_node_name() -> str:
@@ -19,8 +21,8 @@ def default_node_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class GatewaySettings(BaseSettings):
-    """Everything a gateway process can be told."""
+class GatewaySettings(ProtectionSettings):
+    """Everything a gateway process can be told (protection and cache fields: `ProtectionSettings`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="WSFLEET_", extra="ignore", use_attribute_docstrings=True

@@ -54,6 +54,7 @@ class _Shared:
     config: OperatorConfig
     client: KubeClient | None = None
     autoscalers: dict[tuple[str, str], Autoscaler] = field(default_factory=dict)
+    generations: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def reporter(self, namespace: str, name: str) -> Autoscaler:
         """The fleet's autoscaler, or a report-only one while its spec is unusable."""
@@ -158,6 +159,13 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         fleet = (body.get("metadata", {}).get("labels") or {}).get(FLEET_LABEL)
         if not fleet or type not in ("MODIFIED", "DELETED"):
             return
+        # status-only changes (pods becoming ready) keep the generation: nothing to repair
+        key = (namespace, str(body.get("metadata", {}).get("name")))
+        generation = body.get("metadata", {}).get("generation")
+        if type == "MODIFIED" and generation is not None:
+            if shared.generations.get(key) == generation:
+                return
+            shared.generations[key] = generation
         client = shared.kube()
         cr = await client.get(kube.FLEETS, namespace, fleet)
         if cr is None or cr.get("metadata", {}).get("deletionTimestamp"):
@@ -171,6 +179,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         namespace: str | None,
         uid: str,
         spec: kopf.Spec,
+        meta: kopf.Meta,
         stopped: kopf.DaemonStopped,
         **_: Any,
     ) -> None:
@@ -202,6 +211,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                     scaler.update_spec(parsed)
                     tick = await scaler.tick()
                 await _post(client, involved, tick.events)
+                tick.status.observed_generation = meta.get("generation")
                 with contextlib.suppress(kube.KubeError):
                     await client.patch(
                         kube.FLEETS, namespace, name, {"status": tick.status_patch()}, sub="status"

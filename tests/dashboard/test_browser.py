@@ -61,11 +61,12 @@ async def test_page_shows_live_state_forecast_and_conditions(
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         await page.goto(dashboard.url)
-        for gw in gateways:
-            gw.traffic(20)  # a second batch, so rate() and the quantiles have an increase
 
         # headline numbers: the fleet's real replicas and connections
         await wait_text(page, stat("connections"), "137")
+        # Prometheus has scraped once: a second batch gives rate() an increase
+        for gw in gateways:
+            gw.traffic(20)
         await wait_text(page, stat("desired"), "3")
         await wait_text(page, stat("ready"), "2")
         await wait_text(page, stat("gateways"), "2")

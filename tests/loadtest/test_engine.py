@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from tests.support.waiting import wait_until
 from wsfleet.bench.reference_server import server_port, start_reference_server
 from wsfleet.loadtest.connection import delivery_latency_s
 from wsfleet.loadtest.engine import Engine, format_progress
@@ -40,6 +43,8 @@ async def test_a_late_reply_counts_as_a_timeout_and_is_not_timed() -> None:
         assert engine.stats.latency("ping").count == 0
     finally:
         await engine.close_all()
+        if _hub.timer is not None:
+            _hub.timer.close()
         server.close()
         await server.wait_closed()
 
@@ -52,27 +57,23 @@ async def test_a_server_side_close_is_counted_and_fails_pending_requests() -> No
         conn = await engine.open()
         assert conn is not None
         pending = conn.request("ping", {})
-        server.close()
-        for listener in list(hub.channels.values()):
-            del listener
-        # close every server-side transport: the client sees the server go away
-        server_side = [t for t in _server_transports(hub)]
-        for transport in server_side:
-            transport.disconnect()
-        reply = await engine.call(conn, "ping") if not server_side else None
-        del reply
-        try:
+        await wait_until(lambda: len(hub.listeners) == 1, timeout_s=10, message="accepted")
+        for listener in list(hub.listeners):
+            assert listener.transport is not None
+            listener.transport.disconnect()
+        await wait_until(lambda: conn.disconnected, timeout_s=10, message="client sees close")
+        with pytest.raises(ConnectionError):
             await pending
-        except ConnectionError:
-            pass
-        assert conn.disconnected or not server_side
+        assert engine.stats.closed_by_server == 1
+        assert engine.stats.open_now == 0
+        assert await engine.call(conn, "ping") is None
+        assert engine.stats.errors["disconnected"] == 1
     finally:
         await engine.close_all()
+        if hub.timer is not None:
+            hub.timer.close()
+        server.close()
         await server.wait_closed()
-
-
-def _server_transports(hub: object) -> list[object]:
-    return []
 
 
 def test_delivery_latency_prefers_the_embedded_timestamp() -> None:

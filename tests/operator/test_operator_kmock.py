@@ -106,7 +106,10 @@ async def test_drift_on_owned_deployment_is_repaired() -> None:
                 kube.DEPLOYMENTS,
                 "default",
                 "chat-gateway",
-                {"spec": {"template": {"spec": {"containers": tampered}}}},
+                {
+                    "metadata": {"generation": 2},
+                    "spec": {"template": {"spec": {"containers": tampered}}},
+                },
             )
 
             async def repaired() -> bool:

@@ -85,6 +85,7 @@ class Hub:
         self.channels: dict[str, set[ReferenceListener]] = {}
         self.seq = 0
         self.connections = 0
+        self.listeners: set[ReferenceListener] = set()
 
     def join(self, channel: str, listener: ReferenceListener) -> None:
         self.channels.setdefault(channel, set()).add(listener)
@@ -124,11 +125,13 @@ class ReferenceListener(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         self.hub.connections += 1
+        self.hub.listeners.add(self)
         welcome = {"type": "welcome", "connection": id(self), "node": "reference", "limits": {}}
         transport.send(WSMsgType.TEXT, json.dumps(welcome).encode())
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.hub.connections -= 1
+        self.hub.listeners.discard(self)
         for channel in self.channels:
             self.hub.leave(channel, self)
         self.channels.clear()

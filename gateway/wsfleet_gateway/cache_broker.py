@@ -1,0 +1,160 @@
+"""`ProtectedBroker`: the circuit breaker and the channel cache in front of a `Broker`.
+
+- ``publish``: fails fast with `BrokerUnavailableError` (``unavailable``) while
+  the breaker is open, so a publisher learns at once and can retry; nothing is
+  half-delivered (the broker's publish is one atomic script).
+- ``get_meta`` / ``set_meta``: through the two-layer `ChannelCache`.
+- ``attach`` / ``history`` with the breaker open (or Redis failing): served
+  from local state, without waiting on Redis. The subscription is registered
+  locally (local publishes still arrive once Redis is back) and re-attached in
+  the background when the breaker closes; ``history`` answers with no
+  messages at the last offset this pod saw (``recovered`` false when a
+  ``since`` cannot be vouched for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+
+import structlog
+
+from wsfleet_gateway.breaker import CLOSED, CircuitBreaker
+from wsfleet_gateway.broker import (
+    ZERO_OFFSET,
+    Broker,
+    BrokerUnavailableError,
+    Delivery,
+    History,
+    JSONValue,
+    OnDelivery,
+    parse_offset,
+)
+from wsfleet_gateway.cache_layers import ChannelCache
+
+log = structlog.get_logger("wsfleet_gateway.cache_broker")
+
+MAX_TRACKED_OFFSETS = 100_000
+
+
+class ProtectedBroker:
+    """A `Broker` wrapping another one (see the module docstring)."""
+
+    def __init__(self, inner: Broker, cache: ChannelCache, breaker: CircuitBreaker) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.breaker = breaker
+        self.last_offsets: dict[str, str] = {}
+        """Channel → last offset this pod delivered (the degraded history's offset)."""
+        self.local_attachments: Counter[str] = Counter()
+        """Channels attached locally only (Redis was out), awaiting re-attachment."""
+        self._reattach: asyncio.Task[None] | None = None
+        breaker.on_change(self._on_breaker_change)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self, on_delivery: OnDelivery) -> None:
+        offsets = self.last_offsets
+
+        def remember(delivery: Delivery) -> None:
+            if len(offsets) >= MAX_TRACKED_OFFSETS and delivery.channel not in offsets:
+                offsets.clear()
+            offsets[delivery.channel] = delivery.offset
+            on_delivery(delivery)
+
+        await self.inner.start(remember)
+
+    async def close(self) -> None:
+        if self._reattach is not None:
+            self._reattach.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reattach
+            self._reattach = None
+        await self.inner.close()
+
+    @property
+    def available(self) -> bool:
+        return self.inner.available
+
+    # --- publish -----------------------------------------------------------------------
+
+    async def publish(self, channel: str, data_json: str) -> Delivery:
+        if not self.breaker.allow():
+            raise BrokerUnavailableError("redis circuit breaker is open: retry later")
+        try:
+            delivery = await self.inner.publish(channel, data_json)
+        except (BrokerUnavailableError, TimeoutError):
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        return delivery
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def attach(self, channel: str) -> None:
+        if not self.breaker.allow(probe=False) or not self.inner.available:
+            self.local_attachments[channel] += 1
+            return
+        try:
+            await self.inner.attach(channel)
+        except (BrokerUnavailableError, TimeoutError):
+            self.breaker.record_failure()
+            self.local_attachments[channel] += 1
+            return
+        self.breaker.record_success()
+
+    def detach(self, channel: str) -> None:
+        if self.local_attachments.get(channel, 0) > 0:
+            self.local_attachments[channel] -= 1
+            if not self.local_attachments[channel]:
+                del self.local_attachments[channel]
+            return
+        self.inner.detach(channel)
+
+    def _on_breaker_change(self, old: str, new: str) -> None:
+        if new == CLOSED and self.local_attachments and self._reattach is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to re-attach
+                self._reattach = asyncio.get_running_loop().create_task(
+                    self._reattach_all(), name="wsfleet-reattach"
+                )
+
+    async def _reattach_all(self) -> None:
+        try:
+            for channel in list(self.local_attachments):
+                if self.local_attachments.get(channel, 0) <= 0:
+                    continue
+                try:
+                    await self.inner.attach(channel)
+                except (BrokerUnavailableError, TimeoutError):
+                    return  # still out: the next close of the breaker retries
+                if self.local_attachments.get(channel, 0) > 0:
+                    self.local_attachments[channel] -= 1
+                    if not self.local_attachments[channel]:
+                        del self.local_attachments[channel]
+                else:  # detached while we attached
+                    self.inner.detach(channel)
+        finally:
+            self._reattach = None
+
+    async def history(self, channel: str, since: str | None, limit: int) -> History:
+        if self.breaker.allow(probe=False) and self.inner.available:
+            try:
+                history = await self.inner.history(channel, since, limit)
+            except (BrokerUnavailableError, TimeoutError):
+                self.breaker.record_failure()
+            else:
+                self.breaker.record_success()
+                return history
+        if since is not None:
+            parse_offset(since)  # a malformed since is still a bad request
+        offset = self.last_offsets.get(channel, since or ZERO_OFFSET)
+        return History([], offset, since is None or since == offset)
+
+    # --- metadata ------------------------------------------------------------------------
+
+    async def get_meta(self, channel: str) -> dict[str, JSONValue]:
+        return await self.cache.get_meta(channel)
+
+    async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
+        await self.cache.set_meta(channel, meta)
