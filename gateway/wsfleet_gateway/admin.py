@@ -2,6 +2,8 @@
 
 - ``POST /api/publish`` ``{"channel", "data"}`` → ``{"channel", "offset"}``
 - ``PUT /api/channels/{name}/meta`` (any JSON object) → ``{"channel", "meta"}``
+- ``POST /api/prewarm`` ``{"channels": [...]}`` → ``{"requested", "loaded"}``:
+  load those channels into the L1 cache (the operator calls it before a peak)
 - ``GET /healthz`` (process alive), ``GET /readyz`` (503 while the broker is
   unavailable or the gateway drains or stops), ``GET /metrics`` (Prometheus).
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from wsfleet_gateway.app import Gateway
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+MAX_PREWARM = 10_000
+"""Most channels one ``POST /api/prewarm`` may name."""
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -92,7 +96,7 @@ async def _publish(request: web.Request, gateway: Gateway) -> web.Response:
         channel = validate_channel(body["channel"])
     except ValueError as exc:
         return _error(400, BAD_REQUEST, str(exc))
-    delivery = await gateway.broker.publish(channel, encode_json(body["data"]))
+    delivery = await gateway.store.publish(channel, encode_json(body["data"]))
     gateway.metrics.messages.inc()
     return web.json_response({"channel": channel, "offset": delivery.offset})
 
@@ -105,8 +109,25 @@ async def _set_meta(request: web.Request, gateway: Gateway) -> web.Response:
     body = await _read_json(request, gateway.settings.max_message_bytes)
     if not isinstance(body, dict):
         return _error(400, BAD_REQUEST, "channel metadata must be a JSON object")
-    await gateway.broker.set_meta(channel, body)
+    await gateway.store.set_meta(channel, body)
     return web.json_response({"channel": channel, "meta": body})
+
+
+async def _prewarm(request: web.Request, gateway: Gateway) -> web.Response:
+    body = await _read_json(request, gateway.settings.max_message_bytes)
+    channels = body.get("channels") if isinstance(body, dict) else None
+    if not isinstance(channels, list) or len(channels) > MAX_PREWARM:
+        return _error(
+            400, BAD_REQUEST, f'body must be {{"channels": [...]}} with at most {MAX_PREWARM}'
+        )
+    try:
+        names = [validate_channel(c) for c in channels]
+    except ValueError as exc:
+        return _error(400, BAD_REQUEST, str(exc))
+    if gateway.protection is None:
+        return _error(409, BAD_REQUEST, "the channel cache is off (WSFLEET_PROTECTION=false)")
+    loaded = await gateway.protection.cache.prewarm(names)
+    return web.json_response({"requested": len(names), "loaded": loaded})
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -121,7 +142,12 @@ async def _readyz(request: web.Request) -> web.Response:
     checks = gateway.readiness()
     ready = all(checks.values())
     return web.json_response(
-        {"ready": ready, "node": gateway.settings.node_name, "checks": checks},
+        {
+            "ready": ready,
+            "node": gateway.settings.node_name,
+            "checks": checks,
+            "detail": gateway.readiness_detail(),
+        },
         status=200 if ready else 503,
     )
 
@@ -138,6 +164,7 @@ def build_admin_app(gateway: Gateway) -> web.Application:
     app[GATEWAY_KEY] = gateway
     app.router.add_post("/api/publish", _write_guard(_publish))
     app.router.add_put("/api/channels/{name}/meta", _write_guard(_set_meta))
+    app.router.add_post("/api/prewarm", _write_guard(_prewarm))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

@@ -6,7 +6,11 @@
     await gateway.stop()           # clients closed with 1001, broker closed
 
 With no broker given, ``settings.redis_url`` picks `RedisBroker`, else the
-embedded `MemoryBroker`.
+embedded `MemoryBroker`. With no authenticator given, one is built from the
+settings (``jwt_auth.build_authenticator``): a JWT key is required unless
+``auth="disabled"``, else `AuthConfigError`. With ``settings.protection``
+(the default) the `ProtectionLayer` adds admission, rate limits, the circuit
+breaker, the two-layer cache and audit events around the core.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import structlog
 from aiohttp import web
 
 from wsfleet_gateway.admin import build_admin_app
-from wsfleet_gateway.auth import Authenticator, allow_anonymous
+from wsfleet_gateway.auth import Authenticator
 from wsfleet_gateway.broker import Broker
 from wsfleet_gateway.channels import Hub
 from wsfleet_gateway.drain import DrainResult, drain_gateway
+from wsfleet_gateway.jwt_auth import build_authenticator
 from wsfleet_gateway.memory_broker import MemoryBroker
 from wsfleet_gateway.metrics import GatewayMetrics
+from wsfleet_gateway.protection import ProtectionLayer
 from wsfleet_gateway.server import WsServer
 from wsfleet_gateway.session import SessionContext
 from wsfleet_gateway.settings import GatewaySettings
@@ -57,14 +63,29 @@ class Gateway:
         self,
         settings: GatewaySettings | None = None,
         broker: Broker | None = None,
-        authenticator: Authenticator = allow_anonymous,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.settings = settings if settings is not None else GatewaySettings()
+        if authenticator is None:
+            authenticator = build_authenticator(self.settings)  # AuthConfigError without a key
         self.broker: Broker = broker if broker is not None else create_broker(self.settings)
+        """The message store itself (`RedisBroker` or `MemoryBroker`)."""
         self.metrics = GatewayMetrics(self.settings.node_name)
-        self.hub = Hub(self.broker, self.metrics)
+        self.protection: ProtectionLayer | None = None
+        self.store: Broker = self.broker
+        """What requests go through: the broker behind the breaker and cache when protected."""
+        if self.settings.protection:
+            self.protection = ProtectionLayer(self.settings, self.metrics, self.broker)
+            self.store = self.protection.broker
+        self.hub = Hub(self.store, self.metrics)
         self.ctx = SessionContext.create(self.settings, self.hub)
-        self.ws = WsServer(self.ctx, authenticator)
+        if self.protection is not None:
+            self.ctx.audit = self.protection.audit
+        self.ws = WsServer(
+            self.ctx,
+            authenticator,
+            self.protection.protection if self.protection is not None else None,
+        )
         self.draining = False
         self.stopping = False
         self._admin_runner: web.AppRunner | None = None
@@ -76,9 +97,11 @@ class Gateway:
     async def start(self) -> None:
         """Start the broker, the WebSocket listener and the admin API."""
         s = self.settings
-        await self.broker.start(self.hub.on_delivery)
+        await self.store.start(self.hub.on_delivery)
         self._started = True
         try:
+            if self.protection is not None:
+                await self.protection.start()
             await self.ws.start()
             runner = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)
             await runner.setup()
@@ -117,7 +140,9 @@ class Gateway:
             await self._admin_runner.cleanup()
             self._admin_runner = None
         if self._started:
-            await self.broker.close()
+            if self.protection is not None:
+                await self.protection.close()
+            await self.store.close()
             self._started = False
 
     # --- state -----------------------------------------------------------------------
@@ -148,7 +173,16 @@ class Gateway:
 
     def readiness(self) -> dict[str, bool]:
         """Named readiness checks; ready when all are True."""
-        return {
+        checks = {
             "broker": self.broker.available,
             "accepting": self.ws.accepting and not self.draining and not self.stopping,
         }
+        if self.protection is not None:
+            checks.update(self.protection.readiness(self.connections))
+        return checks
+
+    def readiness_detail(self) -> dict[str, object]:
+        """Extra facts for ``/readyz`` (breaker state, capacity, cache)."""
+        if self.protection is None:
+            return {"protection": False}
+        return self.protection.detail(self.connections)

@@ -6,8 +6,9 @@
 - ``get_meta`` / ``set_meta``: through the two-layer `ChannelCache`.
 - ``attach`` / ``history`` with the breaker open (or Redis failing): served
   from local state, without waiting on Redis. The subscription is registered
-  locally (local publishes still arrive once Redis is back) and re-attached in
-  the background when the breaker closes; ``history`` answers with no
+  locally and re-attached in the background once Redis answers again (with a
+  catch-up from the stream after the last offset this pod saw, when it saw
+  one); ``history`` answers with no
   messages at the last offset this pod saw (``recovered`` false when a
   ``since`` cannot be vouched for).
 """
@@ -36,6 +37,9 @@ from wsfleet_gateway.cache_layers import ChannelCache
 log = structlog.get_logger("wsfleet_gateway.cache_broker")
 
 MAX_TRACKED_OFFSETS = 100_000
+REATTACH_MIN_S = 0.05
+REATTACH_MAX_S = 1.0
+CATCH_UP_LIMIT = 1000
 
 
 class ProtectedBroker:
@@ -50,6 +54,8 @@ class ProtectedBroker:
         self.local_attachments: Counter[str] = Counter()
         """Channels attached locally only (Redis was out), awaiting re-attachment."""
         self._reattach: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._on_delivery: OnDelivery | None = None
         breaker.on_change(self._on_breaker_change)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -63,6 +69,7 @@ class ProtectedBroker:
             offsets[delivery.channel] = delivery.offset
             on_delivery(delivery)
 
+        self._on_delivery = remember
         await self.inner.start(remember)
 
     async def close(self) -> None:
@@ -94,13 +101,13 @@ class ProtectedBroker:
 
     async def attach(self, channel: str) -> None:
         if not self.breaker.allow(probe=False) or not self.inner.available:
-            self.local_attachments[channel] += 1
+            self._local_attach(channel)
             return
         try:
             await self.inner.attach(channel)
         except (BrokerUnavailableError, TimeoutError):
             self.breaker.record_failure()
-            self.local_attachments[channel] += 1
+            self._local_attach(channel)
             return
         self.breaker.record_success()
 
@@ -112,30 +119,56 @@ class ProtectedBroker:
             return
         self.inner.detach(channel)
 
-    def _on_breaker_change(self, old: str, new: str) -> None:
-        if new == CLOSED and self.local_attachments and self._reattach is None:
+    def _local_attach(self, channel: str) -> None:
+        self.local_attachments[channel] += 1
+        if self._reattach is None or self._reattach.done():
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to re-attach
                 self._reattach = asyncio.get_running_loop().create_task(
-                    self._reattach_all(), name="wsfleet-reattach"
+                    self._reattach_loop(), name="wsfleet-reattach"
                 )
 
-    async def _reattach_all(self) -> None:
-        try:
-            for channel in list(self.local_attachments):
-                if self.local_attachments.get(channel, 0) <= 0:
+    def _on_breaker_change(self, old: str, new: str) -> None:
+        if new == CLOSED:
+            self._wake.set()
+
+    async def _reattach_loop(self) -> None:
+        """Attach locally-held channels to Redis again once it answers; catch up from history."""
+        delay = REATTACH_MIN_S
+        while self.local_attachments:
+            self._wake.clear()
+            if self.breaker.allow(probe=False) and self.inner.available:
+                for channel in list(self.local_attachments):
+                    if not await self._reattach_one(channel):
+                        break
+                else:
+                    delay = REATTACH_MIN_S
                     continue
-                try:
-                    await self.inner.attach(channel)
-                except (BrokerUnavailableError, TimeoutError):
-                    return  # still out: the next close of the breaker retries
-                if self.local_attachments.get(channel, 0) > 0:
-                    self.local_attachments[channel] -= 1
-                    if not self.local_attachments[channel]:
-                        del self.local_attachments[channel]
-                else:  # detached while we attached
-                    self.inner.detach(channel)
-        finally:
-            self._reattach = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            delay = min(delay * 2, REATTACH_MAX_S)
+
+    async def _reattach_one(self, channel: str) -> bool:
+        if self.local_attachments.get(channel, 0) <= 0:
+            return True
+        try:
+            await self.inner.attach(channel)
+        except (BrokerUnavailableError, TimeoutError):
+            return False
+        if self.local_attachments.get(channel, 0) <= 0:  # detached while we attached
+            self.inner.detach(channel)
+            return True
+        self.local_attachments[channel] -= 1
+        if not self.local_attachments[channel]:
+            del self.local_attachments[channel]
+        since = self.last_offsets.get(channel)
+        if since is not None and self._on_delivery is not None:
+            # messages published between Redis coming back and this attach
+            with contextlib.suppress(BrokerUnavailableError, TimeoutError):
+                history = await self.inner.history(channel, since, CATCH_UP_LIMIT)
+                for delivery in history.messages:
+                    self._on_delivery(delivery)
+        return True
 
     async def history(self, channel: str, since: str | None, limit: int) -> History:
         if self.breaker.allow(probe=False) and self.inner.available:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -89,6 +90,8 @@ class ChannelCache:
         self._set_script: Any = (
             redis.register_script(SET_AND_INVALIDATE_LUA) if redis is not None else None
         )
+        self.instance = secrets.token_hex(8)
+        """Tags this cache's own invalidations (applied locally at once, skipped on arrival)."""
         self.listening = asyncio.Event()
         """Set while the invalidation listener is subscribed."""
         self.invalidation_listeners: list[OnInvalidate] = []
@@ -178,7 +181,7 @@ class ChannelCache:
             return
         if not self.breaker.allow():
             raise BrokerUnavailableError("redis circuit breaker is open: retry later")
-        message = f"{META}\n{channel}\n{time.time() * 1000:.3f}"
+        message = f"{META}\n{channel}\n{time.time() * 1000:.3f}\n{self.instance}"
         try:
             async with asyncio.timeout(self.op_timeout_s):
                 await self._set_script(
@@ -234,9 +237,10 @@ class ChannelCache:
             self.metrics.cache_bytes.set(self.l1.bytes)
 
     def on_invalidation(self, payload: str) -> None:
-        """Apply one invalidation message (``kind\\nkey\\nwrite ms``)."""
-        kind, _, rest = payload.partition("\n")
-        key, _, ts = rest.partition("\n")
+        """Apply one invalidation message (``kind\\nkey\\nwrite ms\\nwriter``)."""
+        kind, key, ts, writer = [*payload.split("\n", 3), "", "", ""][:4]
+        if writer == self.instance:
+            return
         self.l1.invalidate(kind, key)
         try:
             delay_s = max(0.0, time.time() - float(ts) / 1000)
@@ -267,6 +271,6 @@ class ChannelCache:
                 self.listening.clear()
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.reset()
+                    await cast(Any, pubsub).aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)

@@ -12,12 +12,14 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from typing import Any
 
 import structlog
 import uvloop
 
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.jwt_auth import AuthConfigError
 from wsfleet_gateway.logs import configure_logging
 from wsfleet_gateway.settings import GatewaySettings
 
@@ -42,6 +44,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="bind with SO_REUSEPORT (WSFLEET_REUSE_PORT)",
     )
+    parser.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=None,
+        help="run WITHOUT authentication, development only (WSFLEET_AUTH=disabled)",
+    )
+    parser.add_argument(
+        "--no-protection",
+        action="store_true",
+        default=None,
+        help="turn off rate limits, cache, breaker, audit (benchmarks; WSFLEET_PROTECTION=false)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,6 +68,10 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     }
     if getattr(args, "reuse_port", None):
         overrides["reuse_port"] = True
+    if getattr(args, "no_auth", None):
+        overrides["auth"] = "disabled"
+    if getattr(args, "no_protection", None):
+        overrides["protection"] = False
     return GatewaySettings(**overrides)
 
 
@@ -99,4 +117,9 @@ async def serve(settings: GatewaySettings) -> int:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.log_json)
-    return uvloop.run(serve(settings))
+    try:
+        return uvloop.run(serve(settings))
+    except AuthConfigError as exc:
+        log.error("gateway_refused_to_start", reason=str(exc))
+        print(f"wsfleet gateway: refusing to start: {exc}", file=sys.stderr, flush=True)
+        return 2

@@ -33,6 +33,7 @@ from wsfleet_gateway.quotas import TierQuotas, UnknownTierError
 log = structlog.get_logger("wsfleet_gateway.jwt_auth")
 
 MAX_TOKEN_BYTES: Final = 8192
+MIN_SECRET_BYTES: Final = 32
 MAX_PATTERNS: Final = 256
 MAX_PATTERN_LEN: Final = 256
 NO_AUTH_WARNING: Final = (
@@ -172,8 +173,10 @@ def load_key(settings: ProtectionSettings) -> tuple[Any, str]:
                 "the RS256 public key is not a valid PEM public key (WSFLEET_JWT_PUBLIC_KEY_FILE)"
             ) from None
     if hs:
-        if len(hs) < 16:
-            raise AuthConfigError("WSFLEET_JWT_SECRET is too short: use at least 16 characters")
+        if len(hs.encode()) < MIN_SECRET_BYTES:
+            raise AuthConfigError(
+                f"the HS256 secret is too short: use at least {MIN_SECRET_BYTES} bytes (RFC 7518)"
+            )
         return hs, "HS256"
     raise AuthConfigError(
         "authentication is enabled but no JWT key is configured: set WSFLEET_JWT_SECRET "

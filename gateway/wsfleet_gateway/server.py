@@ -7,6 +7,15 @@ replies back through the transport. Text frames only (a binary frame gets a
 Heartbeat: one sweep task for all connections (no timer per connection):
 after ``heartbeat_s`` without incoming data the server pings; a client that
 stays silent (no pong either) for ``idle_timeout_s`` is closed.
+
+Protection (`Protection`, when ``settings.protection``): a new connection is
+*admitted* (``admission.py``: node cap 4009, failed auth 4001, auth flood and
+per-user rate 4008) before it gets its `welcome`; frames that arrive while the
+decision is pending are held (a few) and replayed. Each connection's write
+buffer is capped at ``send_buffer_bytes``: picows calls `pause_writing` when
+it is passed, and the connection is dropped at once with 4010 (slow
+consumer; nothing more is queued for it, the socket is aborted after
+`SLOW_CONSUMER_GRACE_S`) so fan-out never waits on it.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -30,7 +40,16 @@ from picows import (
     ws_create_server,
 )
 
+from wsfleet_gateway.admission import (
+    CLOSE_SLOW_CONSUMER,
+    Admission,
+    Decision,
+    client_ip,
+    node_full,
+)
+from wsfleet_gateway.audit import AuditLog
 from wsfleet_gateway.auth import Authenticator, Principal, Unauthorized
+from wsfleet_gateway.protection_metrics import ProtectionMetrics
 from wsfleet_gateway.protocol import BAD_REQUEST, encode_welcome
 from wsfleet_gateway.session import Session, SessionContext, next_connection_id
 
@@ -38,32 +57,114 @@ log = structlog.get_logger("wsfleet_gateway.server")
 
 WS_PATH = "/ws"
 CLOSE_UNAUTHORIZED = 4001
+SLOW_CONSUMER_GRACE_S = 5.0
+"""Seconds a dropped slow consumer has to read its backlog (and 4010) before the abort."""
+MAX_HELD_FRAMES = 32
+"""Frames a connection may send before its admission is decided."""
 _TEXT = WSMsgType.TEXT
 _monotonic = time.monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class Protection:
+    """What the listener needs for admission and back-pressure."""
+
+    admission: Admission
+    audit: AuditLog
+    metrics: ProtectionMetrics
 
 
 class ConnectionListener(WSListener):
     """picows callbacks of one connection."""
 
-    __slots__ = ("_fragments", "last_seen", "principal", "server", "session", "transport")
+    __slots__ = (
+        "_fragments",
+        "auth_error",
+        "headers",
+        "held",
+        "ip",
+        "last_seen",
+        "principal",
+        "server",
+        "session",
+        "transport",
+    )
 
-    def __init__(self, server: WsServer, principal: Principal | None) -> None:
+    def __init__(
+        self,
+        server: WsServer,
+        principal: Principal | None,
+        auth_error: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.server = server
         self.last_seen = _monotonic()
         self.principal = principal
+        self.auth_error = auth_error
+        self.headers = headers or {}
+        self.ip = ""
         self.session: Session | None = None
         self.transport: WSTransport | None = None
+        self.held: list[bytes] | None = None
+        """Text frames received while admission is pending (None: not pending)."""
         self._fragments: bytearray | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         server = self.server
-        if self.principal is None:
-            server.ctx.hub.metrics.reject("unauthorized")
-            transport.send_close(close_code(CLOSE_UNAUTHORIZED), b"unauthorized")
-            transport.disconnect()
+        protection = server.protection
+        if protection is None:
+            if self.principal is None:
+                server.ctx.hub.metrics.reject("unauthorized")
+                transport.send_close(close_code(CLOSE_UNAUTHORIZED), b"unauthorized")
+                transport.disconnect()
+                return
+            self._open_session(transport)
             return
+        s = server.ctx.settings
+        underlying = transport.underlying_transport
+        self.ip = client_ip(
+            underlying.get_extra_info("peername"), self.headers, s.trust_forwarded_for
+        )
+        if node_full(len(server.listeners), len(server.admitting), s.max_connections):
+            user = self.principal.user if self.principal is not None else None
+            self._refuse(transport, protection.admission.reject_full(self.ip, user))
+            return
+        underlying.set_write_buffer_limits(high=s.send_buffer_bytes)
+        self.held = []
+        server.admitting.add(transport)
+        task = asyncio.get_running_loop().create_task(self._admit(transport, protection))
+        server.ctx.workers.add(task)
+        task.add_done_callback(server.ctx.workers.discard)
+
+    async def _admit(self, transport: WSTransport, protection: Protection) -> None:
+        try:
+            decision = await protection.admission.admit(self.principal, self.auth_error, self.ip)
+        finally:
+            self.server.admitting.discard(transport)
+        if transport.is_disconnected:
+            return
+        if not decision.accepted:
+            self._refuse(transport, decision)
+            return
+        self._open_session(transport)
+        held, self.held = self.held, None
+        session = self.session
+        for payload in held or ():
+            if session is None or session.closed:
+                break
+            session.receive(payload)
+
+    def _refuse(self, transport: WSTransport, decision: Decision) -> None:
+        self.held = None
+        self.server.ctx.hub.metrics.reject(decision.reason)
+        assert decision.close_code is not None
+        close_transport(transport, decision.close_code, decision.message.encode()[:120])
+
+    def _open_session(self, transport: WSTransport) -> None:
+        server = self.server
         ctx = server.ctx
+        assert self.principal is not None
         session = Session(
             ctx,
             self.principal,
@@ -74,11 +175,43 @@ class ConnectionListener(WSListener):
         server.listeners[transport] = self
         server.empty.clear()
         ctx.hub.metrics.connections.inc()
-        session.send(server.welcome(session.id))
+        session.send(server.welcome(session.id, self.principal))
+
+    def pause_writing(self) -> None:
+        """The write buffer passed ``send_buffer_bytes``: a slow consumer, dropped with 4010."""
+        transport = self.transport
+        protection = self.server.protection
+        if (
+            transport is None
+            or protection is None
+            or transport.is_disconnected
+            or transport.is_close_frame_sent
+        ):
+            return
+        buffered = transport.underlying_transport.get_write_buffer_size()
+        protection.metrics.slow_consumers.inc()
+        self.server.ctx.hub.metrics.reject("slow_consumer")
+        session = self.session
+        protection.audit.slow_consumer(
+            self.principal.user if self.principal is not None else "",
+            session.id if session is not None else "",
+            buffered,
+        )
+        # queued behind the backlog: a client that reads again sees 4010; later sends are
+        # dropped by picows (close sent), so the buffer stops growing here
+        transport.send_close(close_code(CLOSE_SLOW_CONSUMER), b"slow consumer")
+        transport.disconnect(graceful=True)
+        asyncio.get_running_loop().call_later(
+            SLOW_CONSUMER_GRACE_S, partial(transport.disconnect, graceful=False)
+        )
+
+    def resume_writing(self) -> None:
+        """Nothing to do: writes never wait (a connection over the cap is dropped)."""
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         session = self.session
         if session is None:
+            self._on_frame_before_session(transport, frame)
             return
         self.last_seen = _monotonic()
         msg_type = frame.msg_type
@@ -117,7 +250,22 @@ class ConnectionListener(WSListener):
             else:
                 session.reject(None, BAD_REQUEST, "binary frames are not supported: send JSON text")
 
+    def _on_frame_before_session(self, transport: WSTransport, frame: WSFrame) -> None:
+        held = self.held
+        if held is None:
+            return
+        if frame.msg_type is WSMsgType.CLOSE:
+            self.held = None
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+        elif len(held) >= MAX_HELD_FRAMES:
+            self.held = None
+            close_transport(transport, 1008, b"wait for the welcome frame")
+        elif frame.msg_type is _TEXT and frame.fin:
+            held.append(frame.get_payload_as_bytes())
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.held = None
         session = self.session
         if session is None:
             return
@@ -133,9 +281,17 @@ class ConnectionListener(WSListener):
 class WsServer:
     """The picows server of one gateway and its open connections."""
 
-    def __init__(self, ctx: SessionContext, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        ctx: SessionContext,
+        authenticator: Authenticator,
+        protection: Protection | None = None,
+    ) -> None:
         self.ctx = ctx
         self.authenticator = authenticator
+        self.protection = protection
+        self.admitting: set[WSTransport] = set()
+        """Connections whose admission is being decided."""
         self.listeners: dict[WSTransport, ConnectionListener] = {}
         """Open connections (transport → listener)."""
         self.empty = asyncio.Event()
@@ -145,8 +301,11 @@ class WsServer:
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
-    def welcome(self, connection_id: str) -> bytes:
-        return encode_welcome(connection_id, self.ctx.settings.node_name, self.ctx.limits())
+    def welcome(self, connection_id: str, principal: Principal | None = None) -> bytes:
+        limits = self.ctx.limits()
+        if principal is not None and principal.max_channels is not None:
+            limits["max_channels"] = principal.max_channels
+        return encode_welcome(connection_id, self.ctx.settings.node_name, limits)
 
     @property
     def port(self) -> int:
@@ -164,11 +323,12 @@ class WsServer:
             )
             return WSUpgradeResponseWithListener(response, None)
         headers = {k.lower(): v for k, v in request.headers.items()}
+        auth_error = ""
         try:
             principal: Principal | None = self.authenticator(path, headers)
-        except Unauthorized:
-            principal = None
-        return ConnectionListener(self, principal)
+        except Unauthorized as exc:
+            principal, auth_error = None, str(exc) or "unauthorized"
+        return ConnectionListener(self, principal, auth_error, headers)
 
     async def start(self) -> None:
         s = self.ctx.settings
@@ -215,7 +375,7 @@ class WsServer:
 
     async def close_all(self, code: int = 1001, reason: bytes = b"going away") -> None:
         """Close every open connection with `code` and wait (bounded) until they are gone."""
-        transports = list(self.listeners)
+        transports = [*self.listeners, *self.admitting]
         for transport in transports:
             close_transport(transport, code, reason)
         if transports:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from wsfleet_gateway.audit import AuditLog
 from wsfleet_gateway.auth import Principal
 from wsfleet_gateway.broker import BrokerUnavailableError, History
 from wsfleet_gateway.channels import Hub, SendFrame, Subscription
@@ -64,6 +65,8 @@ class SessionContext:
     op_timeout_s: float
     workers: set[asyncio.Task[None]] = field(default_factory=set)
     sessions: set[Session] = field(default_factory=set)
+    audit: AuditLog | None = None
+    """Where quota hits are recorded (None: not audited)."""
 
     @classmethod
     def create(cls, settings: GatewaySettings, hub: Hub) -> SessionContext:
@@ -180,6 +183,9 @@ class Session:
             count -= 1
         limit = self.principal.max_channels or self.ctx.settings.max_channels_per_connection
         if channel not in self.subscriptions and count >= limit:
+            if self.ctx.audit is not None:
+                p = self.principal
+                self.ctx.audit.quota(p.user, p.tier, channel, limit)
             raise ProtocolError(QUOTA_EXCEEDED, f"at most {limit} channels per connection")
 
     def _limit(self, since: str | None) -> int:

@@ -22,7 +22,7 @@ def default_node_name() -> str:
 
 
 class GatewaySettings(ProtectionSettings):
-    """Everything a gateway process can be told (protection and cache fields: `ProtectionSettings`)."""
+    """Everything a gateway process can be told (plus `ProtectionSettings`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="WSFLEET_", extra="ignore", use_attribute_docstrings=True

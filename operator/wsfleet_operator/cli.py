@@ -46,6 +46,8 @@ class OperatorSettings(BaseSettings):
     """Peering priority: the highest alive replica is the active one."""
     forecast: bool = True
     """Use the seasonal forecast floor for fleets with `forecast.enabled`."""
+    dashboard: bool = True
+    """Serve the dashboard from the operator (its own `WSFLEET_DASHBOARD_*` settings apply)."""
     log_level: str = "info"
 
 
@@ -67,6 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--peering", help="kopf peering name for HA (default: standalone)")
     parser.add_argument("--priority", type=int, help="peering priority")
     parser.add_argument("--no-forecast", action="store_true", help="ignore forecast floors")
+    parser.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     parser.add_argument("--log-level", help="debug, info, warning, error")
     parser.set_defaults(func=run)
 
@@ -83,6 +86,8 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         overrides["log_level"] = args.log_level
     if getattr(args, "no_forecast", False):
         overrides["forecast"] = False
+    if getattr(args, "no_dashboard", False):
+        overrides["dashboard"] = False
     return OperatorSettings(**overrides)  # type: ignore[arg-type]
 
 
@@ -142,8 +147,23 @@ async def run_operator(
         factory = default_forecaster_factory if settings.forecast else None
         config = OperatorConfig(forecaster_factory=factory)
     registry = build_registry(config)
+    if settings.dashboard:
+        _add_dashboard(registry)
     log.info("operator.starting", **{k: str(v) for k, v in operator_kwargs(settings).items()})
     await kopf.operator(registry=registry, stop_flag=stop_flag, **operator_kwargs(settings))  # type: ignore[arg-type]
+
+
+def _add_dashboard(registry: kopf.OperatorRegistry) -> None:
+    """The dashboard's kopf handlers, when it is built and enabled."""
+    try:
+        from wsfleet_operator.dashboard import DashboardSettings
+        from wsfleet_operator.dashboard_kopf import register_dashboard
+    except ModuleNotFoundError as exc:  # pragma: no cover - shipped together
+        log.warning("operator.dashboard_unavailable", error=str(exc))
+        return
+    dashboard_settings = DashboardSettings()
+    if dashboard_settings.enabled:
+        register_dashboard(registry, dashboard_settings)
 
 
 def run(args: argparse.Namespace) -> int:

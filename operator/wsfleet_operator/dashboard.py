@@ -32,6 +32,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import structlog
@@ -59,6 +60,7 @@ _SECURITY_HEADERS = {
 
 STATE_KEY: web.AppKey[DashboardState] = web.AppKey("dashboard_state", DashboardState)
 TOKEN_KEY: web.AppKey[str] = web.AppKey("dashboard_token", str)
+KEEPALIVE_KEY: web.AppKey[float] = web.AppKey("dashboard_keepalive_s", float)
 
 
 def _authorized(request: web.Request, token: str) -> bool:
@@ -108,6 +110,11 @@ async def _series(request: web.Request) -> web.Response:
     return web.json_response(await state.series(snap, range_s))
 
 
+def _sse(event: str, payload: Any) -> bytes:
+    data = json.dumps(payload, separators=(",", ":"))
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
 async def _events(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     response = web.StreamResponse(
@@ -118,21 +125,21 @@ async def _events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    version = state.version
     payload = state.latest if state.latest is not None else await state.refresh()
+    version = state.version
+    keepalive_s = request.app[KEEPALIVE_KEY]
     try:
-        await response.write(b"retry: 2000\n\n")
+        await response.write(b"retry: 2000\n\n" + _sse("fleets", payload))
         while not state.closing:
-            data = json.dumps(payload, separators=(",", ":"))
-            await response.write(f"event: fleets\ndata: {data}\n\n".encode())
             seen = version
-            version = await state.wait_newer(seen, timeout_s=max(15.0, 4 * state.interval_s))
+            version = await state.wait_newer(seen, timeout_s=keepalive_s)
             if state.closing:
                 break
-            if version == seen:
+            if version == seen:  # no sample for a while: keep proxies from timing out
                 await response.write(b": keep-alive\n\n")
                 continue
             payload = state.latest or payload
+            await response.write(_sse("fleets", payload))
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         pass
     return response
@@ -147,6 +154,7 @@ def create_dashboard_app(
     rate_window: str = "1m",
     charts: Sequence[ChartSpec] = DEFAULT_CHARTS,
     prometheus_timeout_s: float = 5.0,
+    keepalive_s: float = 15.0,
 ) -> web.Application:
     """The dashboard as an aiohttp application (serve it alone or `add_subapp` it).
 
@@ -155,6 +163,7 @@ def create_dashboard_app(
     """
     app = web.Application(middlewares=[_guard])
     app[TOKEN_KEY] = token or ""
+    app[KEEPALIVE_KEY] = keepalive_s
     state = app[STATE_KEY] = DashboardState(
         source,
         prometheus_url,
@@ -214,7 +223,11 @@ async def start_dashboard(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # port taken: stop the sampler the setup started
+        await runner.cleanup()
+        raise
     bound = port
     for address in runner.addresses:
         if isinstance(address, tuple) and len(address) >= 2:
@@ -232,7 +245,8 @@ class DashboardSettings(BaseSettings):
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    """Interface to listen on (0.0.0.0 in a pod, reached by `kubectl port-forward`)."""
+    """Interface to listen on; loopback suffices for `kubectl port-forward` (it connects
+    inside the pod), 0.0.0.0 only to expose it through a Service (then set a token)."""
     port: int = Field(default=8090, ge=0, le=65535)
     """TCP port; 0 picks a free one."""
     token: SecretStr | None = None

@@ -28,6 +28,8 @@ class Rule:
 REQUIRED_RULES: tuple[Rule, ...] = (
     # the custom resource: kopf watches, patches (finalizers, progress) and writes status
     Rule(GROUP, PLURAL, ("get", "list", "watch", "patch"), "watch and annotate fleets"),
+    # "get" on status and pods, and events.k8s.io, are not exercised today (see the report /
+    # the chart's RBAC test): kept until the chart drops them in the same change
     Rule(GROUP, f"{PLURAL}/status", ("get", "patch"), "status of each fleet"),
     # owned objects
     Rule("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete"), "gateways"),

@@ -92,12 +92,36 @@ async def test_page_shows_live_state_forecast_and_conditions(
         assert await page.locator("#prom-status").text_content() == "Prometheus up"
 
         # live: the source and the load change; the page follows over SSE
-        dashboard.source.put(demo_snapshot(desired=4, ready=4))
+        snap = demo_snapshot(desired=4, ready=4)
+        assert snap.last_decision is not None
+        hostile = '<img src=x onerror="window.pwned=1">scale up'
+        decision = snap.last_decision.model_copy(update={"reason": hostile})
+        dashboard.source.put(snap.model_copy(update={"last_decision": decision}))
         gateways[1].connections.set(63)
         await wait_text(page, stat("desired"), "4")
         await wait_text(page, stat("connections"), "163")
         await wait_last(page, legend("connections", "actual"), 163)
         await wait_last(page, legend("replicas", "ready"), 4)
+        # reasons come from the cluster: shown as text, never run as markup
+        await wait_text(page, f"{FLEET} .decision .reason", hostile)
+        assert await page.evaluate("window.pwned === undefined")
         await page.screenshot(path=str(screenshot_path("fleet-live")), full_page=True)
+
+        # hovering a chart reads its values at that moment
+        plot = page.locator(f'{FLEET} [data-chart="connections"] svg')
+        box = await plot.bounding_box()
+        assert box is not None
+        await page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2)
+        tip = page.locator(f'{FLEET} [data-chart="connections"] .tip')
+        await tip.wait_for(state="visible")
+        assert "forecast" in (await tip.text_content() or "")
+
+        # another range: the page asks for it and redraws
+        await page.select_option("#range", "1h")
+        await page.wait_for_function(
+            "(sel) => { const n = document.querySelector(sel);"
+            " return n && Number(n.dataset.rangeS) === 3600; }",
+            arg=FLEET,
+        )
 
         assert errors == []

@@ -234,7 +234,7 @@ status_keys = st.sampled_from(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     st.dictionaries(status_keys, json_values), st.dictionaries(st.text(max_size=10), json_values)
 )

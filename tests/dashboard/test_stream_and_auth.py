@@ -173,3 +173,31 @@ def test_url_to_open_when_listening_everywhere() -> None:
     assert DashboardServer(runner, "0.0.0.0", 8090).url == "http://127.0.0.1:8090/"
     assert DashboardServer(runner, "::", 8090).url == "http://[::1]:8090/"
     assert DashboardServer(runner, "10.0.0.5", 80).url == "http://10.0.0.5:80/"
+
+
+async def test_events_keep_alive_between_slow_samples() -> None:
+    source = StaticFleetStateSource([demo_snapshot()])
+    app = create_dashboard_app(source, None, interval_s=30, keepalive_s=0.1)
+    server = await start_dashboard(app)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.url + "api/events") as resp,
+        ):
+            (event,) = await read_events(resp, 1)
+            assert event["fleets"][0]["name"] == NAME
+            lines = [await resp.content.readline() for _ in range(4)]
+            assert lines.count(b": keep-alive\n") >= 2, lines
+    finally:
+        await server.stop()
+
+
+async def test_port_taken_leaves_nothing_running() -> None:
+    first = await start_dashboard(create_dashboard_app(StaticFleetStateSource(), None))
+    try:
+        app = create_dashboard_app(StaticFleetStateSource(), None)
+        with pytest.raises(OSError, match="address already in use"):
+            await start_dashboard(app, "127.0.0.1", first.port)
+        # the leaked-task check fails this test if the sampler kept running
+    finally:
+        await first.stop()

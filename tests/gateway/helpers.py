@@ -16,6 +16,7 @@ def make_settings(**overrides: Any) -> GatewaySettings:
         "admin_port": 0,
         "node_name": "test-node",
         "api_key": API_KEY,
+        "auth": "disabled",
     }
     values.update(overrides)
     return GatewaySettings(**values)

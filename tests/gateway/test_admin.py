@@ -141,7 +141,10 @@ async def test_health_readiness_and_unavailable() -> None:
         broker.down = True
         status, body = await _call(gw, "GET", "/readyz")
         assert status == 503
-        assert body["checks"] == {"broker": False, "accepting": True}
+        assert {k: body["checks"][k] for k in ("broker", "accepting")} == {
+            "broker": False,
+            "accepting": True,
+        }
         status, body = await _call(
             gw, "POST", "/api/publish", AUTH, json={"channel": "a", "data": 1}
         )

@@ -32,7 +32,7 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             command,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "WSFLEET_AUTH": "disabled", **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

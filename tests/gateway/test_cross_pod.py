@@ -57,6 +57,7 @@ def start_gateway(redis_url: str) -> GatewayProcess:
         "WSFLEET_REDIS_TIMEOUT_S": "0.5",
         "WSFLEET_DRAIN_GRACE_S": "0.5",
         "WSFLEET_LOG_JSON": "true",
+        "WSFLEET_AUTH": "disabled",
     }
     proc = subprocess.Popen(
         [

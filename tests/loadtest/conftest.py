@@ -23,10 +23,17 @@ async def baseline_url() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
+JWT_SECRET = "loadtest-test-secret-0123456789abcdef"
+"""HS256 key of the test gateway; the load tool mints one token per connection with it."""
+
+
 @pytest.fixture
 async def gateway() -> AsyncIterator[Gateway]:
-    """A started in-process gateway (embedded broker) on free ports."""
-    gw = Gateway(GatewaySettings(port=0, admin_port=0, log_json=True, log_level="warning"))
+    """A started in-process gateway (embedded broker, auth and protection on) on free ports."""
+    settings = GatewaySettings(
+        port=0, admin_port=0, log_json=True, log_level="warning", jwt_secret=JWT_SECRET
+    )
+    gw = Gateway(settings)
     await gw.start()
     try:
         yield gw

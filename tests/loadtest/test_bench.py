@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from wsfleet.bench.figures import cache_counts
 from wsfleet.bench.results import summarise, to_markdown
 from wsfleet.bench.suite import SuiteConfig
 
@@ -71,3 +72,18 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     markdown = (tmp_path / "t.md").read_text()
     assert "| figure |" in markdown
     assert "cross-pod delivery p50" in markdown
+
+
+def test_cache_counts_per_layer_from_the_metrics_text() -> None:
+    text = "\n".join(
+        [
+            "# HELP wsfleet_cache_requests_total Channel cache lookups",
+            'wsfleet_cache_requests_total{layer="l1",result="hit"} 5.0',
+            'wsfleet_cache_requests_total{layer="l1",result="miss"} 3.0',
+            'wsfleet_cache_requests_total{layer="l2",result="hit"} 2.0',
+            'wsfleet_cache_requests_total{layer="l2",result="miss"} 1.0',
+            'wsfleet_deliveries_total{node="n"} 9.0',
+        ]
+    )
+    assert cache_counts(text) == {"l1_total": 8.0, "l1_hit": 5.0, "l2_total": 3.0, "l2_hit": 2.0}
+    assert cache_counts('wsfleet_deliveries_total{node="n"} 9.0') is None

@@ -99,6 +99,8 @@ def test_options_from_mapping_rejects_unknown_keys() -> None:
     assert ScenarioOptions.from_mapping({"connections": 5}).connections == 5
     with pytest.raises(ValueError, match="unknown load-test options: nope"):
         ScenarioOptions.from_mapping({"nope": 1})
-    public = ScenarioOptions(token="secret").public()
-    assert "secret" not in str(public)
+    public = ScenarioOptions(token="tok-value", jwt_secret="key-value").public()
+    assert "tok-value" not in str(public)
+    assert "key-value" not in str(public)
     assert public["token_set"] is True
+    assert public["jwt_secret_set"] is True

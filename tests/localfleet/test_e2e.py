@@ -75,12 +75,12 @@ def drain_report(log_path: Path) -> dict[str, object]:
     raise AssertionError(f"no drain_finished in {log_path}")
 
 
-async def open_bulk(url: str, count: int) -> list[Client]:
+async def open_bulk(url: str, count: int, token: str | None) -> list[Client]:
     gate = asyncio.Semaphore(50)
 
     async def one() -> Client:
         async with gate:
-            return await connect(url)
+            return await connect(url, token)
 
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
@@ -111,17 +111,18 @@ async def test_fleet_grows_and_shrinks_with_load_and_loses_nothing(tmp_path: Pat
 
         # steady traffic for the whole run: subscribers of busy channels, publishers
         subscribers += [
-            await Subscriber.start(url, [BUSY[n % 4], BUSY[(n + 1) % 4]]) for n in range(30)
+            await Subscriber.start(url, [BUSY[n % 4], BUSY[(n + 1) % 4]], fleet.token(f"s{n}"))
+            for n in range(30)
         ]
         publishers += [
-            Publisher(url, BUSY[:2], pause_s=0.04),
-            Publisher(url, BUSY[2:], pause_s=0.04),
+            Publisher(url, BUSY[:2], pause_s=0.04, token=fleet.token("pub-a")),
+            Publisher(url, BUSY[2:], pause_s=0.04, token=fleet.token("pub-b")),
         ]
         for publisher in publishers:
             publisher.start()
 
         # load rises: the autoscaler scales up to max
-        bulk = await open_bulk(url, BULK)
+        bulk = await open_bulk(url, BULK, fleet.token("bulk", tier="free"))
         await wait_until(
             lambda: len(sup.serving()) == 4 and all(p.published_at_least(1) for p in publishers),
             timeout_s=120,
@@ -132,7 +133,9 @@ async def test_fleet_grows_and_shrinks_with_load_and_loses_nothing(tmp_path: Pat
         assert all("connections" in reason for _f, _t, reason in ups), ups
 
         # more subscribers join, spread over all four gateways
-        subscribers += [await Subscriber.start(url, [BUSY[n % 4]]) for n in range(30)]
+        subscribers += [
+            await Subscriber.start(url, [BUSY[n % 4]], fleet.token(f"late{n}")) for n in range(30)
+        ]
         late_nodes = {s.client.welcome.node for s in subscribers[30:] if s.client.welcome}
         assert late_nodes - {"gw-1"}, "some late subscribers landed on new gateways"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wsfleet_gateway.settings import GatewaySettings
 
 from wsfleet.localfleet.manifest import (
     ManifestError,
@@ -99,20 +101,33 @@ def test_load_manifest_errors(tmp_path: Path) -> None:
         load_manifest(other)
 
 
-def test_gateway_env_maps_limits_and_drain_and_filters_unknown() -> None:
+def test_gateway_env_maps_limits_and_drain_onto_the_gateways_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     manifest = parse_manifest(
         fleet_doc(
             drain={"gracePeriodSeconds": 7, "reconnectPerSecond": 50},
+            limits={"connectionsPerUserPerMinute": 99, "freeTierChannels": 4},
             gateway={"extraEnv": {"WSFLEET_LINGER_S": "1"}},
         )
     )
-    env = gateway_env(manifest.spec, {"drain_grace_s": None, "drain_reconnect_per_s": None})
-    assert env == {
+    env = gateway_env(manifest.spec, set(GatewaySettings.model_fields))
+    assert env["WSFLEET_DRAIN_GRACE_S"] == "7"
+    assert env["WSFLEET_DRAIN_RECONNECT_PER_S"] == "50"
+    assert env["WSFLEET_USER_CONNECTS_PER_MIN"] == "99"
+    assert json.loads(env["WSFLEET_TIER_CHANNELS"]) == {"free": 4, "paid": 10}
+    assert env["WSFLEET_LINGER_S"] == "1"
+    # every variable is one the gateway reads: it parses them into its settings
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = GatewaySettings()
+    assert settings.user_connects_per_min == 99
+    assert settings.tier_channels == {"free": 4, "paid": 10}
+    assert settings.drain_grace_s == 7
+    assert gateway_env(manifest.spec, {"drain_grace_s"}) == {
         "WSFLEET_DRAIN_GRACE_S": "7",
-        "WSFLEET_DRAIN_RECONNECT_PER_S": "50",
         "WSFLEET_LINGER_S": "1",
     }
-    assert gateway_env(manifest.spec)["WSFLEET_MAX_MESSAGE_BYTES"] == "65536"
 
 
 def test_pick_victims_prefers_emptiest_then_unknown_first_then_newest() -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.support.waiting import wait_until
-from wsfleet.client import Client
+from wsfleet.client import Client, ConnectionClosedError
 from wsfleet.localfleet import procs
 
 FLEET = {
@@ -92,7 +92,12 @@ async def test_up_runs_the_manifest_and_a_signal_leaves_nothing_running(
         assert len(admins) == 2, summary  # min replicas, each with its own admin port
         children = procs.descendants_of(proc.pid)
         assert len(children) >= 4, "redis, prometheus and two gateways"
-        client = await Client.connect(ws_url.group(1))
+        token = re.search(r"Dev token\s+(\S+)", summary)
+        assert token, summary
+        with pytest.raises(ConnectionClosedError) as refused:
+            await Client.connect(ws_url.group(1))  # JWT auth is on
+        assert refused.value.code == 4001
+        client = await Client.connect(ws_url.group(1), token.group(1))
         assert client.welcome is not None
         assert client.welcome.node in {"gw-1", "gw-2"}
         await client.close()

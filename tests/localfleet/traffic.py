@@ -24,11 +24,11 @@ from wsfleet.client import Client, ConnectionClosedError, ServerError
 RETRYABLE = (OSError, ConnectionError, TimeoutError, ServerError, IndexError)
 
 
-async def connect(url: str, attempts: int = 60) -> Client:
+async def connect(url: str, token: str | None = None, attempts: int = 60) -> Client:
     """Connect, retrying while gateways come and go (draining ones refuse)."""
     for attempt in range(attempts):
         try:
-            return await Client.connect(url, timeout_s=15.0)
+            return await Client.connect(url, token, timeout_s=15.0)
         except RETRYABLE:
             if attempt == attempts - 1:
                 raise
@@ -59,8 +59,8 @@ class Subscriber:
     task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, url: str, channels: list[str]) -> Subscriber:
-        sub = cls(await connect(url))
+    async def start(cls, url: str, channels: list[str], token: str | None = None) -> Subscriber:
+        sub = cls(await connect(url, token))
         for channel in channels:
             reply = await sub.client.subscribe(channel)
             sub.since[channel] = reply.offset
@@ -102,6 +102,7 @@ class Publisher:
     url: str
     channels: list[str]
     pause_s: float = 0.05
+    token: str | None = None
     acked: list[tuple[str, str]] = field(default_factory=list)
     unknown: int = 0
     """Publishes whose fate is unknown (connection lost before the reply)."""
@@ -112,7 +113,7 @@ class Publisher:
         self.task = asyncio.create_task(self._run(), name="publisher")
 
     async def _run(self) -> None:
-        client = await connect(self.url)
+        client = await connect(self.url, self.token)
         seq = 0
         try:
             while not self._stop.is_set():

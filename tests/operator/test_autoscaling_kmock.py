@@ -25,8 +25,6 @@ from tests.operator.harness import (
 from tests.support.waiting import wait_until
 from wsfleet.services import PrometheusServer
 
-pytestmark = pytest.mark.asyncio
-
 INTERVAL_S = 0.5
 DOWN_WINDOW_S = 4
 

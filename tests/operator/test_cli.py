@@ -43,7 +43,8 @@ def test_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("WSFLEET_OPERATOR_ALL_NAMESPACES", "true")
     monkeypatch.setenv("WSFLEET_OPERATOR_LIVENESS_PORT", "0")
-    s = cli.settings_from_args(parse("--no-forecast", "--log-level", "debug"))
+    s = cli.settings_from_args(parse("--no-forecast", "--no-dashboard", "--log-level", "debug"))
+    assert s.dashboard is False
     kwargs = cli.operator_kwargs(s)
     assert kwargs["clusterwide"] is True
     assert "liveness_endpoint" not in kwargs
@@ -71,6 +72,7 @@ async def test_operator_process_against_kmock(tmp_path: Path) -> None:
             KUBECONFIG=str(config),
             HOME=str(tmp_path),
             WSFLEET_OPERATOR_LIVENESS_HOST="127.0.0.1",
+            WSFLEET_DASHBOARD_PORT="0",
         )
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

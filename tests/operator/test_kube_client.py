@@ -21,8 +21,6 @@ from wsfleet_operator.spec import FleetSpec, parse_spec
 
 from tests.operator.harness import fleet_manifest, kube_api, user_client
 
-pytestmark = pytest.mark.asyncio
-
 
 def self_signed(tmp: Path) -> tuple[Path, Path, str]:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -215,7 +213,7 @@ async def test_run_operator_stops_on_flag() -> None:
 
     async with kube_api() as (_api, url):
         stop = asyncio.Event()
-        settings = cli.OperatorSettings(all_namespaces=True, liveness_port=0)
+        settings = cli.OperatorSettings(all_namespaces=True, liveness_port=0, dashboard=False)
         config = handlers.OperatorConfig(connection_info=kopf.ConnectionInfo(server=url))
         task = asyncio.create_task(cli.run_operator(settings, config, stop_flag=stop))
         await asyncio.sleep(0)

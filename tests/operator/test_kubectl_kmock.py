@@ -23,8 +23,6 @@ from wsfleet_operator import kube
 from tests.operator.harness import kube_api, running_operator, user_client
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.asyncio
-
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from wsfleet_operator import kube
 
 from tests.operator.harness import (
@@ -15,8 +14,6 @@ from tests.operator.harness import (
     user_client,
 )
 from tests.support.waiting import wait_until
-
-pytestmark = pytest.mark.asyncio
 
 MINIMAL = {"redis": {"url": "redis://redis:6379/0"}, "prometheus": {"url": "http://127.0.0.1:1"}}
 
@@ -56,6 +53,11 @@ async def test_cr_created_makes_owned_objects_and_delete_cleans() -> None:
             )
 
         await wait_until(gone, timeout_s=30, message="owned objects deleted")
+        calls = assert_rbac_covered(api)
+        assert ("apps", "deployments", "create") in calls
+        assert ("apps", "deployments", "delete") in calls
+        assert ("wsfleet.io", "websocketfleets", "watch") in calls
+        assert ("wsfleet.io", "websocketfleets/status", "patch") in calls
 
 
 async def test_invalid_spec_is_reported_not_crash_looped() -> None:

@@ -19,8 +19,6 @@ from tests.operator.harness import FakeGatewayMetrics
 from tests.support.waiting import wait_until
 from wsfleet.services import PrometheusServer, free_port
 
-pytestmark = pytest.mark.asyncio
-
 
 @pytest.fixture
 async def scraped(prometheus_server: PrometheusServer) -> AsyncIterator[FakeGatewayMetrics]:

@@ -194,3 +194,16 @@ def test_owned_objects_pass_kubernetes_validate(tmp_path: Path) -> None:
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_validate_reports_schema_and_semantic_errors() -> None:
+    from wsfleet_operator.reconcile import validate
+
+    spec, errors = validate({"replicas": {"min": "many"}})
+    assert spec is None
+    assert errors
+    assert errors[0].startswith("replicas.min")
+    spec, errors = validate({"replicas": {"min": 4, "max": 3}})
+    assert spec is not None
+    assert errors == ["replicas.min (4) > replicas.max (3)"]
+    assert validate(None) == (FleetSpec(), [])

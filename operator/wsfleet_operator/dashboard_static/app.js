@@ -330,11 +330,16 @@
     // lines (gaps at nulls)
     chart.series.forEach((l, i) => {
       if (!l.points.length) return;
-      let d = "", pen = false;
+      // replica counts are integers that change at a moment: draw steps
+      const steps = chart.unit === "replicas";
+      let d = "", pen = false, lastY = 0;
       for (const [t, v] of l.points) {
         if (v === null || t < start - 1 || t > end + 1) { pen = false; continue; }
-        d += (pen ? "L" : "M") + x(t).toFixed(1) + " " + y(v).toFixed(1);
+        const px = x(t).toFixed(1), py = y(v).toFixed(1);
+        if (pen && steps) d += "L" + px + " " + lastY;
+        d += (pen ? "L" : "M") + px + " " + py;
         pen = true;
+        lastY = py;
       }
       if (!d) return;
       const path = s("path", { class: "series" + (l.kind === "forecast" ? " forecast" : ""), d,
@@ -388,9 +393,13 @@
     const t = start + ((px - m.l) / (W - m.l - m.r)) * (end - start);
     const rows = [fmtTime(t, true)];
     for (const l of chart.series) {
+      const n = l.points.length;
+      if (!n) continue;
       let best = null, bd = Infinity;
       for (const [pt, v] of l.points) { const dd = Math.abs(pt - t); if (dd < bd) { bd = dd; best = v; } }
-      if (bd < (end - start) / 40) rows.push(l.name + ": " + fmt(best, chart.unit));
+      // near enough: a 40th of the view, or most of this line's own spacing
+      const gap = n > 1 ? (l.points[n - 1][0] - l.points[0][0]) / (n - 1) : 0;
+      if (bd <= Math.max((end - start) / 40, gap * 0.75)) rows.push(l.name + ": " + fmt(best, chart.unit));
     }
     for (const mk of chart.markers || []) {
       if (Math.abs(mk.t - t) < (end - start) / 60) rows.push("scaled " + mk.label + ": " + (mk.reason || ""));
@@ -417,7 +426,8 @@
       card.series = data;
       data.start = fitStart(data);
       for (const chart of data.charts) drawChart(ensureChart(card, chart), chart, data.start, data.end, data.now);
-      card.root.dataset.seriesAt = String(data.end);
+      card.root.dataset.seriesAt = String(data.now);
+      card.root.dataset.rangeS = String(data.range_s);
     } catch (err) {
       card.root.dataset.seriesError = String(err);
     } finally {

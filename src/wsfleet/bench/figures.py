@@ -62,10 +62,10 @@ class IdleFleet:
 
 
 async def open_idle(
-    url: str, count: int, read_rss: Callable[[], int]
+    url: str, count: int, read_rss: Callable[[], int], jwt_secret: str | None = None
 ) -> tuple[dict[str, float | str], IdleFleet]:
     """Open `count` idle connections: connect rate and server memory per connection."""
-    engine = Engine(url, bench_options())
+    engine = Engine(url, bench_options(jwt_secret=jwt_secret))
     warm = await engine.open_many(20)  # first connections load code paths, not per-conn memory
     for conn in warm:
         engine.close(conn)
@@ -150,10 +150,15 @@ async def switch_under_load(
 
 
 async def fanout(
-    url: str, subscribers: int, messages: int, timeout_s: float, window: int = 8
+    url: str,
+    subscribers: int,
+    messages: int,
+    timeout_s: float,
+    window: int = 8,
+    jwt_secret: str | None = None,
 ) -> dict[str, float | str]:
     """Deliveries per second of one channel to `subscribers` (publishes pipelined)."""
-    engine = Engine(url, bench_options())
+    engine = Engine(url, bench_options(jwt_secret=jwt_secret))
     try:
         subs = await engine.open_many(subscribers)
         await asyncio.gather(*(engine.call(c, "subscribe", channel="fanout") for c in subs))
@@ -186,11 +191,16 @@ async def fanout(
 
 
 async def delivery_latency(
-    publish_url: str, subscribe_url: str, subscribers: int, rate: float, duration_s: float
+    publish_url: str,
+    subscribe_url: str,
+    subscribers: int,
+    rate: float,
+    duration_s: float,
+    jwt_secret: str | None = None,
 ) -> dict[str, float | str]:
     """Publish-to-delivery latency per recipient (publisher and subscribers may differ)."""
-    sub_engine = Engine(subscribe_url, bench_options())
-    pub_engine = Engine(publish_url, bench_options(publish_rate=rate))
+    sub_engine = Engine(subscribe_url, bench_options(jwt_secret=jwt_secret))
+    pub_engine = Engine(publish_url, bench_options(publish_rate=rate, jwt_secret=jwt_secret))
     try:
         subs = await sub_engine.open_many(subscribers)
         on_message = record_delivery(sub_engine)
@@ -220,16 +230,21 @@ async def delivery_latency(
 _CACHE_LINE = re.compile(r"^wsfleet_cache_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
 
 
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
 def cache_counts(metrics_text: str) -> dict[str, float] | None:
-    """hit / total from `wsfleet_cache_requests_total{layer,result}`; None when absent."""
-    hits = total = 0.0
+    """``<layer>_hit`` / ``<layer>_total`` from `wsfleet_cache_requests_total`; None when absent."""
+    counts: dict[str, float] = {}
     found = False
     for labels, value in _CACHE_LINE.findall(metrics_text):
         found = True
-        total += float(value)
-        if 'result="hit"' in labels:
-            hits += float(value)
-    return {"hit": hits, "total": total} if found else None
+        label = dict(_LABEL.findall(labels))
+        layer = label.get("layer", "all")
+        counts[f"{layer}_total"] = counts.get(f"{layer}_total", 0.0) + float(value)
+        if label.get("result") == "hit":
+            counts[f"{layer}_hit"] = counts.get(f"{layer}_hit", 0.0) + float(value)
+    return counts if found else None
 
 
 def fetch_metrics(admin_url: str) -> str:
@@ -239,7 +254,7 @@ def fetch_metrics(admin_url: str) -> str:
 
 
 async def photographer_cache_ratio(
-    url: str, admin_url: str | None, users: int, duration_s: float
+    url: str, admin_url: str | None, users: int, duration_s: float, jwt_secret: str | None = None
 ) -> dict[str, float | str]:
     """Cache hit ratio of the photographer scenario (from the gateway's metrics)."""
     if admin_url is None:
@@ -248,12 +263,26 @@ async def photographer_cache_ratio(
     await run_scenario(
         "photographer",
         url,
-        ScenarioOptions(connections=users, duration_s=duration_s, think_time_s=0.05, seed=7),
+        ScenarioOptions(
+            connections=users,
+            duration_s=duration_s,
+            think_time_s=0.05,
+            seed=7,
+            jwt_secret=jwt_secret,
+        ),
     )
     after = cache_counts(await asyncio.to_thread(fetch_metrics, admin_url))
     if before is None or after is None:
         return {"status": "not measured: the gateway serves no wsfleet_cache_requests_total"}
-    total = after["total"] - before["total"]
-    if total <= 0:
-        return {"status": "not measured: no cache requests during the scenario"}
-    return {"status": "measured", "hit_ratio": (after["hit"] - before["hit"]) / total}
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    lookups = delta("l1_total")  # every lookup asks L1 first; L2 only on an L1 miss
+    if lookups <= 0:
+        return {"status": "not measured: no cache lookups during the scenario"}
+    return {
+        "status": "measured",
+        "hit_ratio": (delta("l1_hit") + delta("l2_hit")) / lookups,
+        "l1_hit_ratio": delta("l1_hit") / lookups,
+    }

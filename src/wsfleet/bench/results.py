@@ -71,7 +71,8 @@ def figure_table(config: SuiteConfig) -> list[Figure]:
             "lower",
             baseline_key="delivery_p99_ms",
         ),
-        Figure("cache_hit_ratio", "photographer cache hit ratio", "ratio", "higher"),
+        Figure("cache_hit_ratio", "photographer cache hit ratio (L1 or L2)", "ratio", "higher"),
+        Figure("cache_l1_hit_ratio", "photographer cache hit ratio, L1 only", "ratio", "higher"),
     ]
 
 
@@ -228,8 +229,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "",
         f"Cache: {doc['cache_status']}.",
         "Ratios are gateway value / baseline value: above 1 is better for rates, worse for "
-        "memory and latency. The gateway column has its features on (Redis broker, API key); "
-        "features off is the embedded in-memory broker.",
+        "memory and latency. The gateway column has its features on: Redis broker, JWT auth "
+        "(a token per connection), protection (rate limits, quotas, cache, breaker, audit), "
+        "API key. Features off: embedded in-memory broker, WSFLEET_AUTH=disabled, "
+        "WSFLEET_PROTECTION=false.",
         "",
     ]
     return "\n".join(lines)

@@ -72,6 +72,8 @@ class ServerProcess:
     proc: subprocess.Popen[str] | None = None
     ready: dict[str, Any] = field(default_factory=dict)
     output: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200))
+    env_drop: tuple[str, ...] = ()
+    """Prefixes of inherited env vars not passed on (e.g. ``COVERAGE_``: measure untraced)."""
 
     @property
     def pid(self) -> int:
@@ -90,7 +92,8 @@ class ServerProcess:
         return str(admin) if admin else None
 
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
-        env = {**os.environ, **self.env}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(self.env_drop or ("\0",))}
+        env.update(self.env)
         self.proc = subprocess.Popen(
             self.argv,
             stdout=subprocess.PIPE,

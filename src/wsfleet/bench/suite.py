@@ -32,6 +32,10 @@ from wsfleet.services import RedisServer
 
 KINDS = (BASELINE, GATEWAY_OFF, GATEWAY)
 BENCH_API_KEY = "bench-api-key"
+BENCH_JWT_SECRET = "wsfleet-bench-jwt-secret-0123456789"
+"""HS256 key of the features-on gateway; the load mints one token per connection."""
+BENCH_LIMITS = {"WSFLEET_MAX_CONNECTIONS": "50000"}
+"""Admission limit above the suite's connection counts (it measures, it does not admit)."""
 
 Log = Callable[[str], None]
 
@@ -104,8 +108,14 @@ def start_server(kind: str, cpu: int | None, redis_url: str | None) -> ServerPro
     if kind == BASELINE:
         return reference_server(cpu=cpu).start()
     if kind == GATEWAY_OFF:
-        return gateway_server(cpu=cpu, kind=GATEWAY_OFF).start()
-    return gateway_server(cpu=cpu, redis_url=redis_url, api_key=BENCH_API_KEY).start()
+        off = {**BENCH_LIMITS, "WSFLEET_AUTH": "disabled", "WSFLEET_PROTECTION": "false"}
+        return gateway_server(cpu=cpu, kind=GATEWAY_OFF, env=off).start()
+    on = {**BENCH_LIMITS, "WSFLEET_JWT_SECRET": BENCH_JWT_SECRET}
+    return gateway_server(cpu=cpu, redis_url=redis_url, api_key=BENCH_API_KEY, env=on).start()
+
+
+def secret_for(kind: str) -> str | None:
+    return BENCH_JWT_SECRET if kind == GATEWAY else None
 
 
 def start_redis(cpu: int | None) -> RedisServer:
@@ -122,9 +132,12 @@ async def measure_server(
     """All single-server figures of one kind, in one server process."""
     server = await asyncio.to_thread(start_server, kind, cpu, redis_url)
     out: dict[str, float | str] = {}
+    secret = secret_for(kind)
     try:
         log(f"  {kind}: {config.idle_connections} idle connections")
-        idle, fleet = await figures.open_idle(server.ws_url, config.idle_connections, server.rss)
+        idle, fleet = await figures.open_idle(
+            server.ws_url, config.idle_connections, server.rss, secret
+        )
         out.update(idle)
         try:
             log(f"  {kind}: switch latency under {config.background_dps:.0f} deliveries/s")
@@ -142,6 +155,7 @@ async def measure_server(
                 config.fanout_subscribers,
                 config.fanout_messages,
                 config.fanout_timeout_s,
+                jwt_secret=secret,
             )
         )
         log(f"  {kind}: same-node delivery latency")
@@ -152,6 +166,7 @@ async def measure_server(
                 config.latency_subscribers,
                 config.latency_rate,
                 config.latency_duration_s,
+                secret,
             )
         )
         if kind == GATEWAY:
@@ -161,10 +176,12 @@ async def measure_server(
                 server.admin_url,
                 config.photographer_users,
                 config.photographer_duration_s,
+                secret,
             )
             out["cache_status"] = str(cache["status"])
             if "hit_ratio" in cache:
                 out["cache_hit_ratio"] = float(cache["hit_ratio"])
+                out["cache_l1_hit_ratio"] = float(cache["l1_hit_ratio"])
     finally:
         await asyncio.to_thread(server.stop)
     return out
@@ -185,6 +202,7 @@ async def measure_cross_pod(
                 config.latency_subscribers,
                 config.latency_rate,
                 config.latency_duration_s,
+                BENCH_JWT_SECRET,
             )
         finally:
             await asyncio.to_thread(b.stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -63,6 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         parser.add_argument(flag, dest=name, type=kind, default=None, help=text)
     parser.add_argument("--processes", type=int, default=1, help="load processes (each <20k fds)")
     parser.add_argument("--token", default=None, help="JWT sent as Authorization: Bearer")
+    parser.add_argument(
+        "--jwt-secret",
+        default=os.environ.get("WSFLEET_LOADTEST_JWT_SECRET"),
+        help="HS256 secret: mint a token per connection, one load user each "
+        "(env WSFLEET_LOADTEST_JWT_SECRET)",
+    )
+    parser.add_argument("--jwt-tier", default=None, help="tier claim of minted tokens")
     parser.add_argument("--channel-prefix", default=None, help="prefix of every channel name")
     parser.add_argument(
         "--allow-remote", action="store_true", help="permit a non-loopback target (be careful)"
@@ -83,6 +91,10 @@ def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
         values["duration_s"] = args.duration
     if args.token is not None:
         values["token"] = args.token
+    if args.jwt_secret:
+        values["jwt_secret"] = args.jwt_secret
+    if args.jwt_tier is not None:
+        values["jwt_tier"] = args.jwt_tier
     if args.channel_prefix is not None:
         values["channel_prefix"] = args.channel_prefix
     values["allow_remote"] = bool(args.allow_remote)

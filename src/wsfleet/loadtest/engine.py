@@ -7,6 +7,7 @@ Scenarios drive it; it owns every connection it opened and closes them all in
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ class Engine:
         self._headers = (
             {"Authorization": f"Bearer {options.token}"} if options.token is not None else None
         )
+        self._run_tag = f"{secrets.token_hex(3)}-{options.process_index}"
 
     # bounds ------------------------------------------------------------------
 
@@ -61,12 +63,25 @@ class Engine:
 
     # connections -------------------------------------------------------------
 
+    def headers_for(self, attempt: int) -> dict[str, str] | None:
+        """Upgrade headers of one connection: a minted per-user token, the shared one, or none."""
+        if self.options.jwt_secret is None:
+            return self._headers
+        token = mint_token(
+            self.options.jwt_secret,
+            f"loadtest-{self._run_tag}-{attempt}",
+            self.options.jwt_tier,
+            ttl_s=self.remaining() + 3600.0 if self.remaining() < 1e9 else 86_400.0,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
     async def open(self) -> LoadConnection | None:
         """Open one connection and wait for `welcome`; None (counted) on failure."""
         async with self._connect_slots:
             if self.should_stop():
                 return None
             self.stats.attempted += 1
+            headers = self.headers_for(self.stats.attempted)
             started = time.perf_counter()
             listener: LoadConnection | None = None
             try:
@@ -75,7 +90,7 @@ class Engine:
                         lambda: LoadConnection(self.stats),
                         self.url,
                         websocket_handshake_timeout=self.options.connect_timeout_s,
-                        extra_headers=self._headers,
+                        extra_headers=headers,
                         read_buffer_init_size=CLIENT_READ_BUFFER_BYTES,
                         max_redirects=0,
                     )
@@ -181,6 +196,15 @@ class Engine:
             )
             if self.options.progress is not None:
                 self.options.progress(snap)
+
+
+def mint_token(secret: str, user: str, tier: str, ttl_s: float) -> str:
+    """An HS256 JWT for a load user: may join and publish to every channel."""
+    import jwt  # only load runs against authenticated fleets need it
+
+    claims = {"sub": user, "tier": tier, "channels": ["*"], "exp": int(time.time() + ttl_s)}
+    token: str = jwt.encode(claims, secret, algorithm="HS256")
+    return token
 
 
 def format_progress(snap: dict[str, float], op: str = "switch") -> str:

@@ -61,7 +61,12 @@ class ScenarioOptions:
     channel_prefix: str = "lt-"
     """Prefix of every channel name (keeps runs apart on a shared fleet)."""
     token: str | None = None
-    """Bearer JWT sent in the Authorization header when set."""
+    """Bearer JWT sent in the Authorization header when set (one token for every connection)."""
+    jwt_secret: str | None = None
+    """HS256 secret: mint one token per connection instead (``sub`` = a distinct load user),
+    so per-user limits (new connections per minute) see many users, as in production."""
+    jwt_tier: str = "paid"
+    """``tier`` claim of minted tokens."""
     allow_remote: bool = False
     """Permit a non-loopback target."""
     progress_interval_s: float = 1.0
@@ -88,10 +93,11 @@ class ScenarioOptions:
         """The options as JSON-able values (callbacks and events left out)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("progress", "stop", "token"):
+            if f.name in ("progress", "stop", "token", "jwt_secret"):
                 continue
             out[f.name] = getattr(self, f.name)
         out["token_set"] = self.token is not None
+        out["jwt_secret_set"] = self.jwt_secret is not None
         return out
 
     def share(self, index: int, processes: int) -> ScenarioOptions:

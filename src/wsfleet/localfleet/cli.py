@@ -70,6 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--dashboard-port", type=int, default=8090, help="dashboard port (taken: any free one)"
     )
     parser.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="gateways accept anyone (development only)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -79,6 +82,9 @@ def _first(*values: Any) -> Any:
 
 DEMO_TIMING = Overrides(interval_s=2.0, scale_up_window_s=0, scale_down_window_s=30)
 """With --load: timing short enough to watch a compressed day grow and shrink the fleet."""
+LOAD_USER_CONNECTS_PER_MIN = 1_000_000
+"""With --load: one process plays thousands of users with one identity, so the per-user
+connection rate limit would stop it; it is lifted for that run (and the summary says so)."""
 
 
 def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions:
@@ -92,6 +98,7 @@ def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions
             args.scale_down_window, settings.scale_down_window_s, demo.scale_down_window_s
         ),
         drain_grace_s=_first(args.drain_grace, settings.drain_grace_s),
+        connections_per_user_per_minute=LOAD_USER_CONNECTS_PER_MIN if args.load else None,
     )
     return FleetOptions(
         host=args.host,
@@ -102,6 +109,7 @@ def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions
         scrape_interval_s=settings.scrape_interval_s,
         workdir=args.workdir,
         dashboard_port=None if args.no_dashboard else args.dashboard_port,
+        auth=not args.no_auth,
     )
 
 
@@ -161,11 +169,15 @@ async def serve(args: argparse.Namespace, options: FleetOptions) -> int:
         starting.result()
         say(fleet.summary())
         if args.load:
-            overrides = (
-                {} if args.load_connections is None else {"connections": args.load_connections}
+            load_overrides: dict[str, Any] = {"token": fleet.token("load-tool")}
+            if args.load_connections is not None:
+                load_overrides["connections"] = args.load_connections
+            say(
+                f"load: {args.load} as user 'load-tool'; the per-user connection rate limit "
+                "is lifted for this run (one process plays every user)"
             )
             load_task = asyncio.create_task(
-                run_load(args.load, fleet.ws_url, say, overrides), name="load"
+                run_load(args.load, fleet.ws_url, say, load_overrides), name="load"
             )
             load_task.add_done_callback(_report_load_end)
         say("Ready. Stop with Ctrl-C.")

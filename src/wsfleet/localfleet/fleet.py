@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +25,7 @@ from typing import Self
 import aiohttp
 import structlog
 
+from wsfleet.localfleet import procs
 from wsfleet.localfleet.autoscale import (
     AutoscalerUnavailableError,
     Autoscaling,
@@ -62,14 +67,14 @@ class FleetOptions:
     """Admin API key of the gateways; None: a random one."""
     dashboard_port: int | None = 8090
     """Where to serve the dashboard (taken: any free port); None: no dashboard."""
+    auth: bool = True
+    """JWT auth on the gateways with a secret made for this run (False: anyone connects)."""
 
 
-def _known_gateway_settings() -> dict[str, object] | None:
-    try:
-        from wsfleet_gateway.settings import GatewaySettings
-    except ImportError:  # pragma: no cover - the gateway is part of this package
-        return None
-    return dict(GatewaySettings.model_fields)
+def _known_gateway_settings() -> set[str]:
+    from wsfleet_gateway.settings import GatewaySettings
+
+    return set(GatewaySettings.model_fields)
 
 
 class LocalFleet:
@@ -85,6 +90,7 @@ class LocalFleet:
         self.options = options or FleetOptions()
         self.notify = notify or (lambda _line: None)
         self.api_key = self.options.api_key or secrets.token_urlsafe(16)
+        self.jwt_secret = secrets.token_urlsafe(32)
         self.redis: RedisServer | None = None
         self.prometheus: PrometheusServer | None = None
         self.supervisor: GatewaySupervisor | None = None
@@ -93,6 +99,7 @@ class LocalFleet:
         self.dashboard: LocalDashboard | None = None
         self.port = 0
         self._session: aiohttp.ClientSession | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._own_workdir = self.options.workdir is None
         self.workdir = self.options.workdir or Path(tempfile.mkdtemp(prefix="wsfleet-up-"))
@@ -106,6 +113,18 @@ class LocalFleet:
     @property
     def prometheus_url(self) -> str:
         return self.prometheus.url if self.prometheus else ""
+
+    def token(
+        self, user: str, tier: str = "paid", channels: list[str] | None = None, ttl_s: float = 86400
+    ) -> str | None:
+        """A JWT the gateways accept (None when auth is off): development and the load tool."""
+        if not self.options.auth:
+            return None
+        from wsfleet_gateway.jwt_auth import issue_token
+
+        return issue_token(
+            self.jwt_secret, user, channels=channels or ["*"], tier=tier, ttl_s=ttl_s
+        )
 
     def gateways(self) -> list[Gateway]:
         return list(self.supervisor.gateways.values()) if self.supervisor else []
@@ -136,12 +155,17 @@ class LocalFleet:
             workdir=prom_dir, scrape_interval_s=self.options.scrape_interval_s
         )
         self.prometheus.start()
+        self._start_reaper()
         self.spec = localize(
             self.manifest, self.prometheus.url, self.redis.url, self.options.overrides
         )
         self._session = aiohttp.ClientSession()
         env = gateway_env(self.spec, _known_gateway_settings())
         env["WSFLEET_API_KEY"] = self.api_key
+        if self.options.auth:
+            env.update(WSFLEET_AUTH="enabled", WSFLEET_JWT_SECRET=self.jwt_secret)
+        else:
+            env["WSFLEET_AUTH"] = "disabled"
         config = SupervisorConfig(
             port=self.port,
             host=self.options.host,
@@ -184,6 +208,21 @@ class LocalFleet:
                 )
             )
 
+    def _start_reaper(self) -> None:
+        """A watchdog that stops Redis and Prometheus should we be SIGKILLed (see reaper.py)."""
+        targets = [
+            f"{server.proc.pid}:{name}"
+            for server, name in ((self.redis, "redis-server"), (self.prometheus, "prometheus"))
+            if server is not None and server.proc is not None
+        ]
+        self._reaper = procs.spawn(
+            [sys.executable, "-m", "wsfleet.localfleet.reaper", "--parent", str(os.getpid())]
+            + targets,
+            env=os.environ,
+            log_path=self.workdir / "logs" / "reaper.log",
+            tie=False,  # it ties itself, race-free
+        )
+
     def _on_tick(self, result: object) -> None:
         if self.dashboard is not None:
             self.dashboard.update(getattr(result, "status", None))
@@ -221,6 +260,10 @@ class LocalFleet:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._reaper is not None:  # a normal stop: the watchdog has nothing to do
+            procs.send_signal(self._reaper, signal.SIGKILL)
+            await asyncio.to_thread(self._reaper.wait)
+            self._reaper = None
         if self.prometheus is not None:
             await asyncio.to_thread(self.prometheus.stop)
         if self.redis is not None:
@@ -236,6 +279,12 @@ class LocalFleet:
         await self.stop()
 
     # -- reporting ---------------------------------------------------------
+    def _auth_line(self) -> str:
+        token = self.token("dev")
+        if token is None:
+            return "  Auth        OFF: anyone can connect (development only)"
+        return f"  Dev token   {token}  (user 'dev', tier paid, all channels, 24 h; ?token=...)"
+
     def summary(self) -> str:
         spec = self.spec
         lines = [
@@ -246,6 +295,7 @@ class LocalFleet:
             f"  Prometheus  {self.prometheus_url}",
             f"  Redis       {self.redis.url if self.redis else '-'}",
             f"  Admin API   POST /api/publish with 'Authorization: Bearer {self.api_key}'",
+            self._auth_line(),
             "  Gateways:",
         ]
         for g in self.gateways():

@@ -8,7 +8,8 @@ and the Prometheus selector matches the labels we give local targets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ class Overrides:
     scale_up_window_s: int | None = None
     scale_down_window_s: int | None = None
     drain_grace_s: int | None = None
+    connections_per_user_per_minute: int | None = None
 
 
 def localize(
@@ -103,6 +105,8 @@ def localize(
         spec.behavior.scale_down.stabilization_window_seconds = overrides.scale_down_window_s
     if overrides.drain_grace_s is not None:
         spec.drain.grace_period_seconds = overrides.drain_grace_s
+    if overrides.connections_per_user_per_minute is not None:
+        spec.limits.connections_per_user_per_minute = overrides.connections_per_user_per_minute
     return FleetSpec.model_validate(spec.model_dump())
 
 
@@ -111,30 +115,33 @@ def target_labels(manifest: FleetManifest, pod: str) -> dict[str, str]:
     return {"namespace": manifest.namespace, "service": manifest.name, "pod": pod}
 
 
-def gateway_env(spec: FleetSpec, known: Mapping[str, object] | None = None) -> dict[str, str]:
+def gateway_env(spec: FleetSpec, known: Iterable[str] | None = None) -> dict[str, str]:
     """``WSFLEET_*`` env for every gateway, from the spec's limits and drain.
 
-    `known`: the gateway settings' field names; when given, variables the
-    gateway does not read are left out (and its extra env passes unchanged).
+    Names are the gateway settings' own (``user_connects_per_min``,
+    ``tier_channels``...). `known`: the gateway settings' field names; when
+    given, variables the gateway does not read are left out. The spec's
+    ``gateway.extraEnv`` is applied last, unchanged.
     """
+    limits = spec.limits
+    tiers = {"free": limits.free_tier_channels, "paid": limits.paid_tier_channels}
     candidates: dict[str, object] = {
-        "max_message_bytes": spec.limits.max_message_bytes,
-        "heartbeat_s": spec.limits.heartbeat_seconds,
-        "idle_timeout_s": spec.limits.idle_timeout_seconds,
-        "max_connections": spec.limits.max_connections_per_pod,
-        "max_connections_per_pod": spec.limits.max_connections_per_pod,
-        "connections_per_user_per_minute": spec.limits.connections_per_user_per_minute,
-        "free_tier_channels": spec.limits.free_tier_channels,
-        "paid_tier_channels": spec.limits.paid_tier_channels,
-        "bandwidth_bytes_per_s": spec.limits.bandwidth_bytes_per_second,
+        "max_message_bytes": limits.max_message_bytes,
+        "heartbeat_s": limits.heartbeat_seconds,
+        "idle_timeout_s": limits.idle_timeout_seconds,
+        "max_connections": limits.max_connections_per_pod,
+        "user_connects_per_min": limits.connections_per_user_per_minute,
+        "tier_channels": json.dumps(tiers, separators=(",", ":")),
+        "bandwidth_bytes_per_s": limits.bandwidth_bytes_per_second,
         "drain_grace_s": spec.drain.grace_period_seconds,
         "drain_reconnect_per_s": spec.drain.reconnect_per_second,
         "log_level": spec.gateway.log_level,
     }
+    names = None if known is None else set(known)
     env = {
         f"WSFLEET_{name.upper()}": str(value)
         for name, value in candidates.items()
-        if known is None or name in known
+        if names is None or name in names
     }
     env.update(spec.gateway.extra_env)
     return env

@@ -14,37 +14,48 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _pdeathsig_hook() -> Callable[[], None] | None:
-    """A preexec function asking Linux to SIGTERM the child when we die."""
+def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    libc = ctypes.CDLL(libc_name, use_errno=True)
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name, use_errno=True) if name else None
+
+
+_LIBC = _libc()
+
+
+def set_death_signal(sig: signal.Signals) -> bool:
+    """Ask Linux to send `sig` to this process when its parent (thread) dies."""
+    if _LIBC is None:
+        return False
+    return int(_LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+
+
+def _tie_hook(parent: int) -> Callable[[], None]:
+    """A preexec function: SIGTERM when `parent` dies (and exit if it already has)."""
 
     def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        set_death_signal(signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
 
     return hook
 
 
-_HOOK = _pdeathsig_hook()
-
-
 def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str], log_path: Path
+    argv: Sequence[str], *, env: Mapping[str, str], log_path: Path, tie: bool = True
 ) -> subprocess.Popen[bytes]:
     """Start `argv` in its own process group, output appended to `log_path`.
 
-    Call from the thread that lives as long as the child should (the event
-    loop's thread): Linux delivers the death signal when that thread exits.
+    `tie`: the child gets SIGTERM when we die (``PR_SET_PDEATHSIG``). Call
+    from the thread that lives as long as the child should (the event loop's
+    thread): Linux delivers the death signal when that thread exits.
     """
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -54,7 +65,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_HOOK,  # only a prctl call: safe between fork and exec
+            preexec_fn=_tie_hook(os.getpid()) if tie and _LIBC is not None else None,
         )
 
 
