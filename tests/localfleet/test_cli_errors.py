@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def test_a_bad_manifest_is_reported_not_raised(
     path.write_text("apiVersion: wsfleet.io/v1alpha1\nkind: WebSocketFleet\nmetadata: {}\n")
     assert main(["up", "-f", str(path)]) == 2
     assert "metadata.name is required" in capsys.readouterr().err
+
+
+def test_a_taken_port_is_reported_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["up", "-f", str(EXAMPLE), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err
+    assert "--port" in err
 
 
 def test_descendants_are_found_through_proc(tmp_path: Path) -> None:

@@ -57,13 +57,11 @@ async def read_until(stream: asyncio.StreamReader, marker: str, timeout_s: float
     return text
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-async def test_up_runs_the_manifest_and_a_signal_leaves_nothing_running(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
+async def start_up(tmp_path: Path) -> asyncio.subprocess.Process:
+    """`wsfleet up` on a test manifest, in its own process group as in a terminal."""
     manifest = tmp_path / "fleet.yaml"
     manifest.write_text(yaml.safe_dump(FLEET))
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "wsfleet",
@@ -76,10 +74,19 @@ async def test_up_runs_the_manifest_and_a_signal_leaves_nothing_running(
         "1",
         "--dashboard-port",
         "0",
+        "--workdir",
+        str(tmp_path / "work"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, as in a terminal
+        start_new_session=True,
     )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_up_runs_the_manifest_and_a_signal_leaves_nothing_running(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    proc = await start_up(tmp_path)
     assert proc.stdout is not None
     children: set[int] = set()
     try:
@@ -91,7 +98,7 @@ async def test_up_runs_the_manifest_and_a_signal_leaves_nothing_running(
         assert prom_url, summary
         assert len(admins) == 2, summary  # min replicas, each with its own admin port
         children = procs.descendants_of(proc.pid)
-        assert len(children) >= 4, "redis, prometheus and two gateways"
+        assert len(children) >= 5, "redis, prometheus, the reaper and two gateways"
         token = re.search(r"Dev token\s+(\S+)", summary)
         assert token, summary
         with pytest.raises(ConnectionClosedError) as refused:
@@ -134,3 +141,23 @@ async def test_up_runs_the_manifest_and_a_signal_leaves_nothing_running(
     assert "stopped: nothing left running" in rest.decode()
     left = {pid for pid in children if procs.parent_of(pid) is not None}
     assert not left, f"still running after {sig.name}: {left}"
+
+
+async def test_up_killed_with_sigkill_still_leaves_nothing_running(tmp_path: Path) -> None:
+    """No cleanup code runs on SIGKILL: gateways and the reaper are tied to `up` by the
+    kernel's parent-death signal, and the reaper stops Redis and Prometheus."""
+    proc = await start_up(tmp_path)
+    assert proc.stdout is not None
+    try:
+        await read_until(proc.stdout, "Ready. Stop with Ctrl-C.", 120.0)
+        children = procs.descendants_of(proc.pid)
+        assert len(children) >= 5, "redis, prometheus, the reaper and two gateways"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 30.0)
+    await wait_until(
+        lambda: not {pid for pid in children if procs.parent_of(pid) is not None},
+        timeout_s=90,
+        message="every child of the killed `wsfleet up` gone",
+    )

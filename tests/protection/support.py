@@ -66,6 +66,21 @@ async def close_code_of(url: str, tok: str | None = None) -> int | None:
     return None
 
 
+def frame_bytes(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
+    """One masked client frame."""
+    mask = os.urandom(4)
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", first, 0x80 | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
+
+
 class RawClient:
     """A blocking WebSocket client on a plain socket: a small receive buffer, no reading
     unless asked (a slow consumer), and any bytes on the wire (fuzzing)."""
@@ -79,7 +94,8 @@ class RawClient:
         self.host, self.port, self.path = host, port, path
         self.buffer = b""
 
-    def handshake(self, headers: dict[str, str] | None = None) -> bytes:
+    def handshake(self, headers: dict[str, str] | None = None, then: bytes = b"") -> bytes:
+        """Upgrade (with `then`, e.g. frames, in the same write: before any answer)."""
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {self.path} HTTP/1.1",
@@ -92,7 +108,7 @@ class RawClient:
             "",
             "",
         ]
-        self.sock.sendall("\r\n".join(lines).encode())
+        self.sock.sendall("\r\n".join(lines).encode() + then)
         while b"\r\n\r\n" not in self.buffer:
             chunk = self.sock.recv(4096)
             if not chunk:
@@ -102,17 +118,7 @@ class RawClient:
         return head
 
     def send_frame(self, payload: bytes, opcode: int = 0x1, fin: bool = True) -> None:
-        mask = os.urandom(4)
-        first = (0x80 if fin else 0) | opcode
-        n = len(payload)
-        if n < 126:
-            header = struct.pack("!BB", first, 0x80 | n)
-        elif n < 65536:
-            header = struct.pack("!BBH", first, 0x80 | 126, n)
-        else:
-            header = struct.pack("!BBQ", first, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+        self.sock.sendall(frame_bytes(payload, opcode, fin))
 
     def send_json(self, obj: Any) -> None:
         self.send_frame(json.dumps(obj).encode())

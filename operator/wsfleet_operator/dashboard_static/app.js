@@ -175,6 +175,7 @@
     }
     const live = f.live || {};
     if (prom.available) setStat(card, "connections", fmtNumber(live.connections));
+    else if (!prom.configured) setStat(card, "connections", "Prometheus not configured", { na: true, title: prom.error || "" });
     else setStat(card, "connections", "Prometheus unavailable", { na: true, title: prom.error || "" });
     setStat(card, "desired", fmtNumber(f.desired_replicas));
     setStat(card, "current", fmtNumber(f.current_replicas));
@@ -265,8 +266,9 @@
     return node;
   }
 
-  function drawChart(node, chart, start, end, now) {
+  function drawChart(node, chart, start, end, now, prom) {
     node.data = { chart, start, end, now };
+    const missing = prom && !prom.configured ? "Prometheus not configured" : "Prometheus unavailable";
     const lines = chart.series.filter((l) => l.points.some((p) => p[1] !== null));
     // legend
     node.legend.replaceChildren();
@@ -291,14 +293,14 @@
     const unavailableOnly = chart.prometheus_unavailable && !lines.length;
     node.overlay.className = "overlay" + (chart.prometheus_unavailable ? " bad" : "");
     if (unavailableOnly) {
-      node.overlay.textContent = "Prometheus unavailable";
+      node.overlay.textContent = missing;
     } else if (!lines.length) {
       node.overlay.textContent = "No data yet";
     } else {
       node.overlay.textContent = "";
     }
     if (chart.prometheus_unavailable && lines.length) {
-      node.note.textContent = "Prometheus unavailable: only the autoscaler's own lines are shown.";
+      node.note.textContent = missing + ": only the autoscaler's own lines are shown.";
     }
     if (unavailableOnly) return; // no axes: nothing here may read as a zero
     let vmax = 0;
@@ -425,7 +427,7 @@
       const data = await resp.json();
       card.series = data;
       data.start = fitStart(data);
-      for (const chart of data.charts) drawChart(ensureChart(card, chart), chart, data.start, data.end, data.now);
+      for (const chart of data.charts) drawChart(ensureChart(card, chart), chart, data.start, data.end, data.now, data.prometheus);
       card.root.dataset.seriesAt = String(data.now);
       card.root.dataset.rangeS = String(data.range_s);
     } catch (err) {
@@ -494,7 +496,7 @@
   window.addEventListener("resize", () => {
     for (const card of cards.values()) {
       if (!card.series) continue;
-      for (const chart of card.series.charts) drawChart(ensureChart(card, chart), chart, card.series.start, card.series.end, card.series.now);
+      for (const chart of card.series.charts) drawChart(ensureChart(card, chart), chart, card.series.start, card.series.end, card.series.now, card.series.prometheus);
     }
   });
   connect();

@@ -18,9 +18,10 @@ import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wsfleet.localfleet.fleet import FleetOptions, LocalFleet
+from wsfleet.localfleet.fleet import FleetOptions, LocalFleet, PortInUseError
 from wsfleet.localfleet.load import LoadUnavailableError, check_load, run_load
 from wsfleet.localfleet.manifest import ManifestError, Overrides, load_manifest
+from wsfleet.localfleet.supervisor import GatewayStartError
 from wsfleet.services import MissingBinaryError
 
 log = structlog.get_logger("wsfleet.localfleet")
@@ -205,6 +206,9 @@ def run(args: argparse.Namespace) -> int:
         if args.load:
             check_load(args.load)
         return asyncio.run(serve(args, options))
-    except (ManifestError, MissingBinaryError, LoadUnavailableError) as exc:
+    except (ManifestError, MissingBinaryError, LoadUnavailableError, PortInUseError) as exc:
         print(f"wsfleet up: {exc}", file=sys.stderr)
         return 2
+    except GatewayStartError as exc:
+        print(f"wsfleet up: a gateway did not start: {exc}", file=sys.stderr)
+        return 1

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,26 @@ class FleetOptions:
     """Where to serve the dashboard (taken: any free port); None: no dashboard."""
     auth: bool = True
     """JWT auth on the gateways with a secret made for this run (False: anyone connects)."""
+
+
+class PortInUseError(RuntimeError):
+    """The public port is taken (by another program, or another local fleet)."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise `PortInUseError` unless `port` can be bound exclusively right now.
+
+    A plain bind (no SO_REUSEPORT) also fails when another local fleet's
+    gateways hold the port, so two fleets never share one port by accident.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"port {port} on {host} is in use ({exc.strerror}): stop what holds it "
+                "(another `wsfleet up`?) or pick another one with --port"
+            ) from exc
 
 
 def _known_gateway_settings() -> set[str]:
@@ -134,17 +155,19 @@ class LocalFleet:
         """Start Redis, Prometheus, the initial gateways and the loops."""
         find_binary("redis-server", "redis-server")  # fail fast, before anything starts
         find_binary("prometheus", "prometheus")
+        requested = self.manifest.spec.gateway.port if self.options.port is None else None
+        self.port = self.options.port or requested or free_port(self.options.host)
+        check_port_free(self.options.host, self.port)
         try:
             await self._start()
         except BaseException:
+            self._own_workdir = False  # keep the logs of a failed start
             await self.stop()
             raise
 
     async def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
-        requested = self.manifest.spec.gateway.port if self.options.port is None else None
-        self.port = self.options.port or requested or free_port(self.options.host)
         redis_dir = self.workdir / "redis"
         redis_dir.mkdir(exist_ok=True)
         self.redis = RedisServer(workdir=redis_dir)
@@ -215,9 +238,9 @@ class LocalFleet:
             for server, name in ((self.redis, "redis-server"), (self.prometheus, "prometheus"))
             if server is not None and server.proc is not None
         ]
+        argv = [sys.executable, "-m", "wsfleet.localfleet.reaper", "--parent", str(os.getpid())]
         self._reaper = procs.spawn(
-            [sys.executable, "-m", "wsfleet.localfleet.reaper", "--parent", str(os.getpid())]
-            + targets,
+            [*argv, *targets],
             env=os.environ,
             log_path=self.workdir / "logs" / "reaper.log",
             tie=False,  # it ties itself, race-free
