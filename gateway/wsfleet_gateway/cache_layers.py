@@ -97,6 +97,8 @@ class ChannelCache:
         self.invalidation_listeners: list[OnInvalidate] = []
         self._tasks: list[asyncio.Task[None]] = []
         l1.on_evict = lambda kind: metrics.cache("l1", "eviction")
+        self._l1_seconds = metrics.cache_lookup_seconds.labels(layer="l1")
+        self._l2_seconds = metrics.cache_lookup_seconds.labels(layer="l2")
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -128,14 +130,12 @@ class ChannelCache:
         value = self.l1.get(META, channel)
         if value is not MISSING:
             self.metrics.cache("l1", "hit")
-            self.metrics.cache_lookup_seconds.labels(layer="l1").observe(
-                time.perf_counter() - started
-            )
+            self._l1_seconds.observe(time.perf_counter() - started)
             result: dict[str, JSONValue] = value
             return result
         self.metrics.cache("l1", "miss")
         meta = await self._load(channel)
-        self.metrics.cache_lookup_seconds.labels(layer="l2").observe(time.perf_counter() - started)
+        self._l2_seconds.observe(time.perf_counter() - started)
         return meta
 
     async def _load(self, channel: str) -> dict[str, JSONValue]:

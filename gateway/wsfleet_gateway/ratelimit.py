@@ -2,7 +2,8 @@
 
 A sliding-window counter: the count of the current fixed window plus the
 previous window's count weighted by how much of it still overlaps the
-sliding window. `decide` is the pure rule; `MemoryCounter` and the Redis
+sliding window (rounded up, so a burst across a window boundary is not
+under-counted). `decide` is the pure rule; `MemoryCounter` and the Redis
 Lua script (`RATE_LUA`) both apply it. Keys: ``wsf:rl:{<name>}:<window>``
 (hash tag: both windows of a name in one cluster slot).
 
@@ -34,13 +35,13 @@ local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
 local inc = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local weight = tonumber(ARGV[3])
-local estimate = math.floor(prev * weight / 1000) + cur
+local estimate = math.ceil(prev * weight / 1000) + cur
 local allowed = 0
 if estimate + inc <= limit then allowed = 1 end
 if inc > 0 and (allowed == 1 or ARGV[5] == '1') then
   cur = redis.call('INCRBY', KEYS[1], inc)
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 2)
-  estimate = math.floor(prev * weight / 1000) + cur
+  estimate = math.ceil(prev * weight / 1000) + cur
 else
   estimate = estimate + inc
 end
@@ -67,7 +68,7 @@ def window_position(now_s: float, window_s: float) -> tuple[int, int]:
 
 def decide(prev: int, cur: int, weight: int, inc: int, limit: int) -> tuple[bool, int]:
     """The sliding-window rule: ``(allowed, estimate before counting this event)``."""
-    estimate = prev * weight // 1000 + cur
+    estimate = -(-prev * weight // 1000) + cur  # rounded up: never under-counts
     return estimate + inc <= limit, estimate
 
 

@@ -147,6 +147,10 @@ class ConnectionListener(WSListener):
         if not decision.accepted:
             self._refuse(transport, decision)
             return
+        if not self.server.accepting:  # a drain began while we decided: go elsewhere
+            self.held = None
+            close_transport(transport, 1001, b"going away")
+            return
         self._open_session(transport)
         held, self.held = self.held, None
         session = self.session

@@ -88,14 +88,18 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
     shared = _Shared(config or OperatorConfig())
 
     @kopf.on.login(registry=registry)
-    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+        # kopf logs in at start and again on 401: rotated tokens reach our client too
         info = shared.config.connection_info
         if info is None:
             info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
                 settings=settings
             )
-        if info is not None and shared.client is None:
-            shared.client = KubeClient(Connection.from_kopf(info))
+        if info is not None:
+            if shared.client is None:
+                shared.client = KubeClient(Connection.from_kopf(info))
+            else:
+                await shared.client.reconnect(Connection.from_kopf(info))
         return info
 
     @kopf.on.startup(registry=registry)

@@ -150,6 +150,11 @@ class KubeClient:
             )
         return self._session
 
+    async def reconnect(self, conn: Connection) -> None:
+        """Use new credentials from now on (e.g. a rotated service-account token)."""
+        self.conn = conn
+        await self.close()
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

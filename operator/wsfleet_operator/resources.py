@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from wsfleet_operator.spec import API_VERSION, KIND, FleetSpec
@@ -287,4 +288,30 @@ def _covers(have: Any, want: Any) -> bool:
         )
     if isinstance(want, int) and isinstance(have, str):  # e.g. intOrString
         return str(want) == have
+    if isinstance(want, str) and isinstance(have, str) and want != have:
+        a, b = parse_quantity(want), parse_quantity(have)
+        return a is not None and a == b  # "0.5" == "500m", "1Gi" == "1024Mi"
     return bool(have == want)
+
+
+_SUFFIXES = {
+    "m": 1e-3,
+    "": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+
+
+def parse_quantity(text: str) -> float | None:
+    """A Kubernetes resource quantity as a number (None when it is not one)."""
+    match = _QUANTITY.match(text)
+    if match is None:
+        return None
+    return float(match.group(1)) * _SUFFIXES[match.group(2) or ""]

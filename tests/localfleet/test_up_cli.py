@@ -25,6 +25,7 @@ FLEET = {
     "spec": {
         "replicas": {"min": 2, "max": 3},
         "targets": {"switchLatencyP95Ms": None},
+        "forecast": {"enabled": True},  # the operator's forecaster runs too (no history yet)
     },
 }
 

@@ -89,7 +89,7 @@ def watched(api: kmock.KubernetesEmulator, plural: str) -> bool:
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    api: kmock.KubernetesEmulator, url: str, **config: Any
+    api: kmock.KubernetesEmulator, url: str, peering_name: str | None = None, **config: Any
 ) -> AsyncIterator[asyncio.Task[None]]:
     """kopf with the wsfleet handlers, until the block ends (then cancelled)."""
     registry = build_registry(
@@ -105,7 +105,8 @@ async def running_operator(
             # kmock cannot parse GET /api/v1/namespaces (what kopf's namespace
             # observer sends for namespaced runs): run cluster-wide instead
             clusterwide=True,
-            standalone=True,
+            standalone=peering_name is None,
+            peering_name=peering_name,
         ),
         name="kopf-operator",
     )

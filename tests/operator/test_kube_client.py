@@ -119,6 +119,8 @@ async def test_conflict_missing_and_label_filtering() -> None:
         await client.create(kube.CONFIGMAPS, "other", other)
         assert await client.patch(kube.CONFIGMAPS, "default", "nope", {"data": {}}) is None
         assert not await client.delete(kube.CONFIGMAPS, "default", "nope")
+        await client.reconnect(Connection(url, headers=(("Authorization", "Bearer new"),)))
+        assert await client.get(kube.CONFIGMAPS, "default", "a") is not None
         async with user_client(url) as user:
             labelled = await user.list(kube.CONFIGMAPS, "default", {"x": "1"})
             assert [c["metadata"]["name"] for c in labelled] == ["a"]

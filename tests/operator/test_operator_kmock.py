@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kmock
 from wsfleet_operator import kube
 
 from tests.operator.harness import (
@@ -128,3 +129,37 @@ async def test_drift_on_owned_deployment_is_repaired() -> None:
 
             await wait_until(drift_event, timeout_s=30, message="DriftRepaired event")
         assert_rbac_covered(api)
+
+
+async def test_peering_for_ha() -> None:
+    """With kopf peering (HA), the operator announces itself and still reconciles."""
+    async with kube_api(api_server_like=True) as (api, url), user_client(url) as client:
+        api.resources["kopf.dev/v1/clusterkopfpeerings"] = kmock.ResourceInfo(
+            kind="ClusterKopfPeering",
+            singular="clusterkopfpeering",
+            namespaced=False,
+            verbs={"get", "list", "watch", "patch", "create"},
+        )
+        peering = {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": "wsfleet"},
+        }
+        await client.create(kube.Kind("kopf.dev", "v1", "clusterkopfpeerings", False), "", peering)
+        async with running_operator(api, url, peering_name="wsfleet"):
+            await client.create(kube.FLEETS, "default", fleet_manifest("ha", MINIMAL))
+            await wait_until(
+                lambda: client.get(kube.DEPLOYMENTS, "default", "ha-gateway"),
+                timeout_s=60,
+                message="deployment with peering on",
+            )
+
+            async def announced() -> bool:
+                got = await client.get(
+                    kube.Kind("kopf.dev", "v1", "clusterkopfpeerings", False), "", "wsfleet"
+                )
+                return bool((got or {}).get("status"))
+
+            await wait_until(announced, timeout_s=60, message="peering announcement")
+        calls = assert_rbac_covered(api)
+        assert ("kopf.dev", "clusterkopfpeerings", "patch") in calls

@@ -171,7 +171,13 @@ def test_drift_patch_ignores_server_defaults_and_replicas() -> None:
     assert patch["metadata"]["labels"]["app.kubernetes.io/managed-by"] == r.MANAGED_BY
 
 
-def test_drift_patch_int_or_string() -> None:
+def test_drift_patch_int_or_string_and_quantities() -> None:
+    assert r._covers("500m", "0.5")
+    assert r._covers("1024Mi", "1Gi")
+    assert not r._covers("1Gi", "1G")
+    assert not r._covers("ClusterIP", "NodePort")
+    assert r.parse_quantity("2Gi") == 2 * 2**30
+    assert r.parse_quantity("ws") is None
     assert r._covers("0", 0)
     assert not r._covers([1], [1, 2])
     assert not r._covers(None, {"a": 1})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -235,4 +234,3 @@ async def test_protection_switch_off_keeps_the_core() -> None:
                 "message": "the channel cache is off (WSFLEET_PROTECTION=false)",
             },
         )
-        await asyncio.sleep(0)

@@ -201,12 +201,12 @@ async def test_slow_consumer_is_dropped_4010_while_100_others_keep_receiving(
             slow.send_json({"id": 1, "op": "subscribe", "channel": channel})
             reply = await asyncio.to_thread(slow.recv_json)
             assert reply["type"] == "subscribed"
-            # the slow consumer stops reading; the venue broadcasts 8 KB messages
+            # the slow consumer stops reading; the venue broadcasts 16 KB messages
             publisher = fast[0]
-            payload = "x" * 8000
+            payload = "x" * 16000
             sent = 0
             with structlog.testing.capture_logs() as events:
-                while sent < 600:
+                while sent < 1500:
                     await publisher.publish(channel, {"i": sent, "p": payload})
                     sent += 1
                     if sent >= 50 and sample(gw, "wsfleet_slow_consumer_drops_total") >= 1:

@@ -67,8 +67,17 @@ def build_autoscaler(
     source = PrometheusMetricsSource(
         client, lambda: spec, manifest.namespace, manifest.name, pod_label="pod"
     )
+    forecaster = None
+    if spec.forecast.enabled:
+        # the operator's own seasonal forecaster, fed from our Prometheus (a fresh local
+        # Prometheus has little history: the floor stays off until a fit is ready)
+        from wsfleet_operator.handlers import default_forecaster_factory
+
+        forecaster = default_forecaster_factory(
+            manifest.namespace, manifest.name, lambda: spec, client
+        )
     autoscaler = Autoscaler(
-        spec, target, source, None, name=manifest.name, namespace=manifest.namespace
+        spec, target, source, forecaster, name=manifest.name, namespace=manifest.namespace
     )
     return _OperatorAutoscaling(autoscaler, [client.close])
 

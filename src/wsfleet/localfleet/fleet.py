@@ -79,10 +79,12 @@ class PortInUseError(RuntimeError):
 def check_port_free(host: str, port: int) -> None:
     """Raise `PortInUseError` unless `port` can be bound exclusively right now.
 
-    A plain bind (no SO_REUSEPORT) also fails when another local fleet's
-    gateways hold the port, so two fleets never share one port by accident.
+    A bind without SO_REUSEPORT also fails when another local fleet's
+    gateways listen there, so two fleets never share one port by accident;
+    SO_REUSEADDR lets connections of a fleet just stopped (TIME_WAIT) pass.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -1,0 +1,133 @@
+"""The autoscaler loop's wiring and the reaper watchdog, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from tests.support.waiting import wait_until, wait_until_sync
+from wsfleet.localfleet import procs, reaper
+from wsfleet.localfleet.autoscale import describe, run_autoscaler
+
+
+@dataclass
+class FakeDecision:
+    desired: int
+    mode: str
+    reason: str
+
+
+@dataclass
+class FakeResult:
+    decision: FakeDecision | None
+    status: object = None
+
+
+class ScriptedAutoscaling:
+    """Answers ticks from a script; an Exception in it is raised by that tick."""
+
+    def __init__(self, script: list[Any]) -> None:
+        self.script = script
+        self.ticks = 0
+        self.closed = False
+
+    async def tick(self, now: float) -> Any:
+        item = self.script[min(self.ticks, len(self.script) - 1)]
+        self.ticks += 1
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_loop_survives_a_failing_tick_and_reports_only_changes() -> None:
+    script: list[Any] = [
+        RuntimeError("prometheus exploded"),
+        FakeResult(FakeDecision(2, "Metrics", "2->2")),
+        FakeResult(FakeDecision(2, "Metrics", "2->2 again")),
+        FakeResult(None),
+        FakeResult(FakeDecision(3, "Metrics", "2->3: proposals connections=3")),
+    ]
+    scaler = ScriptedAutoscaling(script)
+    lines: list[str] = []
+    results: list[Any] = []
+    task = asyncio.create_task(run_autoscaler(scaler, 0.01, lines.append, results.append))
+    try:
+        await wait_until(lambda: scaler.ticks >= 8, timeout_s=30, message="ticks")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert lines == [
+        "autoscaler: 2 replicas (Metrics): 2->2",
+        "autoscaler: 3 replicas (Metrics): 2->3: proposals connections=3",
+    ]
+    assert len(results) == scaler.ticks - 1  # every tick but the failed one
+    assert describe(FakeResult(None)) is None
+
+
+def _sleeper(seconds: int = 60) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+def test_reaper_stops_only_processes_that_still_are_what_they_were() -> None:
+    mine = _sleeper()
+    other = _sleeper()
+    try:
+        targets = reaper.parse_targets([f"{mine.pid}:time.sleep", f"{other.pid}:redis-server"])
+        assert reaper.stop_all(targets, timeout_s=10) == [mine.pid]
+        assert mine.wait(timeout=10) == -15
+        assert other.poll() is None  # not a redis-server: a reused PID is left alone
+    finally:
+        for proc in (mine, other):
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_reaper_acts_at_once_when_its_parent_is_already_gone() -> None:
+    victim = _sleeper()
+    try:
+        # --parent names a process that is not its parent: as if we had died before it tied
+        watchdog = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wsfleet.localfleet.reaper",
+                "--parent",
+                "1",
+                f"{victim.pid}:time.sleep",
+            ],
+            timeout=60,
+            check=True,
+        )
+        assert watchdog.returncode == 0
+        assert victim.wait(timeout=10) == -15
+    finally:
+        victim.kill()
+        victim.wait(timeout=10)
+
+
+def test_a_tied_child_gets_sigterm_when_its_parent_dies(tmp_path: Any) -> None:
+    """The parent-death signal that ties gateways to `wsfleet up`."""
+    script = (
+        "import sys, time; from pathlib import Path; from wsfleet.localfleet import procs;"
+        "import os; p = procs.spawn([sys.executable, '-c', 'import time; time.sleep(60)'],"
+        " env=os.environ, log_path=Path(sys.argv[1])); print(p.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "child.log")], stdout=subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert procs.parent_of(child) == parent.pid
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+    wait_until_sync(lambda: procs.parent_of(child) is None, timeout_s=30, message="child gone")

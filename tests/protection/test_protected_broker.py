@@ -1,0 +1,207 @@
+"""`ProtectedBroker` and `RateLimiter` around a store that fails on demand, and on real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.broker import BrokerUnavailableError, Delivery, History, InvalidOffsetError
+from wsfleet_gateway.cache import L1Cache
+from wsfleet_gateway.cache_broker import ProtectedBroker
+from wsfleet_gateway.cache_layers import ChannelCache
+from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.prewarm import HOT_KEY, HotTracker
+from wsfleet_gateway.protection_metrics import ProtectionMetrics
+from wsfleet_gateway.ratelimit import RATE_LUA, RateLimiter, decide
+
+from tests.support.waiting import wait_until
+from wsfleet.services import RedisServer
+
+
+class FlakyBroker(MemoryBroker):
+    """A MemoryBroker whose store can be 'down'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.attached: dict[str, int] = {}
+
+    @property
+    def available(self) -> bool:
+        return not self.down
+
+    def _check(self) -> None:
+        if self.down:
+            raise BrokerUnavailableError("down")
+
+    async def publish(self, channel: str, data_json: str) -> Delivery:
+        self._check()
+        return await super().publish(channel, data_json)
+
+    async def attach(self, channel: str) -> None:
+        self._check()
+        self.attached[channel] = self.attached.get(channel, 0) + 1
+        await super().attach(channel)
+
+    def detach(self, channel: str) -> None:
+        self.attached[channel] -= 1
+        super().detach(channel)
+
+    async def history(self, channel: str, since: str | None, limit: int) -> History:
+        self._check()
+        return await super().history(channel, since, limit)
+
+
+async def make() -> tuple[ProtectedBroker, FlakyBroker, CircuitBreaker, list[Delivery]]:
+    inner = FlakyBroker()
+    breaker = CircuitBreaker(2, 0.05)
+    metrics = ProtectionMetrics(CollectorRegistry())
+    cache = ChannelCache(L1Cache(), metrics, origin=inner.get_meta, origin_write=inner.set_meta)
+    broker = ProtectedBroker(inner, cache, breaker)
+    got: list[Delivery] = []
+    await broker.start(got.append)
+    return broker, inner, breaker, got
+
+
+async def test_publish_fails_fast_once_open_and_recovers_half_open() -> None:
+    broker, inner, breaker, _got = await make()
+    try:
+        await broker.publish("c", '"a"')
+        inner.down = True
+        for _ in range(2):
+            with pytest.raises(BrokerUnavailableError, match="down"):
+                await broker.publish("c", '"b"')
+        assert breaker.state == "open"
+        with pytest.raises(BrokerUnavailableError, match="breaker"):
+            await broker.publish("c", '"c"')
+        inner.down = False
+        await wait_until(lambda: breaker.state == "half_open", timeout_s=5)
+        await broker.publish("c", '"d"')
+        assert breaker.state == "closed"
+        assert broker.available
+    finally:
+        await broker.close()
+
+
+async def test_local_attachments_are_reattached_with_catch_up() -> None:
+    broker, inner, _breaker, got = await make()
+    try:
+        await broker.attach("c")
+        first = await broker.publish("c", '"one"')
+        await wait_until(lambda: len(got) == 1, timeout_s=5)
+        inner.down = True
+        await broker.attach("c")  # served locally: no wait on the store
+        await broker.attach("other")
+        broker.detach("other")  # a local attachment goes away locally
+        assert broker.local_attachments == {"c": 1}
+        history = await broker.history("c", None, 10)
+        assert (history.messages, history.offset, history.recovered) == ([], first.offset, True)
+        assert (await broker.history("c", first.offset, 10)).recovered
+        assert not (await broker.history("c", "1-0", 10)).recovered
+        with pytest.raises(InvalidOffsetError):
+            await broker.history("c", "nope", 10)
+        for _ in range(2):
+            with pytest.raises(BrokerUnavailableError):
+                await broker.publish("c", '"lost?"')
+        inner.down = False
+        # published while this pod still held "c" only locally (a publish on another pod)
+        await inner.publish("c", '"two"')
+        await wait_until(lambda: not broker.local_attachments, timeout_s=10)
+        assert inner.attached["c"] == 2
+        assert [d.data for d in got].count("two") >= 1
+        await broker.publish("c", '"three"')
+        await wait_until(lambda: got[-1].data == "three", timeout_s=5)
+        broker.detach("c")
+        broker.detach("c")
+        assert inner.attached["c"] == 0
+    finally:
+        await broker.close()
+
+
+async def test_detach_during_reattach_releases_the_store() -> None:
+    broker, inner, _breaker, _got = await make()
+    try:
+        inner.down = True
+        await broker.attach("gone")
+        broker.detach("gone")
+        assert not broker.local_attachments
+        await broker.attach("gone")
+        inner.down = False
+        await wait_until(lambda: not broker.local_attachments, timeout_s=10)
+        broker.detach("gone")
+        assert inner.attached["gone"] == 0
+    finally:
+        await broker.close()
+
+
+async def test_rate_limit_is_shared_through_redis_and_falls_back_to_memory(
+    redis_server: RedisServer,
+) -> None:
+    clients = [aioredis.Redis.from_url(redis_server.url, socket_timeout=0.3) for _ in range(2)]
+    breaker = CircuitBreaker(1, 60.0)
+    pods = [RateLimiter(clients[0]), RateLimiter(clients[1], breaker)]
+    try:
+        decisions = [await pods[i % 2].hit("conn:ada", 5, 60.0) for i in range(7)]
+        assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
+        assert {d.source for d in decisions} == {"redis"}
+        assert decisions[4].count == 5
+        redis_server.stop()
+        fallback = await pods[1].hit("conn:bo", 5, 60.0)
+        assert (fallback.allowed, fallback.source) == (True, "memory")
+        assert breaker.state == "open"
+        assert (await pods[1].hit("conn:bo", 5, 60.0)).source == "memory"  # no wait on Redis
+        assert (await RateLimiter(None).hit("x", 1, 1.0)).source == "memory"
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_hot_tracker_errors_keep_counts_and_decay(redis_server: RedisServer) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=0.3)
+    breaker = CircuitBreaker(5, 60.0)
+    hot = HotTracker(client, breaker)
+    try:
+        for _ in range(4):
+            hot.touch("a")
+        hot.touch("b")
+        hot._flushes = 719  # the next flush is a decay flush
+        assert await hot.flush() == 2
+        assert await client.zscore(HOT_KEY, "a") == 2.0  # halved
+        assert await client.zscore(HOT_KEY, "b") is None  # below 1 after halving: dropped
+        assert await hot.flush() == 0  # nothing pending
+        hot.touch("c")
+        redis_server.stop()
+        assert await hot.flush() == 0
+        assert hot.pending == {"c": 1}  # kept for the next flush
+        assert await hot.top(3) == []
+        flushes = hot._flushes
+        task = asyncio.create_task(hot.run(0.01))
+        await wait_until(lambda: hot._flushes >= flushes + 2, timeout_s=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await client.aclose()
+
+
+def test_the_lua_rule_matches_the_python_rule(shared_redis: RedisServer) -> None:
+    client = redis.Redis.from_url(shared_redis.url)
+    script = client.register_script(RATE_LUA)
+    rng = random.Random(7)
+    try:
+        for case in range(300):
+            prev, cur = rng.randint(0, 30), rng.randint(0, 30)
+            weight, inc, limit = rng.randint(0, 1000), rng.randint(0, 2), rng.randint(1, 40)
+            keys = [f"wsf:rl:{{lua-{case}}}:1", f"wsf:rl:{{lua-{case}}}:0"]
+            client.set(keys[0], cur)
+            client.set(keys[1], prev)
+            allowed, count = script(keys=keys, args=[inc, limit, weight, 60000, 0])
+            expected_allowed, estimate = decide(prev, cur, weight, inc, limit)
+            assert (bool(allowed), count) == (expected_allowed, estimate + inc), case
+    finally:
+        client.close()
