@@ -171,7 +171,8 @@ class ProtectedBroker:
         return True
 
     async def history(self, channel: str, since: str | None, limit: int) -> History:
-        if self.breaker.allow(probe=False) and self.inner.available:
+        # commands may work while only the pub/sub link reconnects: ask the breaker alone
+        if self.breaker.allow(probe=False):
             try:
                 history = await self.inner.history(channel, since, limit)
             except (BrokerUnavailableError, TimeoutError):

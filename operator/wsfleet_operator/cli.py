@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import threading
+import zlib
 
 import kopf
 import structlog
@@ -42,8 +45,9 @@ class OperatorSettings(BaseSettings):
     """The operator's Prometheus metrics (0 = off)."""
     peering: str | None = None
     """kopf peering name (needs kopf's KopfPeering CRDs); None = standalone."""
-    priority: int = 0
-    """Peering priority: the highest alive replica is the active one."""
+    priority: int | None = None
+    """Peering priority: the highest alive replica is the active one. Unset: derived from
+    the pod name (`HOSTNAME`), so replicas of one Deployment differ (`own_priority`)."""
     forecast: bool = True
     """Use the seasonal forecast floor for fleets with `forecast.enabled`."""
     dashboard: bool = True
@@ -106,6 +110,39 @@ def _configure_logging(level: str) -> None:
     )
 
 
+PRIORITY_RANGE = 1_000_000
+
+
+def own_priority(hostname: str | None = None) -> int:
+    """A stable kopf peering priority from the pod name (Kubernetes sets `HOSTNAME` to it).
+
+    kopf pauses every replica that sees a live peer of the same priority, so each replica
+    needs its own: a CRC32 of the pod name (collision odds ~1e-6 per pair).
+    """
+    name = hostname or os.environ.get("HOSTNAME") or socket.gethostname()
+    return zlib.crc32(name.encode()) % PRIORITY_RANGE
+
+
+def _is_pattern(namespace: str) -> bool:
+    """kopf's own test for a namespace glob/negation/list (references.select_specific_...)."""
+    return any(ch in namespace for ch in "!*?,")
+
+
+def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
+    """kopf's settings for this run.
+
+    Namespaced with exact names only: kopf's cluster scanning (listing/watching namespaces
+    and CRDs, both cluster-scoped) is turned off, so a namespaced Role suffices and kopf
+    logs no permission warnings. With glob patterns kopf must list namespaces (the
+    `namespaces` rule in `rbac.REQUIRED_RULES`); cluster-wide it never does.
+    """
+    out = kopf.OperatorSettings()
+    namespaced = not settings.all_namespaces
+    if namespaced and not any(_is_pattern(ns) for ns in settings.namespaces):
+        out.scanning.disabled = True
+    return out
+
+
 def operator_kwargs(settings: OperatorSettings) -> dict[str, object]:
     """Keyword arguments of `kopf.operator` for these settings."""
     kwargs: dict[str, object] = {}
@@ -121,7 +158,7 @@ def operator_kwargs(settings: OperatorSettings) -> dict[str, object]:
         )
     if settings.peering:
         kwargs["peering_name"] = settings.peering
-        kwargs["priority"] = settings.priority
+        kwargs["priority"] = settings.priority if settings.priority is not None else own_priority()
         kwargs["standalone"] = False
     else:
         kwargs["standalone"] = True
@@ -150,7 +187,13 @@ async def run_operator(
     if settings.dashboard:
         _add_dashboard(registry)
     log.info("operator.starting", **{k: str(v) for k, v in operator_kwargs(settings).items()})
-    await kopf.operator(registry=registry, stop_flag=stop_flag, **operator_kwargs(settings))  # type: ignore[arg-type]
+    kwargs = operator_kwargs(settings)
+    await kopf.operator(
+        registry=registry,
+        settings=kopf_settings(settings),
+        stop_flag=stop_flag,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 def _add_dashboard(registry: kopf.OperatorRegistry) -> None:

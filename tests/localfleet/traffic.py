@@ -19,9 +19,7 @@ from wsfleet_gateway.redis_streams import stream_key
 
 from wsfleet.client import Client, ConnectionClosedError, ServerError
 
-# IndexError: wsfleet.client's `_open` can fail that way when the handshake dies
-# with the gateway (reported); it is a failed connection attempt like the others.
-RETRYABLE = (OSError, ConnectionError, TimeoutError, ServerError, IndexError)
+RETRYABLE = (OSError, ConnectionError, TimeoutError, ServerError)
 
 
 async def connect(url: str, token: str | None = None, attempts: int = 60) -> Client:

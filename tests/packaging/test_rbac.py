@@ -18,15 +18,18 @@ rbac = pytest.importorskip(
 Triple = tuple[str, str, str]
 
 # Rules in REQUIRED_RULES the chart deliberately does not grant in a mode, and why.
+# `namespaces` is in neither chart mode: kopf lists namespaces only when it is namespaced AND
+# scanning is on, and the operator turns scanning off for exact names (the chart always passes
+# one exact --namespace); cluster-wide kopf never lists them (kopf/_core/reactor/observation.py).
 NOT_IN_CLUSTER_MODE: dict[tuple[str, str], str] = {
-    ("", "namespaces"): "kopf lists namespaces only when limited to namespaces, "
-    "never with --all-namespaces (kopf/_core/reactor/observation.py)",
+    ("", "namespaces"): "cluster-wide kopf never lists namespaces",
     ("kopf.dev", "kopfpeerings"): "a cluster-wide kopf peers on ClusterKopfPeering",
 }
 NOT_IN_NAMESPACED_MODE: dict[tuple[str, str], str] = {
-    ("", "namespaces"): "cluster-scoped; kopf falls back to the one namespace it is given",
-    ("apiextensions.k8s.io", "customresourcedefinitions"): "cluster-scoped; kopf then only "
-    "rescans CRDs on restart (a warning in its log)",
+    ("", "namespaces"): "cluster-scoped; the operator turns kopf's scanning off for the one "
+    "exact namespace the chart passes (wsfleet_operator.cli.kopf_settings)",
+    ("apiextensions.k8s.io", "customresourcedefinitions"): "cluster-scoped; with scanning off "
+    "kopf only discovers CRDs at start",
     ("kopf.dev", "clusterkopfpeerings"): "a namespaced kopf peers on KopfPeering",
 }
 PEERING = {("kopf.dev", "clusterkopfpeerings"), ("kopf.dev", "kopfpeerings")}
@@ -71,6 +74,18 @@ def test_exceptions_name_real_rules() -> None:
     assert set(NOT_IN_CLUSTER_MODE) <= pairs
     assert set(NOT_IN_NAMESPACED_MODE) <= pairs
     assert pairs >= PEERING
+    # the same mode split as the operator's own (REQUIRED_RULES' comments)
+    assert set(NOT_IN_CLUSTER_MODE) == set(rbac.NAMESPACE_PATTERN_ONLY | rbac.NAMESPACED_ONLY)
+    assert set(NOT_IN_NAMESPACED_MODE) == set(rbac.NAMESPACE_PATTERN_ONLY | rbac.CLUSTER_WIDE_ONLY)
+
+
+def test_no_unused_grants() -> None:
+    """What no code path sends is neither required nor granted (least privilege)."""
+    triples = required_triples()
+    assert ("", "pods", "get") not in triples
+    assert ("wsfleet.io", "websocketfleets/status", "get") not in triples
+    assert not any(group == "events.k8s.io" for group, _, _ in triples)
+    assert not any(group == "kopf.dev" and verb == "get" for group, _, verb in triples)
 
 
 def test_cluster_mode_with_peering(all_features_render: list[Manifest]) -> None:

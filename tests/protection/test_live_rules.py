@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.jwt_auth import issue_token
 
 from tests.protection.support import (
     API_KEY,
@@ -239,3 +243,25 @@ async def test_slow_consumer_is_dropped_4010_while_100_others_keep_receiving(
             for client in fast:
                 await client.close()
         await wait_until(lambda: gw.connections == 0, timeout_s=15)
+
+
+async def test_rs256_gateway_accepts_its_keys_tokens_only(tmp_path: Path) -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_file = tmp_path / "jwt.pub"
+    key_file.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    settings = protected_settings(jwt_secret=None, jwt_public_key_file=key_file)
+    async with running(settings) as gw:
+        good = issue_token(private_pem, "rs-user", channels=["*"], tier="paid", algorithm="RS256")
+        client = await Client.connect(gw.ws_url, good)
+        try:
+            assert (await client.subscribe("rs-room")).channel == "rs-room"
+        finally:
+            await client.close()
+        assert await close_code_of(gw.ws_url, token("rs-user")) == 4001  # an HS256 token

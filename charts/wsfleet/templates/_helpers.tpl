@@ -98,10 +98,11 @@ except Deployments (kopf watches them to repair drift).
 - apiGroups: ["wsfleet.io"]
   resources: ["websocketfleets"]
   verbs: ["get", "list", "watch", "patch"]
-# Status: desired/ready replicas, conditions, last decision, forecast accuracy.
+# Status: desired/ready replicas, conditions, last decision, forecast accuracy (merge-patched,
+# never read through /status).
 - apiGroups: ["wsfleet.io"]
   resources: ["websocketfleets/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Owned gateway objects: created, drift repaired, scaled (replicas patch), deleted.
 - apiGroups: ["apps"]
   resources: ["deployments"]
@@ -115,17 +116,19 @@ except Deployments (kopf watches them to repair drift).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
-# Gateway pods: connection-aware scale-down sets pod-deletion-cost annotations.
+# Gateway pods: connection-aware scale-down lists them and sets pod-deletion-cost annotations.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "patch"]
-# Kubernetes Events for every scaling action (kopf posts core/v1, the operator events.k8s.io/v1).
+  verbs: ["list", "patch"]
+# Kubernetes Events for every scaling action (kopf and the operator both post core/v1 Events).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create"]
+{{- /*
+  Never granted: "namespaces" (list, watch). kopf asks for them only when it runs namespaced
+  with glob patterns; the chart passes one exact --namespace (the operator then turns kopf's
+  scanning off) or --all-namespaces (kopf never lists namespaces).
+*/}}
 {{- end -}}
 
 {{/* Command-line arguments of `wsfleet operator` besides the namespace choice. */}}
@@ -141,17 +144,3 @@ except Deployments (kopf watches them to repair drift).
 {{- end }}
 {{- end -}}
 
-{{/*
-With peering, kopf pauses every replica that sees another live one of the same priority,
-so each pod needs its own: derived from the pod name (HOSTNAME) at start.
-*/}}
-{{- define "wsfleet.operator.command" -}}
-{{- if .Values.operator.peering.enabled -}}
-- /bin/sh
-- -c
-- >-
-  exec wsfleet "$@" --priority="$(python -c 'import os, zlib;
-  print(zlib.crc32(os.environ["HOSTNAME"].encode()) % 1000000)')"
-- wsfleet-operator
-{{- end -}}
-{{- end -}}
