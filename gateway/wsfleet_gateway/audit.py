@@ -9,6 +9,8 @@ Stable event names (the ``event`` field), every line tagged ``audit=true`` and
 - ``quota_exceeded`` (``user``, ``tier``, ``channel``, ``limit``)
 - ``slow_consumer_dropped`` (``user``, ``connection``, ``buffered_bytes``)
 - ``breaker_state`` (``old``, ``new``)
+- ``bandwidth_exceeded`` (``user``, ``connection``, ``action``: ``rejected`` on the
+  first rejection after a quiet spell, ``closed`` when the connection is closed 4008)
 
 Tokens and keys are never passed here.
 """
@@ -24,6 +26,7 @@ REJECTED: Final = "admission_rejected"
 QUOTA: Final = "quota_exceeded"
 SLOW_CONSUMER: Final = "slow_consumer_dropped"
 BREAKER: Final = "breaker_state"
+BANDWIDTH: Final = "bandwidth_exceeded"
 
 _log = structlog.get_logger("wsfleet.audit")
 
@@ -67,3 +70,14 @@ class AuditLog:
     def breaker(self, old: str, new: str) -> None:
         if self.enabled:
             _log.warning(BREAKER, audit=True, node=self.node, old=old, new=new)
+
+    def bandwidth(self, user: str, connection: str, action: str) -> None:
+        if self.enabled:
+            _log.warning(
+                BANDWIDTH,
+                audit=True,
+                node=self.node,
+                user=user,
+                connection=connection,
+                action=action,
+            )

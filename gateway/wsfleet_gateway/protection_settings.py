@@ -65,6 +65,12 @@ class ProtectionSettings(BaseSettings):
     """Take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it)."""
     send_buffer_bytes: int = Field(default=1 << 20, ge=1024)
     """Per-connection outgoing buffer cap; a connection above it is a slow consumer (4010)."""
+    bandwidth_bytes_per_s: int = Field(default=102400, ge=0)
+    """Inbound bytes per second one connection may send (0: no cap); over it: ``rate_limited``."""
+    bandwidth_burst_s: float = Field(default=2.0, gt=0)
+    """Bucket size in seconds of ``bandwidth_bytes_per_s`` (at least ``max_message_bytes``)."""
+    bandwidth_max_strikes: int = Field(default=20, ge=1)
+    """Rejections (leaking one per second) after which a connection is closed with 4008."""
 
     # --- circuit breaker ----------------------------------------------------------
     breaker_failures: int = Field(default=5, ge=1)

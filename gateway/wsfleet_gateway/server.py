@@ -15,7 +15,10 @@ decision is pending are held (a few) and replayed. Each connection's write
 buffer is capped at ``send_buffer_bytes``: picows calls `pause_writing` when
 it is passed, and the connection is dropped at once with 4010 (slow
 consumer; nothing more is queued for it, the socket is aborted after
-`SLOW_CONSUMER_GRACE_S`) so fan-out never waits on it.
+`SLOW_CONSUMER_GRACE_S`) so fan-out never waits on it. Inbound bytes are
+capped per connection (``bandwidth.py``, ``bandwidth_bytes_per_s``): a data
+frame over the budget gets ``error rate_limited`` (a fragmented message is
+dropped whole), a client that keeps pushing is closed with 4008.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from picows import (
 )
 
 from wsfleet_gateway.admission import (
+    CLOSE_RATE_LIMITED,
     CLOSE_SLOW_CONSUMER,
     Admission,
     Decision,
@@ -49,8 +53,9 @@ from wsfleet_gateway.admission import (
 )
 from wsfleet_gateway.audit import AuditLog
 from wsfleet_gateway.auth import Authenticator, Principal, Unauthorized
+from wsfleet_gateway.bandwidth import CLOSE, TokenBucket, burst_bytes
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
-from wsfleet_gateway.protocol import BAD_REQUEST, encode_welcome
+from wsfleet_gateway.protocol import BAD_REQUEST, RATE_LIMITED, encode_welcome
 from wsfleet_gateway.session import Session, SessionContext, next_connection_id
 
 log = structlog.get_logger("wsfleet_gateway.server")
@@ -62,6 +67,10 @@ SLOW_CONSUMER_GRACE_S = 5.0
 MAX_HELD_FRAMES = 32
 """Frames a connection may send before its admission is decided."""
 _TEXT = WSMsgType.TEXT
+_DATA = frozenset((WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION))
+_DISCARD = ord("D")
+"""First byte of `_fragments` while a rate-limited fragmented message is skipped."""
+BANDWIDTH = "bandwidth"
 _monotonic = time.monotonic
 
 
@@ -80,6 +89,7 @@ class ConnectionListener(WSListener):
     __slots__ = (
         "_fragments",
         "auth_error",
+        "bucket",
         "headers",
         "held",
         "ip",
@@ -105,6 +115,8 @@ class ConnectionListener(WSListener):
         self.ip = ""
         self.session: Session | None = None
         self.transport: WSTransport | None = None
+        self.bucket: TokenBucket | None = None
+        """Inbound bandwidth budget (None: no cap)."""
         self.held: list[bytes] | None = None
         """Text frames received while admission is pending (None: not pending)."""
         self._fragments: bytearray | None = None
@@ -176,6 +188,9 @@ class ConnectionListener(WSListener):
             next_connection_id(ctx.settings.node_name),
         )
         self.session = session
+        bandwidth = server.bandwidth
+        if bandwidth is not None:
+            self.bucket = TokenBucket(*bandwidth, _monotonic())
         server.listeners[transport] = self
         server.empty.clear()
         ctx.hub.metrics.connections.inc()
@@ -217,8 +232,14 @@ class ConnectionListener(WSListener):
         if session is None:
             self._on_frame_before_session(transport, frame)
             return
-        self.last_seen = _monotonic()
+        now = self.last_seen = _monotonic()
         msg_type = frame.msg_type
+        bucket = self.bucket
+        if bucket is not None and msg_type in _DATA:
+            verdict = bucket.take(frame.payload_size, now)
+            if verdict:
+                self._over_bandwidth(transport, session, frame, verdict)
+                return
         if msg_type is _TEXT and frame.fin and self._fragments is None:
             session.receive(frame.get_payload_as_bytes())
         elif msg_type is WSMsgType.CLOSE:
@@ -229,8 +250,45 @@ class ConnectionListener(WSListener):
         elif msg_type in (_TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION):
             self._on_fragment(transport, session, frame)
 
+    def _over_bandwidth(
+        self, transport: WSTransport, session: Session, frame: WSFrame, verdict: int
+    ) -> None:
+        """A data frame the bandwidth budget cannot pay: refuse it, or close an abuser."""
+        user = self.principal.user if self.principal is not None else ""
+        audit = self.server.protection.audit if self.server.protection is not None else None
+        if verdict == CLOSE:
+            self.server.ctx.hub.metrics.reject(BANDWIDTH)
+            if audit is not None:
+                audit.bandwidth(user, session.id, "closed")
+            self._fragments = None
+            close_transport(transport, CLOSE_RATE_LIMITED, b"bandwidth exceeded")
+            return
+        bucket = self.bucket
+        if audit is not None and bucket is not None and bucket.strikes <= 1.0:
+            audit.bandwidth(user, session.id, "rejected")
+        fragments = self._fragments
+        payload: bytes | None = None
+        if frame.msg_type is _TEXT and frame.fin and fragments is None:
+            payload = frame.get_payload_as_bytes()
+        elif not frame.fin:  # skip the rest of this fragmented message
+            self._fragments = bytearray(b"D")
+        else:
+            self._fragments = None
+        if fragments is not None and fragments[0] == _DISCARD:
+            self.server.ctx.hub.metrics.reject(BANDWIDTH)
+            return  # already answered when the message began to be skipped
+        session.refuse(payload, RATE_LIMITED, "bandwidth exceeded: slow down", BANDWIDTH)
+
     def _on_fragment(self, transport: WSTransport, session: Session, frame: WSFrame) -> None:
         fragments = self._fragments
+        if fragments is not None and fragments[0] == _DISCARD:
+            if frame.msg_type is not WSMsgType.CONTINUATION:
+                self._fragments = None  # a new message: handle it normally
+            else:
+                if frame.fin:
+                    self._fragments = None
+                return
+            fragments = None
         if frame.msg_type is WSMsgType.CONTINUATION:
             if fragments is None:
                 session.reject(None, BAD_REQUEST, "continuation frame without a message")
@@ -302,6 +360,13 @@ class WsServer:
         """Set while no connection is open."""
         self.empty.set()
         self.accepting = True
+        s = ctx.settings
+        self.bandwidth: tuple[float, float, int] | None = None
+        """``(rate, burst, max_strikes)`` of every connection's bucket (None: no cap)."""
+        if protection is not None and s.bandwidth_bytes_per_s > 0:
+            rate = float(s.bandwidth_bytes_per_s)
+            burst = burst_bytes(rate, s.max_message_bytes, s.bandwidth_burst_s)
+            self.bandwidth = (rate, burst, s.bandwidth_max_strikes)
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -341,6 +406,7 @@ class WsServer:
             s.host,
             s.port,
             reuse_port=s.reuse_port or None,
+            backlog=s.effective_backlog,
             max_frame_size=s.max_message_bytes,
             read_buffer_init_size=s.read_buffer_bytes,
             websocket_handshake_timeout=10,

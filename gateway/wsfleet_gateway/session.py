@@ -82,6 +82,7 @@ class SessionContext:
             "heartbeat_s": s.heartbeat_s,
             "idle_timeout_s": s.idle_timeout_s,
             "history_recover_limit": s.history_recover_limit,
+            "bandwidth_bytes_per_s": s.bandwidth_bytes_per_s if s.protection else 0,
         }
 
 
@@ -125,6 +126,21 @@ class Session:
     def reject(self, rid: RequestId | None, code: str, message: str) -> None:
         """Send an `error` frame and count the rejection."""
         self.ctx.hub.metrics.reject(code)
+        if not self.closed:
+            self.send(encode_error(rid, code, message))
+
+    def refuse(self, payload: bytes | None, code: str, message: str, reason: str) -> None:
+        """Answer a frame that is not handled (its request id when it has one).
+
+        Counted as ``wsfleet_rejections_total{reason}`` (`reason`, not `code`).
+        """
+        rid: RequestId | None = None
+        if payload is not None:
+            try:
+                rid = parse_request(payload).id
+            except ProtocolError as exc:
+                rid = exc.request_id
+        self.ctx.hub.metrics.reject(reason)
         if not self.closed:
             self.send(encode_error(rid, code, message))
 

@@ -15,6 +15,24 @@ from pydantic_settings import SettingsConfigDict
 
 from wsfleet_gateway.protection_settings import ProtectionSettings
 
+SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
+
+
+def read_somaxconn(path: str = SOMAXCONN_PATH) -> int | None:
+    """The kernel's cap on listen backlogs, or None where it cannot be read (not Linux)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def effective_backlog(requested: int, somaxconn: int | None) -> int:
+    """Pure: the backlog to pass to listen(): `requested`, at most `somaxconn` when known."""
+    if somaxconn is None or somaxconn <= 0:
+        return requested
+    return max(1, min(requested, somaxconn))
+
 
 def default_node_name() -> str:
     """``<hostname>-<pid>``: unique per gateway process on a machine."""
@@ -44,6 +62,8 @@ class GatewaySettings(ProtectionSettings):
     """This gateway's name in `welcome` frames, logs and metrics."""
     reuse_port: bool = False
     """Bind the public port with SO_REUSEPORT (several local gateways, one port)."""
+    listen_backlog: int = Field(default=4096, ge=1)
+    """Accept queue of the public port (capped at the kernel's ``net.core.somaxconn``)."""
 
     history_max_len: int = Field(default=1000, ge=1)
     """Messages kept per channel history (oldest trimmed first)."""
@@ -84,6 +104,11 @@ class GatewaySettings(ProtectionSettings):
         if self.idle_timeout_s <= self.heartbeat_s:
             raise ValueError("idle_timeout_s must be greater than heartbeat_s")
         return self
+
+    @property
+    def effective_backlog(self) -> int:
+        """``listen_backlog`` capped at this kernel's ``somaxconn`` (what listen() gets)."""
+        return effective_backlog(self.listen_backlog, read_somaxconn())
 
     @property
     def api_key_value(self) -> str | None:

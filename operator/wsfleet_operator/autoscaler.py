@@ -133,6 +133,7 @@ class Autoscaler:
         for key, gauge in (
             ("floorConnections", opmetrics.FORECAST_CONNECTIONS),
             ("accuracy", opmetrics.FORECAST_ACCURACY),
+            ("threshold", opmetrics.FORECAST_ACCURACY_THRESHOLD),
         ):
             value = result.get(key)
             if isinstance(value, int | float):
@@ -146,7 +147,49 @@ class Autoscaler:
             log.warning("autoscaler.observe_failed", fleet=self.name, error=repr(exc))
             return None
 
-    def _status(self, current: int, ready: int | None, desired: int | None) -> FleetStatus:
+    def _forecast_condition(
+        self, report: dict[str, Any] | None, now: float, events: list[FleetEvent]
+    ) -> None:
+        """ForecastAccurate from the forecaster's backtest (absent when forecasting is off)."""
+        if report is None:
+            self.conditions = [
+                c for c in self.conditions if c.type is not ConditionType.FORECAST_ACCURATE
+            ]
+            return
+        accuracy, threshold = report.get("accuracy"), report.get("threshold")
+        weight = report.get("weight")
+        weight_text = f"{weight:.2f}" if isinstance(weight, int | float) else "unknown"
+        if not isinstance(accuracy, int | float) or not isinstance(threshold, int | float):
+            self._cond(
+                ConditionType.FORECAST_ACCURATE,
+                None,
+                "NoBacktest",
+                f"no backtest yet (history too short); forecast weight {weight_text}",
+                now,
+            )
+            return
+        before = get_condition(self.conditions, ConditionType.FORECAST_ACCURATE)
+        low = bool(report.get("degraded")) or accuracy < threshold
+        if low:
+            message = (
+                f"backtest accuracy {accuracy:.2f} is below the threshold {threshold:.2f}: "
+                f"forecast weight lowered to {weight_text}"
+            )
+            if self._cond(ConditionType.FORECAST_ACCURATE, False, "LowAccuracy", message, now):
+                events.append(FleetEvent("ForecastInaccurate", message, "Warning"))
+        else:
+            message = f"backtest accuracy {accuracy:.2f} >= threshold {threshold:.2f}"
+            self._cond(ConditionType.FORECAST_ACCURATE, True, "AccuracyOk", message, now)
+            if before is not None and before.status == "False":
+                events.append(FleetEvent("ForecastAccurate", message))
+
+    def _status(
+        self,
+        current: int,
+        ready: int | None,
+        desired: int | None,
+        forecast: dict[str, Any] | None = None,
+    ) -> FleetStatus:
         d = self.last_decision
         m = d.metrics_used if d is not None else None
         mode = None
@@ -169,7 +212,7 @@ class Autoscaler:
             ),
             conditions=list(self.conditions),
             history=list(self.events[-HISTORY_LIMIT:]),
-            forecast=self._forecast_status(),
+            forecast=forecast,
         )
 
     def invalid(self, errors: list[str], now: float | None = None) -> TickResult:
@@ -198,7 +241,8 @@ class Autoscaler:
             msg = f"scale target unavailable: {exc}"
             if self._cond(ConditionType.DEGRADED, True, "TargetUnavailable", msg, now):
                 events.append(FleetEvent("TargetUnavailable", msg, "Warning"))
-            return TickResult(None, False, self._status(0, None, None), events, error=msg)
+            status = self._status(0, None, None, self._forecast_status())
+            return TickResult(None, False, status, events, error=msg)
 
         metrics = await self._observe(now)
         floor = await self._forecast_floor(now)
@@ -236,9 +280,11 @@ class Autoscaler:
                 f"{ready} ready of {current}",
                 now,
             )
+        forecast = self._forecast_status()
+        self._forecast_condition(forecast, now, events)
         after = decision.desired if applied else current
         return TickResult(
-            decision, applied, self._status(after, ready, decision.desired), events, error
+            decision, applied, self._status(after, ready, decision.desired, forecast), events, error
         )
 
     async def _apply(self, decision: Decision, events: list[FleetEvent]) -> tuple[bool, str | None]:

@@ -67,3 +67,10 @@ FORECAST_ACCURACY = Gauge(
     ["namespace", "fleet"],
     registry=REGISTRY,
 )
+FORECAST_ACCURACY_THRESHOLD = Gauge(
+    "wsfleet_operator_forecast_accuracy_threshold",
+    "The fleet's spec.forecast.accuracyThreshold: below it the forecast's weight is lowered, "
+    "condition ForecastAccurate=False and alert WsfleetForecastAccuracyLow.",
+    ["namespace", "fleet"],
+    registry=REGISTRY,
+)

@@ -69,8 +69,13 @@ def _metadata(name: str, fleet: str, namespace: str, uid: str) -> JSON:
 
 
 def gateway_env(spec: FleetSpec) -> dict[str, str]:
-    """Plain (non-secret) `WSFLEET_*` settings of every gateway (the gateway ignores extras)."""
+    """Plain (non-secret) `WSFLEET_*` settings of every gateway.
+
+    Every name is a field of the gateway's own settings (`wsfleet_gateway.settings.
+    GatewaySettings` and its `ProtectionSettings` base); tests load this env into them.
+    """
     limits, drain = spec.limits, spec.drain
+    tiers = {"free": limits.free_tier_channels, "paid": limits.paid_tier_channels}
     env = {
         "WSFLEET_HOST": "0.0.0.0",
         "WSFLEET_PORT": str(spec.gateway.port),
@@ -82,9 +87,8 @@ def gateway_env(spec: FleetSpec) -> dict[str, str]:
         "WSFLEET_HEARTBEAT_S": str(limits.heartbeat_seconds),
         "WSFLEET_IDLE_TIMEOUT_S": str(limits.idle_timeout_seconds),
         "WSFLEET_MAX_CONNECTIONS": str(limits.max_connections_per_pod),
-        "WSFLEET_CONNECTIONS_PER_USER_PER_MINUTE": str(limits.connections_per_user_per_minute),
-        "WSFLEET_FREE_TIER_CHANNELS": str(limits.free_tier_channels),
-        "WSFLEET_PAID_TIER_CHANNELS": str(limits.paid_tier_channels),
+        "WSFLEET_USER_CONNECTS_PER_MIN": str(limits.connections_per_user_per_minute),
+        "WSFLEET_TIER_CHANNELS": json.dumps(tiers, separators=(",", ":")),
         "WSFLEET_BANDWIDTH_BYTES_PER_S": str(limits.bandwidth_bytes_per_second),
         "WSFLEET_DRAIN_GRACE_S": str(drain.grace_period_seconds),
         "WSFLEET_DRAIN_RECONNECT_PER_S": str(drain.reconnect_per_second),
@@ -94,6 +98,25 @@ def gateway_env(spec: FleetSpec) -> dict[str, str]:
         env["WSFLEET_REDIS_URL"] = url
     env.update(spec.gateway.extra_env)
     return env
+
+
+def gateway_args(spec: FleetSpec) -> list[str]:
+    """`wsfleet gateway` flags of the container (what `wsfleet gateway --help` accepts).
+
+    Listening on every interface is what a pod needs; the gateway's own default is
+    loopback. The ConfigMap carries the same values as `WSFLEET_*` env; flags win.
+    """
+    return [
+        "gateway",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(spec.gateway.port),
+        "--admin-host",
+        "0.0.0.0",
+        "--admin-port",
+        str(spec.gateway.admin_port),
+    ]
 
 
 def build_configmap(fleet: str, namespace: str, uid: str, spec: FleetSpec) -> JSON:
@@ -138,6 +161,9 @@ def _container(fleet: str, spec: FleetSpec) -> JSON:
         "name": "gateway",
         "image": gw.image,
         "imagePullPolicy": gw.image_pull_policy.value,
+        # explicit, not the image's default CMD: any image with `wsfleet` on PATH works
+        "command": ["wsfleet"],
+        "args": gateway_args(spec),
         "ports": [
             {"name": "ws", "containerPort": gw.port, "protocol": "TCP"},
             {"name": "admin", "containerPort": gw.admin_port, "protocol": "TCP"},

@@ -213,7 +213,7 @@ class LimitsSpec(WireModel):
     free_tier_channels: int = Field(default=3, ge=1)
     paid_tier_channels: int = Field(default=10, ge=1)
     max_connections_per_pod: int = Field(default=2000, ge=1, description="node cap (close 4009)")
-    max_message_bytes: int = Field(default=65536, ge=64, le=16 * 1024 * 1024)
+    max_message_bytes: int = Field(default=65536, ge=256, le=16 * 1024 * 1024)
     bandwidth_bytes_per_second: int = Field(default=102400, ge=1024)
     heartbeat_seconds: int = Field(default=30, ge=1)
     idle_timeout_seconds: int = Field(default=60, ge=1)
@@ -310,6 +310,8 @@ class FleetSpec(WireModel):
             )
         if self.targets.scale_down_utilization >= self.targets.target_utilization:
             errors.append("targets.scaleDownUtilization must be below targets.targetUtilization")
+        if self.limits.idle_timeout_seconds <= self.limits.heartbeat_seconds:
+            errors.append("limits.idleTimeoutSeconds must be greater than limits.heartbeatSeconds")
         if self.redis.url is not None and self.redis.secret_ref is not None:
             errors.append("redis: set url or secretRef, not both")
         if self.redis.url is not None and "@" in self.redis.url:
@@ -336,6 +338,8 @@ class ConditionType(enum.StrEnum):
     SCALING = "Scaling"
     CAPPED = "Capped"
     DEGRADED = "Degraded"
+    FORECAST_ACCURATE = "ForecastAccurate"
+    """Only with `forecast.enabled`: the backtest accuracy vs `forecast.accuracyThreshold`."""
 
 
 class Condition(WireModel):

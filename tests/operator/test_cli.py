@@ -135,3 +135,50 @@ def _get(url: str) -> str | None:
             return resp.read().decode() if resp.status == 200 else None
     except OSError:
         return None
+
+
+def test_peering_priority_derived_from_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--peering without --priority: each replica gets its own, stable, from HOSTNAME."""
+    monkeypatch.delenv("WSFLEET_OPERATOR_PRIORITY", raising=False)
+    priorities = []
+    for pod in ("wsfleet-operator-5d8c7-abcde", "wsfleet-operator-5d8c7-fghij"):
+        monkeypatch.setenv("HOSTNAME", pod)
+        kwargs = cli.operator_kwargs(cli.settings_from_args(parse("-A", "--peering", "ha")))
+        assert kwargs["priority"] == cli.own_priority(pod)
+        assert kwargs["priority"] == cli.own_priority(pod)  # stable across restarts
+        priorities.append(kwargs["priority"])
+    assert priorities[0] != priorities[1]
+    assert all(0 <= p < cli.PRIORITY_RANGE for p in priorities)
+    # an explicit priority (flag or env) wins; without peering there is none
+    kwargs = cli.operator_kwargs(
+        cli.settings_from_args(parse("--peering", "ha", "--priority", "0"))
+    )
+    assert kwargs["priority"] == 0
+    monkeypatch.setenv("WSFLEET_OPERATOR_PRIORITY", "7")
+    assert cli.operator_kwargs(cli.settings_from_args(parse("--peering", "ha")))["priority"] == 7
+    assert "priority" not in cli.operator_kwargs(cli.settings_from_args(parse("-A")))
+
+
+def test_own_priority_falls_back_to_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOSTNAME", raising=False)
+    monkeypatch.setattr(cli.socket, "gethostname", lambda: "dev-laptop")
+    assert cli.own_priority() == cli.own_priority("dev-laptop")
+
+
+@pytest.mark.parametrize(
+    ("argv", "scanning_off"),
+    [
+        (("-n", "weddings"), True),  # the chart's namespaced mode: a Role is enough
+        (("-n", "a", "-n", "b"), True),
+        ((), True),  # the pod's own namespace
+        (("-n", "shop-*"), False),  # a pattern: kopf must list namespaces
+        (("-n", "!kube-system"), False),
+        (("-A",), False),  # cluster-wide: kopf watches CRDs, never lists namespaces
+    ],
+)
+def test_kopf_scanning_only_where_needed(
+    argv: tuple[str, ...], scanning_off: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WSFLEET_OPERATOR_ALL_NAMESPACES", raising=False)
+    settings = cli.settings_from_args(parse(*argv))
+    assert cli.kopf_settings(settings).scanning.disabled is scanning_off

@@ -157,7 +157,9 @@ async def test_namespaced_run_never_asks_for_cluster_scope(monkeypatch: pytest.M
         _peering_resource(api, namespaced=True)
         peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering"}
         await client.create(
-            PEERINGS, "default", {**peering, "metadata": {"name": "wsfleet", "namespace": "default"}}
+            PEERINGS,
+            "default",
+            {**peering, "metadata": {"name": "wsfleet", "namespace": "default"}},
         )
         async with namespaced_operator(api, url, settings) as task:
             await client.create(kube.FLEETS, "default", fleet_manifest("ns", MINIMAL))

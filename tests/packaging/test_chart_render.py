@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +121,10 @@ def test_operator_deployment_is_hardened(all_features_render: list[Manifest]) ->
     args: list[str] = container["args"]
     assert args[:2] == ["operator", "--all-namespaces"]
     assert "--peering=wsfleet" in args
-    # Distinct kopf priorities per pod: same-priority peers would all pause.
-    assert container["command"][:2] == ["/bin/sh", "-c"]
-    assert '--priority="$(python' in container["command"][2]
-    assert 'exec wsfleet "$@"' in container["command"][2]
+    # The image's entrypoint (`wsfleet`) runs directly: no shell wrapper; distinct kopf
+    # priorities per pod come from the operator itself (test below).
+    assert "command" not in container
+    assert not any(a.startswith("--priority") for a in args)
     assert deploy["spec"]["replicas"] == 2
 
 
@@ -244,34 +242,29 @@ def test_operator_args_parse_with_the_real_cli(render: str, request: pytest.Fixt
 
 
 def test_peering_gives_each_pod_its_own_priority(
-    all_features_render: list[Manifest], tmp_path: Path
+    all_features_render: list[Manifest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run the container's real /bin/sh command with a stand-in `wsfleet` that prints argv."""
-    container = one(all_features_render, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    fake = tmp_path / "wsfleet"
-    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
-    fake.chmod(0o755)
-    (tmp_path / "python").symlink_to(sys.executable)
-    seen: dict[str, list[str]] = {}
-    for pod in ("wsfleet-operator-5d8c7-abcde", "wsfleet-operator-5d8c7-fghij"):
-        proc = subprocess.run(
-            container["command"] + container["args"],
-            env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOSTNAME": pod},
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        seen[pod] = proc.stdout.splitlines()
-    argvs = list(seen.values())
-    assert argvs[0][:-1] == container["args"] == argvs[1][:-1]
-    priorities = [argv[-1] for argv in argvs]
-    assert all(p.startswith("--priority=") for p in priorities)
-    assert priorities[0] != priorities[1]
+    """The rendered args, parsed by the real `wsfleet` parser, give each pod (HOSTNAME) its
+    own kopf priority: same-priority peers would all pause."""
     pytest.importorskip("wsfleet_operator.cli", reason="wsfleet_operator.cli not built yet")
+    from wsfleet_operator import cli as operator_cli
+
     from wsfleet.cli import build_parser
 
-    assert build_parser().parse_args(argvs[0]).priority == int(priorities[0].split("=")[1])
+    container = one(all_features_render, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container  # exec'd directly by the image's ENTRYPOINT
+    args = build_parser().parse_args(container["args"])
+    assert args.peering == "wsfleet"
+    assert args.priority is None
+    monkeypatch.delenv("WSFLEET_OPERATOR_PRIORITY", raising=False)
+    priorities = set()
+    for pod in ("wsfleet-operator-5d8c7-abcde", "wsfleet-operator-5d8c7-fghij"):
+        monkeypatch.setenv("HOSTNAME", pod)
+        kwargs = operator_cli.operator_kwargs(operator_cli.settings_from_args(args))
+        assert kwargs["peering_name"] == "wsfleet"
+        assert kwargs["standalone"] is False
+        priorities.add(kwargs["priority"])
+    assert len(priorities) == 2
 
 
 def render_notes(helm: Helm, tmp_path: Path, values: list[Path], sets: list[str]) -> str:

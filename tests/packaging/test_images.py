@@ -71,3 +71,34 @@ def test_dockerignore_keeps_the_context_small() -> None:
     copied = set(re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILES["gateway"].read_text(), re.M))
     sources = {s.rstrip("/") for line in copied for s in line.split()}
     assert sources <= allowed
+
+
+def test_gateway_image_default_command_listens_on_every_interface(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`docker run` without args: the ENTRYPOINT + CMD and the image's ENV, through the real
+    `wsfleet` parser and gateway settings, listen on 0.0.0.0 on the EXPOSEd ports. (Pods the
+    operator makes pass explicit args: tests/operator/test_gateway_contract.py.)"""
+    import json
+    import os
+
+    pytest.importorskip("wsfleet_gateway.cli", reason="the gateway package is not installed")
+    from wsfleet_gateway.cli import settings_from_args
+
+    from wsfleet.cli import build_parser
+
+    text = DOCKERFILES["gateway"].read_text()
+    runtime = text.split("FROM ${PYTHON_IMAGE} AS runtime", 1)[1]
+    env = dict(re.findall(r"\b(WSFLEET_[A-Z_]+)=(\S+)", runtime))
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", runtime, flags=re.M)
+    (entry,) = re.findall(r"^ENTRYPOINT (\[.*\])$", runtime, flags=re.M)
+    assert json.loads(entry) == ["wsfleet"]
+    for name in [n for n in os.environ if n.startswith("WSFLEET_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = settings_from_args(build_parser().parse_args(json.loads(cmd)))
+    assert settings.host == "0.0.0.0"
+    assert settings.admin_host == "0.0.0.0"
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", runtime, flags=re.M)
+    assert {settings.port, settings.admin_port} == {int(p) for p in exposed.split()}

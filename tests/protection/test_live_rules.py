@@ -189,7 +189,10 @@ async def test_slow_consumer_is_dropped_4010_while_100_others_keep_receiving(
     shared_redis: RedisServer,
 ) -> None:
     settings = protected_settings(
-        redis_url=shared_redis.url, send_buffer_bytes=64 * 1024, user_connects_per_min=1000
+        redis_url=shared_redis.url,
+        send_buffer_bytes=64 * 1024,
+        user_connects_per_min=1000,
+        bandwidth_bytes_per_s=0,  # the publisher sends 16 KB frames as fast as it can
     )
     channel = f"venue-{time.time_ns()}"
     async with running(settings) as gw:

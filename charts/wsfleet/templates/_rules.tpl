@@ -133,8 +133,12 @@ groups:
             holds connections and a node's capacity; check its logs (event `drain.*`).
           runbook_url: https://github.com/wsfleet/wsfleet/blob/main/docs/operate.md#wsfleetdrainstuck
       - alert: WsfleetForecastAccuracyLow
+        # The same test as the fleet's condition ForecastAccurate=False (reason LowAccuracy):
+        # backtest accuracy below the fleet's own spec.forecast.accuracyThreshold.
         expr: |
-          max by (namespace, fleet) (wsfleet_operator_forecast_accuracy) < {{ $r.forecastAccuracyMin }}
+          max by (namespace, fleet) (wsfleet_operator_forecast_accuracy)
+          < on (namespace, fleet)
+          max by (namespace, fleet) (wsfleet_operator_forecast_accuracy_threshold)
         for: 1h
         labels:
           severity: info
@@ -143,8 +147,9 @@ groups:
           summary: "Forecast accuracy of fleet {{ "{{ $labels.fleet }}" }} is low"
           description: >-
             The backtested accuracy (1 - WAPE) is {{ "{{ $value | humanizePercentage }}" }}, below
-            {{ $r.forecastAccuracyMin }}; the forecast's weight in scaling decisions is reduced
-            and pre-scaling before peaks is less reliable. Usually history is short or the
-            traffic pattern changed; review spec.forecast.seasonPriors.
+            the fleet's spec.forecast.accuracyThreshold (condition ForecastAccurate=False,
+            reason LowAccuracy); the forecast's weight in scaling decisions is reduced and
+            pre-scaling before peaks is less reliable. Usually history is short or the traffic
+            pattern changed; review spec.forecast.seasonPriors.
           runbook_url: https://github.com/wsfleet/wsfleet/blob/main/docs/operate.md#wsfleetforecastaccuracylow
 {{- end -}}
