@@ -1,10 +1,11 @@
 """L1 of the channel cache: an in-process LRU with a TTL per kind and a byte bound.
 
-Pure and clock-injected. Kinds and their default TTLs: ``meta`` (channel
-metadata, 15 min), ``subscribers`` (subscriber lists, 5 min), ``routing``
-(1 min). Entries past their TTL are misses, but stay (until evicted or swept)
-so a caller that cannot reach L2 may still serve them *stale* (the circuit
-breaker's degraded mode).
+Pure and clock-injected. A kind is a name with its own TTL; the gateway
+uses one, ``meta`` (channel metadata, 15 min). Subscriber lists and routing
+are deliberately not cached (see docs/cache.md: the `Hub`'s local dicts and
+Redis pub/sub already are the authoritative, O(1) answers). Entries past
+their TTL are misses, but stay (until evicted or swept) so a caller that
+cannot reach L2 may still serve them *stale* (the breaker's degraded mode).
 
 Invalidation races: a load that read L2 *before* a write may finish *after*
 the write's invalidation arrived; storing its result would pin the old value
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 META: Final = "meta"
-SUBSCRIBERS: Final = "subscribers"
-ROUTING: Final = "routing"
-DEFAULT_TTLS: Final = {META: 900.0, SUBSCRIBERS: 300.0, ROUTING: 60.0}
+DEFAULT_TTLS: Final = {META: 900.0}
+FALLBACK_TTL_S: Final = 60.0
+"""TTL of a kind missing from the cache's ``ttls``."""
 ENTRY_OVERHEAD_BYTES: Final = 240
 """Estimated bookkeeping bytes per entry (tuple key, entry object, dict slot)."""
 _INVALIDATION_MEMORY_S: Final = 120.0
@@ -114,7 +115,7 @@ class L1Cache:
         old = self._entries.pop(k, None)
         if old is not None:
             self._bytes -= old.size
-        ttl = self.ttls.get(kind, DEFAULT_TTLS[ROUTING])
+        ttl = self.ttls.get(kind, FALLBACK_TTL_S)
         self._entries[k] = _Entry(value, size, self._clock() + ttl)
         self._bytes += size
         while self._bytes > self.max_bytes:

@@ -21,7 +21,7 @@ from wsfleet_gateway.admission import Admission, ready_for_more
 from wsfleet_gateway.audit import AuditLog
 from wsfleet_gateway.breaker import CircuitBreaker
 from wsfleet_gateway.broker import Broker
-from wsfleet_gateway.cache import META, ROUTING, SUBSCRIBERS, L1Cache
+from wsfleet_gateway.cache import META, L1Cache
 from wsfleet_gateway.cache_broker import ProtectedBroker
 from wsfleet_gateway.cache_layers import ChannelCache
 from wsfleet_gateway.metrics import GatewayMetrics
@@ -57,11 +57,7 @@ class ProtectionLayer:
                 socket_connect_timeout=s.redis_timeout_s,
                 retry=Retry(NoBackoff(), 0),
             )
-        ttls = {
-            META: s.cache_meta_ttl_s,
-            SUBSCRIBERS: s.cache_subscribers_ttl_s,
-            ROUTING: s.cache_routing_ttl_s,
-        }
+        ttls = {META: s.cache_meta_ttl_s}
         self.hot = HotTracker(self.redis, self.breaker)
         self.cache = ChannelCache(
             L1Cache(ttls, s.cache_max_bytes),

@@ -81,10 +81,6 @@ class ProtectionSettings(BaseSettings):
     # --- channel cache ------------------------------------------------------------
     cache_meta_ttl_s: float = Field(default=900.0, gt=0)
     """L1 TTL of channel metadata (15 min)."""
-    cache_subscribers_ttl_s: float = Field(default=300.0, gt=0)
-    """L1 TTL of subscriber lists (5 min)."""
-    cache_routing_ttl_s: float = Field(default=60.0, gt=0)
-    """L1 TTL of routing entries (1 min)."""
     cache_max_bytes: int = Field(default=64 << 20, ge=1024)
     """Memory bound of the L1 cache (bytes, estimated)."""
     cache_cleanup_s: float = Field(default=300.0, gt=0)

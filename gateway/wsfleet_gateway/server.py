@@ -44,6 +44,7 @@ from picows import (
 )
 
 from wsfleet_gateway.admission import (
+    CLOSE_NODE_FULL,
     CLOSE_RATE_LIMITED,
     CLOSE_SLOW_CONSUMER,
     Admission,
@@ -61,7 +62,24 @@ from wsfleet_gateway.session import Session, SessionContext, next_connection_id
 log = structlog.get_logger("wsfleet_gateway.server")
 
 WS_PATH = "/ws"
+CLOSE_IDLE = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHORIZED = 4001
+CLOSE_CODES = frozenset(
+    {
+        CLOSE_IDLE,
+        CLOSE_GOING_AWAY,
+        CLOSE_POLICY,
+        CLOSE_TOO_BIG,
+        CLOSE_UNAUTHORIZED,
+        CLOSE_RATE_LIMITED,
+        CLOSE_NODE_FULL,
+        CLOSE_SLOW_CONSUMER,
+    }
+)
+"""Every close code the gateway sends (docs/protocol.md lists exactly these)."""
 SLOW_CONSUMER_GRACE_S = 5.0
 """Seconds a dropped slow consumer has to read its backlog (and 4010) before the abort."""
 MAX_HELD_FRAMES = 32
@@ -161,7 +179,7 @@ class ConnectionListener(WSListener):
             return
         if not self.server.accepting:  # a drain began while we decided: go elsewhere
             self.held = None
-            close_transport(transport, 1001, b"going away")
+            close_transport(transport, CLOSE_GOING_AWAY, b"going away")
             return
         self._open_session(transport)
         held, self.held = self.held, None
@@ -302,7 +320,7 @@ class ConnectionListener(WSListener):
         fragments += frame.get_payload_as_memoryview()
         if len(fragments) - 1 > self.server.ctx.settings.max_message_bytes:
             self._fragments = None
-            transport.send_close(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
+            transport.send_close(close_code(CLOSE_TOO_BIG), b"message too big")
             transport.disconnect()
             return
         if frame.fin:
@@ -322,7 +340,7 @@ class ConnectionListener(WSListener):
             transport.disconnect()
         elif len(held) >= MAX_HELD_FRAMES:
             self.held = None
-            close_transport(transport, 1008, b"wait for the welcome frame")
+            close_transport(transport, CLOSE_POLICY, b"wait for the welcome frame")
         elif frame.msg_type is _TEXT and frame.fin:
             held.append(frame.get_payload_as_bytes())
 
@@ -434,7 +452,7 @@ class WsServer:
                 continue
             if last_seen < drop_before:
                 self.ctx.hub.metrics.reject("idle_timeout")
-                close_transport(transport, 1000, b"idle timeout")
+                close_transport(transport, CLOSE_IDLE, b"idle timeout")
             else:
                 transport.send_ping()
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from wsfleet_operator import opmetrics
+from wsfleet_operator.prewarm import CachePrewarmer
 from wsfleet_operator.prometheus import MetricsSource
 from wsfleet_operator.scaling import Decision, History, Metrics, decide
 from wsfleet_operator.spec import (
@@ -82,6 +83,7 @@ class Autoscaler:
         name: str = "fleet",
         namespace: str = "",
         clock: Callable[[], float] = time.time,
+        prewarmer: CachePrewarmer | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
@@ -90,6 +92,8 @@ class Autoscaler:
         self.name = name
         self.namespace = namespace
         self.clock = clock
+        self.prewarmer = prewarmer
+        """Pre-warms gateway caches before the forecaster's next peak (forecast only)."""
         self.history: History | None = None
         self.conditions: list[Condition] = []
         self.events: list[ScalingEvent] = []
@@ -182,6 +186,42 @@ class Autoscaler:
             self._cond(ConditionType.FORECAST_ACCURATE, True, "AccuracyOk", message, now)
             if before is not None and before.status == "False":
                 events.append(FleetEvent("ForecastAccurate", message))
+
+    async def _prewarm(
+        self, forecast: dict[str, Any] | None, now: float, events: list[FleetEvent]
+    ) -> None:
+        """Once per predicted peak, `forecast.prewarmBeforeSeconds` ahead of it."""
+        if self.prewarmer is None or forecast is None:
+            return
+        peak = forecast.get("nextPeakAt")
+        peak_at = float(peak) if isinstance(peak, int | float) else None
+        report = await self.prewarmer.maybe(self.spec, now, peak_at)
+        if report is not None:
+            if report.ok:
+                events.append(FleetEvent("CachePrewarmed", report.message()))
+            else:
+                events.append(FleetEvent("CachePrewarmFailed", report.message(), "Warning"))
+        forecast["prewarmedFor"] = self.prewarmer.prewarmed_for
+
+    def _auth_condition(self, now: float, events: list[FleetEvent]) -> None:
+        """AuthEnabled: False (and a Warning Event each time it turns so) with auth.disabled."""
+        auth = self.spec.auth
+        if auth is None:  # the local fleet configures its gateways' auth itself
+            self.conditions = [
+                c for c in self.conditions if c.type is not ConditionType.AUTH_ENABLED
+            ]
+            return
+        if auth.disabled:
+            message = (
+                "AUTHENTICATION IS DISABLED (spec.auth.disabled): anyone can connect and join "
+                "any channel; development only"
+            )
+            if self._cond(ConditionType.AUTH_ENABLED, False, "AuthDisabled", message, now):
+                events.append(FleetEvent("AuthDisabled", message, "Warning"))
+                log.warning("autoscaler.auth_disabled", fleet=self.name, namespace=self.namespace)
+            return
+        how = "HS256" if auth.jwt_secret_ref is not None else "RS256"
+        self._cond(ConditionType.AUTH_ENABLED, True, how, f"JWT auth ({how}) from a Secret", now)
 
     def _status(
         self,
@@ -282,6 +322,8 @@ class Autoscaler:
             )
         forecast = self._forecast_status()
         self._forecast_condition(forecast, now, events)
+        await self._prewarm(forecast, now, events)
+        self._auth_condition(now, events)
         after = decision.desired if applied else current
         return TickResult(
             decision, applied, self._status(after, ready, decision.desired, forecast), events, error

@@ -210,7 +210,10 @@ def build_crd() -> dict[str, Any]:
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": {**spec_schema, "default": {}},
+                                # `auth` has no safe default: a fleet must say how its
+                                # gateways authenticate (or that they do not); a fleet with no
+                                # spec at all is reported InvalidSpec by the operator
+                                "spec": {**spec_schema, "required": ["auth"]},
                                 "status": status_schema,
                             },
                         }

@@ -20,6 +20,7 @@ import structlog
 from wsfleet_operator import kube
 from wsfleet_operator.autoscaler import Autoscaler, FleetEvent, ForecastProvider
 from wsfleet_operator.kube import Connection, KubeClient
+from wsfleet_operator.prewarm import kubernetes_prewarmer
 from wsfleet_operator.prometheus import PrometheusClient, PrometheusMetricsSource
 from wsfleet_operator.reconcile import FleetRef, delete_owned, reconcile, validate
 from wsfleet_operator.resources import FLEET_LABEL, MANAGED_BY
@@ -184,6 +185,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         uid: str,
         spec: kopf.Spec,
         meta: kopf.Meta,
+        status: kopf.Status,
         stopped: kopf.DaemonStopped,
         **_: Any,
     ) -> None:
@@ -209,7 +211,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                         scaler = None
                     if scaler is None:
                         previous = shared.reporter(namespace, name)
-                        scaler = _autoscaler(shared, client, prom, parsed, name, namespace)
+                        scaler = _autoscaler(
+                            shared, client, prom, parsed, name, namespace, _prewarmed_for(status)
+                        )
                         scaler.conditions = list(previous.conditions)
                         shared.autoscalers[(namespace, name)] = scaler
                     scaler.update_spec(parsed)
@@ -236,6 +240,7 @@ def _autoscaler(
     spec: FleetSpec,
     name: str,
     namespace: str,
+    prewarmed_for: float | None = None,
 ) -> Autoscaler:
     current = {"spec": spec}
 
@@ -248,8 +253,20 @@ def _autoscaler(
     forecaster: ForecastProvider | None = None
     if shared.config.forecaster_factory is not None:
         forecaster = shared.config.forecaster_factory(namespace, name, spec_now, prom)
-    scaler = Autoscaler(spec, target, source, forecaster, name=name, namespace=namespace)
+    prewarmer = None
+    if forecaster is not None:
+        prewarmer = kubernetes_prewarmer(client, namespace, name, spec_now, prewarmed_for)
+    scaler = Autoscaler(
+        spec, target, source, forecaster, name=name, namespace=namespace, prewarmer=prewarmer
+    )
     return scaler
+
+
+def _prewarmed_for(status: Any) -> float | None:
+    """The peak already pre-warmed for, from the CR's status (survives operator restarts)."""
+    forecast = (status or {}).get("forecast") or {}
+    value = forecast.get("prewarmedFor") if isinstance(forecast, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 class RefreshingForecast:

@@ -58,6 +58,7 @@ CONFIGMAPS = Kind("", "v1", "configmaps")
 PDBS = Kind("policy", "v1", "poddisruptionbudgets")
 PODS = Kind("", "v1", "pods")
 EVENTS = Kind("", "v1", "events")
+SECRETS = Kind("", "v1", "secrets")
 FLEETS = Kind(GROUP, VERSION, PLURAL)
 
 

@@ -41,6 +41,11 @@ REQUIRED_RULES: tuple[Rule, ...] = (
     Rule("policy", "poddisruptionbudgets", ("get", "create", "patch", "delete"), "gateway PDB"),
     # connection-aware scale-down: list the fleet's pods, patch pod-deletion-cost
     Rule("", "pods", ("list", "patch"), "pod-deletion-cost"),
+    # cache pre-warm before a forecast peak: read the admin API key (auth.apiKeySecretRef)
+    # and a Redis URL from redis.secretRef, by name. `get` only: no list or watch, so the
+    # operator can never enumerate Secrets, only read those a fleet's spec names (names
+    # differ per fleet, so resourceNames cannot narrow it further in a ClusterRole).
+    Rule("", "secrets", ("get",), "pre-warm: Secrets a fleet names"),
     # Kubernetes Events for every action (kopf's and ours are both core/v1)
     Rule("", "events", ("create",), "events"),
     # kopf: notice CRDs created or removed while running (cluster-wide mode; in namespaced

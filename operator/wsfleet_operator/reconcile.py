@@ -53,7 +53,7 @@ def validate(raw_spec: dict[str, object] | None) -> tuple[FleetSpec | None, list
     except pydantic.ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return None, problems
-    return spec, spec.semantic_errors()
+    return spec, spec.cluster_errors()
 
 
 async def reconcile(

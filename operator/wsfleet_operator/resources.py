@@ -2,8 +2,9 @@
 
 Deployment (gateway pods), Service, PodDisruptionBudget and ConfigMap
 (gateway settings as `WSFLEET_*` env). No I/O: (name, namespace, uid, spec)
-in, manifests out. Secrets are never inlined: a Redis URL from a Secret is
-referenced with `valueFrom.secretKeyRef`.
+in, manifests out. Secrets are never inlined: a Redis URL, the HS256 JWT
+secret and the admin API key are referenced with `valueFrom.secretKeyRef`; an
+RS256 public key is mounted read-only from its Secret as a file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ CONFIG_HASH_ANNOTATION = "wsfleet.io/config-hash"
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 PRE_STOP_SLEEP_S = 5
 RUN_AS_USER = 10001
+JWT_KEY_VOLUME = "jwt-public-key"
+JWT_KEY_DIR = "/etc/wsfleet/jwt"
+JWT_KEY_FILE = "public.pem"
 
 
 def object_name(fleet: str) -> str:
@@ -68,21 +72,18 @@ def _metadata(name: str, fleet: str, namespace: str, uid: str) -> JSON:
     }
 
 
-def gateway_env(spec: FleetSpec) -> dict[str, str]:
-    """Plain (non-secret) `WSFLEET_*` settings of every gateway.
+def limits_env(spec: FleetSpec) -> dict[str, str]:
+    """The spec's limits, drain and log level as `WSFLEET_*` env: the one mapping.
 
-    Every name is a field of the gateway's own settings (`wsfleet_gateway.settings.
-    GatewaySettings` and its `ProtectionSettings` base); tests load this env into them.
+    Shared by the operator's ConfigMap (`gateway_env`) and the local fleet
+    (`wsfleet up`), so the two cannot drift. Every name is a field of the gateway's
+    own settings (`wsfleet_gateway.settings.GatewaySettings` and its
+    `ProtectionSettings` base); tests load this env into them.
     """
     limits, drain = spec.limits, spec.drain
     tiers = {"free": limits.free_tier_channels, "paid": limits.paid_tier_channels}
-    env = {
-        "WSFLEET_HOST": "0.0.0.0",
-        "WSFLEET_PORT": str(spec.gateway.port),
-        "WSFLEET_ADMIN_HOST": "0.0.0.0",
-        "WSFLEET_ADMIN_PORT": str(spec.gateway.admin_port),
+    return {
         "WSFLEET_LOG_LEVEL": spec.gateway.log_level,
-        "WSFLEET_LOG_JSON": "true",
         "WSFLEET_MAX_MESSAGE_BYTES": str(limits.max_message_bytes),
         "WSFLEET_HEARTBEAT_S": str(limits.heartbeat_seconds),
         "WSFLEET_IDLE_TIMEOUT_S": str(limits.idle_timeout_seconds),
@@ -92,6 +93,32 @@ def gateway_env(spec: FleetSpec) -> dict[str, str]:
         "WSFLEET_BANDWIDTH_BYTES_PER_S": str(limits.bandwidth_bytes_per_second),
         "WSFLEET_DRAIN_GRACE_S": str(drain.grace_period_seconds),
         "WSFLEET_DRAIN_RECONNECT_PER_S": str(drain.reconnect_per_second),
+    }
+
+
+def auth_env(spec: FleetSpec) -> dict[str, str]:
+    """Plain auth settings (mode, key file path); the keys themselves come from Secrets."""
+    auth = spec.auth
+    if auth is None:
+        return {}
+    if auth.disabled:
+        return {"WSFLEET_AUTH": "disabled"}
+    env = {"WSFLEET_AUTH": "enabled"}
+    if auth.jwt_public_key_secret_ref is not None:
+        env["WSFLEET_JWT_PUBLIC_KEY_FILE"] = f"{JWT_KEY_DIR}/{JWT_KEY_FILE}"
+    return env
+
+
+def gateway_env(spec: FleetSpec) -> dict[str, str]:
+    """Plain (non-secret) `WSFLEET_*` settings of every gateway (the ConfigMap)."""
+    env = {
+        "WSFLEET_HOST": "0.0.0.0",
+        "WSFLEET_PORT": str(spec.gateway.port),
+        "WSFLEET_ADMIN_HOST": "0.0.0.0",
+        "WSFLEET_ADMIN_PORT": str(spec.gateway.admin_port),
+        "WSFLEET_LOG_JSON": "true",
+        **limits_env(spec),
+        **auth_env(spec),
     }
     url = spec.redis.effective_url()
     if url is not None:
@@ -134,20 +161,55 @@ def config_hash(spec: FleetSpec) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def _from_secret(env: str, name: str, key: str) -> JSON:
+    return {"name": env, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+
+
+def secret_env(spec: FleetSpec) -> list[JSON]:
+    """Env vars whose values live in Secrets (`valueFrom.secretKeyRef`, never inline)."""
+    env: list[JSON] = []
+    redis = spec.redis.secret_ref
+    if redis is not None:
+        env.append(_from_secret("WSFLEET_REDIS_URL", redis.name, redis.key))
+    auth = spec.auth
+    if auth is not None and not auth.disabled and auth.jwt_secret_ref is not None:
+        env.append(
+            _from_secret("WSFLEET_JWT_SECRET", auth.jwt_secret_ref.name, auth.jwt_secret_ref.key)
+        )
+    if auth is not None and auth.api_key_secret_ref is not None:
+        ref = auth.api_key_secret_ref
+        env.append(_from_secret("WSFLEET_API_KEY", ref.name, ref.key))
+    return env
+
+
+def _volumes(spec: FleetSpec) -> tuple[list[JSON], list[JSON]]:
+    """(pod volumes, container mounts): /tmp, and the RS256 public key when configured."""
+    volumes: list[JSON] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    mounts: list[JSON] = [{"name": "tmp", "mountPath": "/tmp"}]
+    auth = spec.auth
+    if auth is not None and not auth.disabled and auth.jwt_public_key_secret_ref is not None:
+        ref = auth.jwt_public_key_secret_ref
+        volumes.append(
+            {
+                "name": JWT_KEY_VOLUME,
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": JWT_KEY_FILE}],
+                    "defaultMode": 0o444,
+                },
+            }
+        )
+        mounts.append({"name": JWT_KEY_VOLUME, "mountPath": JWT_KEY_DIR, "readOnly": True})
+    return volumes, mounts
+
+
 def _container(fleet: str, spec: FleetSpec) -> JSON:
     gw = spec.gateway
     env: list[JSON] = [
         {"name": "WSFLEET_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
-    if spec.redis.secret_ref is not None:
-        ref = spec.redis.secret_ref
-        env.append(
-            {
-                "name": "WSFLEET_REDIS_URL",
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
+    env += secret_env(spec)
 
     def probe(path: str, period: int, failures: int) -> JSON:
         return {
@@ -185,7 +247,7 @@ def _container(fleet: str, spec: FleetSpec) -> JSON:
             "runAsUser": RUN_AS_USER,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": _volumes(spec)[1],
     }
 
 
@@ -228,7 +290,7 @@ def build_deployment(fleet: str, namespace: str, uid: str, spec: FleetSpec) -> J
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [_container(fleet, spec)],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": _volumes(spec)[0],
                 },
             },
         },

@@ -92,6 +92,55 @@ class SecretKeyRef(WireModel):
     key: str = Field(default="url", min_length=1)
 
 
+class SecretKeySelector(WireModel):
+    """One key of a Secret in the fleet's namespace (the value is never copied anywhere)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+_AUTH_ONE_OF = (
+    "(has(self.jwtSecretRef) ? 1 : 0) + (has(self.jwtPublicKeySecretRef) ? 1 : 0)"
+    " + ((has(self.disabled) && self.disabled) ? 1 : 0) == 1"
+)
+AUTH_ONE_OF_MESSAGE = "auth: set exactly one of jwtSecretRef, jwtPublicKeySecretRef, disabled: true"
+
+
+class AuthSpec(WireModel):
+    """How the gateways authenticate clients and admin writes: Secrets by reference only."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": _AUTH_ONE_OF, "message": AUTH_ONE_OF_MESSAGE}]
+        }
+    )
+
+    jwt_secret_ref: SecretKeySelector | None = Field(
+        default=None, description="HS256 shared secret (env WSFLEET_JWT_SECRET from the Secret)"
+    )
+    jwt_public_key_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="RS256 public key PEM, mounted read-only (WSFLEET_JWT_PUBLIC_KEY_FILE)",
+    )
+    disabled: bool = Field(
+        default=False, description="no authentication at all: development only (warned loudly)"
+    )
+    api_key_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="bearer key of the admin write API (WSFLEET_API_KEY); the operator uses it "
+        "to pre-warm caches",
+    )
+
+    def errors(self) -> list[str]:
+        """What the CEL rule says, for API servers and paths that do not run it."""
+        chosen = [
+            self.jwt_secret_ref is not None,
+            self.jwt_public_key_secret_ref is not None,
+            self.disabled,
+        ]
+        return [] if sum(chosen) == 1 else [AUTH_ONE_OF_MESSAGE]
+
+
 DEFAULT_REDIS_URL = "redis://redis:6379/0"
 
 
@@ -274,6 +323,15 @@ class ForecastSpec(WireModel):
     )
     headroom: float = Field(default=0.3, ge=0, le=10, description="burst headroom on top")
     history_days: int = Field(default=28, ge=1, le=800)
+    prewarm_before_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=86400,
+        description="pre-warm gateway caches this long before a predicted peak (0: never)",
+    )
+    prewarm_channels: int = Field(
+        default=200, ge=1, le=10000, description="hottest channels each gateway pre-warms"
+    )
 
     def season_multiplier(self, month: int) -> float:
         """The prior multiplier of `month` (1.0 when none is set)."""
@@ -291,6 +349,9 @@ class FleetSpec(WireModel):
 
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     replicas: ReplicasSpec = Field(default_factory=ReplicasSpec)
+    auth: AuthSpec | None = Field(
+        default=None, description="required in a cluster: how gateways authenticate"
+    )
     redis: RedisSpec = Field(default_factory=RedisSpec)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
     targets: TargetsSpec = Field(default_factory=TargetsSpec)
@@ -321,6 +382,15 @@ class FleetSpec(WireModel):
             and self.prometheus.fallback_replicas is None
         ):
             errors.append("prometheus.fallback=Replicas needs prometheus.fallbackReplicas")
+        if self.auth is not None:
+            errors.extend(self.auth.errors())
+        return errors
+
+    def cluster_errors(self) -> list[str]:
+        """`semantic_errors` plus what a cluster needs (the operator's gateways need `auth`)."""
+        errors = self.semantic_errors()
+        if self.auth is None:
+            errors.append(f"auth is required ({AUTH_ONE_OF_MESSAGE.removeprefix('auth: ')})")
         return errors
 
 
@@ -338,6 +408,8 @@ class ConditionType(enum.StrEnum):
     SCALING = "Scaling"
     CAPPED = "Capped"
     DEGRADED = "Degraded"
+    AUTH_ENABLED = "AuthEnabled"
+    """False (with a Warning Event) when `auth.disabled`: anyone can connect."""
     FORECAST_ACCURATE = "ForecastAccurate"
     """Only with `forecast.enabled`: the backtest accuracy vs `forecast.accuracyThreshold`."""
 

@@ -7,12 +7,15 @@ from hypothesis import strategies as st
 from wsfleet_gateway.cache import (
     DEFAULT_TTLS,
     ENTRY_OVERHEAD_BYTES,
+    FALLBACK_TTL_S,
     META,
     MISSING,
-    ROUTING,
-    SUBSCRIBERS,
     L1Cache,
 )
+
+SHORT = "short"
+MID = "mid"
+TTLS = {META: 900.0, MID: 300.0, SHORT: 60.0}
 
 
 class Clock:
@@ -24,21 +27,31 @@ class Clock:
 
 
 def test_default_ttls_are_the_briefs() -> None:
-    assert DEFAULT_TTLS == {META: 900.0, SUBSCRIBERS: 300.0, ROUTING: 60.0}
+    assert DEFAULT_TTLS == {META: 900.0}  # the only kind the gateway caches
+
+
+def test_a_kind_without_a_ttl_gets_the_fallback() -> None:
+    clock = Clock()
+    c = L1Cache(clock=clock)
+    c.put("other", "a", 1, 10)
+    clock.now = FALLBACK_TTL_S - 1
+    assert c.get("other", "a") == 1
+    clock.now = FALLBACK_TTL_S + 1
+    assert c.get("other", "a") is MISSING
 
 
 def test_ttl_per_kind_and_stale_reads() -> None:
     clock = Clock()
-    c = L1Cache(clock=clock)
+    c = L1Cache(TTLS, clock=clock)
     c.put(META, "a", {"t": 1}, 10)
-    c.put(SUBSCRIBERS, "a", ["u1"], 10)
-    c.put(ROUTING, "a", "node-1", 10)
+    c.put(MID, "a", ["u1"], 10)
+    c.put(SHORT, "a", "node-1", 10)
     clock.now = 61.0
-    assert c.get(ROUTING, "a") is MISSING
-    assert c.get(ROUTING, "a", allow_stale=True) == "node-1"
-    assert c.get(SUBSCRIBERS, "a") == ["u1"]
+    assert c.get(SHORT, "a") is MISSING
+    assert c.get(SHORT, "a", allow_stale=True) == "node-1"
+    assert c.get(MID, "a") == ["u1"]
     clock.now = 301.0
-    assert c.get(SUBSCRIBERS, "a") is MISSING
+    assert c.get(MID, "a") is MISSING
     assert c.get(META, "a") == {"t": 1}
     clock.now = 901.0
     assert c.get(META, "a") is MISSING
@@ -97,7 +110,7 @@ def test_invalidation_memory_is_bounded_in_time() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from([META, SUBSCRIBERS, ROUTING]), st.text(max_size=3)),
+        st.tuples(st.sampled_from([META, MID, SHORT]), st.text(max_size=3)),
         max_size=200,
     ),
     st.integers(0, 2000),

@@ -6,6 +6,7 @@ Run with `bash hack/e2e.sh` (Docker + kind). Skipped elsewhere with the reason.
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +41,22 @@ def example(name: str, namespace: str) -> dict[str, Any]:
     return fleet
 
 
+def auth_secret() -> dict[str, Any]:
+    """The Secret the examples reference (`auth.jwtSecretRef`, `auth.apiKeySecretRef`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "wsfleet-auth"},
+        "type": "Opaque",
+        "stringData": {"jwt-secret": secrets.token_urlsafe(48), "api-key": secrets.token_hex(32)},
+    }
+
+
 @pytest.fixture
 def namespace(kube: Kube) -> Iterator[str]:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     kube.create_namespace(name)
+    kube.apply(name, auth_secret())
     try:
         yield name
     finally:

@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 from wsfleet_gateway.app import Gateway
 from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.protocol import ERROR_CODES
+from wsfleet_gateway.server import CLOSE_CODES
 
 from tests.gateway.helpers import API_KEY, make_settings
 from tests.support.waiting import wait_until
@@ -97,6 +99,21 @@ def test_doc_lists_every_op_and_frame_type() -> None:
         "too_large",
     ):
         assert f"`{code}`" in text, code
+
+
+def table_keys(heading: str) -> set[str]:
+    """First-column values of the table under `heading` in docs/protocol.md."""
+    section = DOC.read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return {row.split("|")[1].strip().strip("`") for row in rows[2:]}  # skip header, rule
+
+
+def test_doc_tables_match_the_code() -> None:
+    assert table_keys("Close codes") == {str(code) for code in CLOSE_CODES}
+    assert table_keys("`error`") == set(ERROR_CODES)
+    settings = make_settings()
+    welcome = json.loads(Gateway(settings, broker=MemoryBroker()).ws.welcome("c-1"))
+    assert table_keys("Connect: `welcome`") == set(welcome["limits"])
 
 
 async def test_replay_doc_examples() -> None:

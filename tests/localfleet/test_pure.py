@@ -174,3 +174,22 @@ def test_sum_metric_sums_series_and_finds_counters() -> None:
     assert sum_metric(text, "wsfleet_connections") == 7.0
     assert sum_metric(text, "wsfleet_messages_total") == 12.0
     assert sum_metric(text, "wsfleet_absent") is None
+
+
+def test_local_and_cluster_gateways_get_one_env_mapping() -> None:
+    """`wsfleet up` and the operator's ConfigMap share the operator's single mapping."""
+    from wsfleet_operator import resources
+
+    manifest = parse_manifest(
+        fleet_doc(
+            limits={"maxConnectionsPerPod": 321, "bandwidthBytesPerSecond": 4096},
+            drain={"gracePeriodSeconds": 9},
+            gateway={"logLevel": "debug"},
+        )
+    )
+    local = gateway_env(manifest.spec)
+    cluster = resources.gateway_env(manifest.spec)
+    assert local == resources.limits_env(manifest.spec)
+    assert local.items() <= cluster.items()
+    assert local["WSFLEET_MAX_CONNECTIONS"] == "321"
+    assert local["WSFLEET_LOG_LEVEL"] == "debug"

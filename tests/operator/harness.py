@@ -123,7 +123,15 @@ async def running_operator(
             await task
 
 
+TEST_AUTH: dict[str, Any] = {
+    "jwtSecretRef": {"name": "fleet-jwt", "key": "secret"},
+    "apiKeySecretRef": {"name": "fleet-jwt", "key": "api-key"},
+}
+"""The `auth` a test fleet gets unless its spec says otherwise (a fleet must have one)."""
+
+
 def fleet_manifest(name: str, spec: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
+    spec = spec if "auth" in spec else {**spec, "auth": TEST_AUTH}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,

@@ -231,3 +231,26 @@ async def test_ready_condition() -> None:
 
 def test_deletion_costs_clamp() -> None:
     assert deletion_costs({"a": -5, "b": 2**40, "c": 7}) == {"a": 0, "b": 2**31 - 1, "c": 7}
+
+
+async def test_disabled_auth_is_a_loud_condition_and_one_warning() -> None:
+    scaler = Autoscaler(
+        spec(auth={"disabled": True}), FakeTarget(), FakeMetrics(connections=100), name="f"
+    )
+    first = await scaler.tick(NOW)
+    warnings = [e for e in first.events if e.reason == "AuthDisabled"]
+    assert len(warnings) == 1
+    assert warnings[0].type == "Warning"
+    assert "AUTHENTICATION IS DISABLED" in warnings[0].message
+    assert conditions(first)["AuthEnabled"] == "False"
+    validate_status(first.status_patch())
+    second = await scaler.tick(NOW + 15)
+    assert not [e for e in second.events if e.reason == "AuthDisabled"]  # once per change
+    assert conditions(second)["AuthEnabled"] == "False"
+    scaler.update_spec(spec(auth={"jwtSecretRef": {"name": "s", "key": "k"}}))
+    third = await scaler.tick(NOW + 30)
+    assert conditions(third)["AuthEnabled"] == "True"
+    # no auth section (the local fleet manages its gateways' auth): no condition at all
+    scaler.update_spec(spec())
+    fourth = await scaler.tick(NOW + 45)
+    assert "AuthEnabled" not in conditions(fourth)

@@ -95,6 +95,35 @@ async def test_invalid_spec_is_reported_not_crash_looped() -> None:
         assert_rbac_covered(api)
 
 
+async def test_missing_or_conflicting_auth_is_invalid_spec() -> None:
+    """No gateway that would crash-loop: no auth, or two kinds at once, creates nothing."""
+    async with kube_api() as (api, url), user_client(url) as client:
+        async with running_operator(api, url) as task:
+            none = fleet_manifest("no-auth", MINIMAL)
+            del none["spec"]["auth"]
+            both = fleet_manifest(
+                "two-auth",
+                dict(MINIMAL, auth={"disabled": True, "jwtSecretRef": {"name": "s", "key": "k"}}),
+            )
+            for manifest in (none, both):
+                await client.create(kube.FLEETS, "default", manifest)
+
+            async def reason(name: str) -> str | None:
+                cr = await client.get(kube.FLEETS, "default", name)
+                conds = {
+                    c["type"]: c for c in ((cr or {}).get("status") or {}).get("conditions") or []
+                }
+                degraded = conds.get("Degraded", {})
+                return degraded.get("message") if degraded.get("reason") == "InvalidSpec" else None
+
+            for name, text in (("no-auth", "auth is required"), ("two-auth", "exactly one of")):
+                message = await wait_until(lambda n=name: reason(n), timeout_s=30, message=name)
+                assert text in message
+                assert await client.get(kube.DEPLOYMENTS, "default", f"{name}-gateway") is None
+            assert not task.done()
+        assert_rbac_covered(api)
+
+
 async def test_drift_on_owned_deployment_is_repaired() -> None:
     async with kube_api() as (api, url), user_client(url) as client:
         async with running_operator(api, url):

@@ -12,7 +12,10 @@ def test_rules_cover_what_the_operator_needs() -> None:
     assert rbac.is_allowed("apps", "deployments", "patch")
     assert rbac.is_allowed("", "pods", "patch")
     assert rbac.is_allowed("wsfleet.io", "websocketfleets/status", "patch")
-    assert not rbac.is_allowed("", "secrets", "get")
+    # Secrets: get by name only (pre-warm API key), never enumerated or changed
+    assert rbac.is_allowed("", "secrets", "get")
+    for verb in ("list", "watch", "create", "patch", "delete"):
+        assert not rbac.is_allowed("", "secrets", verb)
     assert not rbac.is_allowed("apps", "deployments", "update")  # no PUT anywhere
     pairs = [(r.api_group, r.resource) for r in rbac.REQUIRED_RULES]
     assert len(pairs) == len(set(pairs))
@@ -23,14 +26,13 @@ def test_rules_cover_what_the_operator_needs() -> None:
 
 def test_check_allowed_raises() -> None:
     with pytest.raises(rbac.ForbiddenCallError, match="secrets"):
-        rbac.check_allowed("", "secrets", "get")
+        rbac.check_allowed("", "secrets", "list")
 
 
 async def test_client_refuses_calls_outside_the_rules() -> None:
-    secrets = kube.Kind("", "v1", "secrets")
     async with KubeClient(Connection("http://127.0.0.1:9")) as client:
         with pytest.raises(rbac.ForbiddenCallError):
-            await client.get(secrets, "ns", "x")
+            await client.list(kube.SECRETS, "ns", {})
         with pytest.raises(rbac.ForbiddenCallError):
             await client.create(kube.FLEETS, "ns", {})
 

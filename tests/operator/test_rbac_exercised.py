@@ -18,7 +18,9 @@ import pytest
 from wsfleet_operator import cli, kube, rbac
 from wsfleet_operator.handlers import OperatorConfig, build_registry
 from wsfleet_operator.kube import Connection, KubeClient
+from wsfleet_operator.prewarm import read_secret_key
 from wsfleet_operator.resources import config_name, object_name
+from wsfleet_operator.spec import SecretKeySelector
 from wsfleet_operator.targets import KubernetesTarget
 
 from tests.operator.harness import (
@@ -103,6 +105,9 @@ async def test_every_cluster_wide_rule_is_exercised() -> None:
                 target = KubernetesTarget(op_client, "default", "chat", _NoMetrics())
                 await target.set_deletion_costs({"chat-gw-0": 3, "chat-gw-1": 1})
                 await target.set_replicas(2, "test")
+                # the cache pre-warm reads the admin API key from the Secret the spec names
+                ref = SecretKeySelector(name="chat-admin", key="api-key")
+                assert await read_secret_key(op_client, "default", ref) is None
 
             async def announced() -> bool:
                 got = await client.get(CLUSTER_PEERINGS, "", "wsfleet")

@@ -209,7 +209,14 @@ def test_validate_reports_schema_and_semantic_errors() -> None:
     assert spec is None
     assert errors
     assert errors[0].startswith("replicas.min")
-    spec, errors = validate({"replicas": {"min": 4, "max": 3}})
+    auth = {"disabled": True}
+    spec, errors = validate({"replicas": {"min": 4, "max": 3}, "auth": auth})
     assert spec is not None
     assert errors == ["replicas.min (4) > replicas.max (3)"]
-    assert validate(None) == (FleetSpec(), [])
+    assert validate({"auth": auth}) == (FleetSpec.model_validate({"auth": auth}), [])
+    # a cluster fleet must say how its gateways authenticate
+    spec, errors = validate(None)
+    assert spec == FleetSpec()
+    assert errors == [
+        "auth is required (set exactly one of jwtSecretRef, jwtPublicKeySecretRef, disabled: true)"
+    ]

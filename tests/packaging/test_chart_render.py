@@ -285,6 +285,8 @@ def test_notes_tell_the_user_what_to_do_next(helm: Helm, tmp_path: Path) -> None
     notes = render_notes(helm, tmp_path / "a", [ALL_FEATURES], [])
     assert "rollout status deployment/wsfleet-operator" in notes
     assert "kubectl apply -n weddings -f examples/01-minimal-fleet.yaml" in notes
+    # the example's gateways refuse to start without the Secret it names: made first
+    assert notes.index("create secret generic wsfleet-auth") < notes.index("kubectl apply")
     assert "redis://wsfleet-redis.wsfleet-system.svc:6379/0" in notes
     assert "2 replicas under kopf peering" in notes
     # rendered without the monitoring API: the notes warn that nothing was created
@@ -292,6 +294,8 @@ def test_notes_tell_the_user_what_to_do_next(helm: Helm, tmp_path: Path) -> None
     ns_notes = render_notes(helm, tmp_path / "b", [], ["operator.watchNamespace=shop"])
     assert 'watches namespace "shop" (namespaced Role)' in ns_notes
     assert "kubectl apply -n shop -f examples/01-minimal-fleet.yaml" in ns_notes
+    assert "kubectl -n shop create secret generic wsfleet-auth" in ns_notes
+    assert "create namespace" not in ns_notes
     assert "set prometheus.podMonitor.enabled=true" in ns_notes
     assert "NOT created" not in ns_notes
 

@@ -120,6 +120,12 @@ except Deployments (kopf watches them to repair drift).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "patch"]
+# Cache pre-warm before a forecast peak: read, by name, the Secrets a fleet's spec names
+# (auth.apiKeySecretRef, redis.secretRef). `get` only: never list or watch, so the operator
+# cannot enumerate Secrets; names differ per fleet, so resourceNames cannot narrow it.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 # Kubernetes Events for every scaling action (kopf and the operator both post core/v1 Events).
 - apiGroups: [""]
   resources: ["events"]

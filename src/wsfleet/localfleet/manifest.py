@@ -8,7 +8,6 @@ and the Prometheus selector matches the labels we give local targets.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from wsfleet_operator.resources import limits_env
 from wsfleet_operator.spec import API_VERSION, DEFAULT_SELECTOR, KIND, FleetSpec
 
 
@@ -53,8 +53,8 @@ def parse_manifest(document: Any, path: Path | None = None) -> FleetManifest:
         spec = FleetSpec.model_validate(document.get("spec") or {})
     except ValidationError as exc:
         raise ManifestError(f"{where}: invalid spec:\n{exc}") from exc
-    # Redis is always ours locally, so only replica/target rules can be wrong here.
-    errors = [e for e in spec.semantic_errors() if not e.startswith("redis")]
+    # Redis and auth are always ours locally, so only replica/target rules can be wrong here.
+    errors = [e for e in spec.semantic_errors() if not e.startswith(("redis", "auth"))]
     if errors:
         raise ManifestError(f"{where}: " + "; ".join(errors))
     return FleetManifest(name=name, namespace=str(namespace), spec=spec, path=path)
@@ -118,30 +118,17 @@ def target_labels(manifest: FleetManifest, pod: str) -> dict[str, str]:
 def gateway_env(spec: FleetSpec, known: Iterable[str] | None = None) -> dict[str, str]:
     """``WSFLEET_*`` env for every gateway, from the spec's limits and drain.
 
-    Names are the gateway settings' own (``user_connects_per_min``,
-    ``tier_channels``...). `known`: the gateway settings' field names; when
-    given, variables the gateway does not read are left out. The spec's
+    The mapping is the operator's own (`wsfleet_operator.resources.limits_env`, which
+    also fills the ConfigMap of cluster gateways), so a local and a cluster gateway of
+    one manifest get the same settings. `known`: the gateway settings' field names;
+    when given, variables the gateway does not read are left out. The spec's
     ``gateway.extraEnv`` is applied last, unchanged.
     """
-    limits = spec.limits
-    tiers = {"free": limits.free_tier_channels, "paid": limits.paid_tier_channels}
-    candidates: dict[str, object] = {
-        "max_message_bytes": limits.max_message_bytes,
-        "heartbeat_s": limits.heartbeat_seconds,
-        "idle_timeout_s": limits.idle_timeout_seconds,
-        "max_connections": limits.max_connections_per_pod,
-        "user_connects_per_min": limits.connections_per_user_per_minute,
-        "tier_channels": json.dumps(tiers, separators=(",", ":")),
-        "bandwidth_bytes_per_s": limits.bandwidth_bytes_per_second,
-        "drain_grace_s": spec.drain.grace_period_seconds,
-        "drain_reconnect_per_s": spec.drain.reconnect_per_second,
-        "log_level": spec.gateway.log_level,
-    }
-    names = None if known is None else set(known)
+    names = None if known is None else {name.upper() for name in known}
     env = {
-        f"WSFLEET_{name.upper()}": str(value)
-        for name, value in candidates.items()
-        if names is None or name in names
+        name: value
+        for name, value in limits_env(spec).items()
+        if names is None or name.removeprefix("WSFLEET_") in names
     }
     env.update(spec.gateway.extra_env)
     return env
