@@ -160,7 +160,9 @@ class CachePrewarmer:
         try:
             report = await self.run(spec, peak_at)
         except Exception as exc:  # never crash the autoscaler
-            report = PrewarmReport(peak_at, 0, (), problem=f"{type(exc).__name__}: {exc}")
+            # only our own messages in events: a library's might quote a URL with a password
+            why = f": {exc}" if isinstance(exc, RuntimeError | kube.KubeError) else ""
+            report = PrewarmReport(peak_at, 0, (), problem=f"{type(exc).__name__}{why}")
         log.info(
             "prewarm.done",
             peak_at=peak_at,

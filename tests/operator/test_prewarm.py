@@ -212,6 +212,13 @@ async def test_failures_are_events_never_exceptions(gateway: Any, redis_server: 
     assert report is not None
     assert "api down" in str(report.problem)
 
+    async def leaky(n: int) -> list[str]:
+        raise ValueError("bad url redis://:hunter2@redis:6379")
+
+    report = await CachePrewarmer(local_pods, leaky, lambda: _key()).maybe(spec, NOW, peak)
+    assert report is not None
+    assert report.problem == "ValueError"  # a library's message never reaches an Event
+
 
 async def _hot() -> list[str]:
     return ["venue-0"]

@@ -133,12 +133,17 @@ async def test_a_rate_limited_fragmented_message_is_dropped_whole() -> None:
 
         def exchange() -> list[dict[str, object]]:
             replies = [client.recv_json()]
-            client.send_frame(publish(1, 300))  # ~350 of 400 bytes: accepted
+            client.send_frame(publish(1, 200))  # ~250 of 400 bytes: accepted
             replies.append(client.recv_json())
-            client.send_frame(b"x" * 200, fin=False)  # no budget: rejected, message skipped
+            client.send_frame(b"x" * 200, fin=False)  # over what is left: rejected, skipped
             replies.append(client.recv_json())
-            client.send_frame(b"y" * 200, opcode=0x0, fin=True)  # rest of it: dropped quietly
+            client.send_frame(b"y" * 10, opcode=0x0, fin=False)  # rest of it: dropped quietly
+            client.send_frame(b"y" * 10, opcode=0x0, fin=True)
             client.send_frame(b'{"op":"ping","id":"p"}')  # small: fits what is left
+            replies.append(client.recv_json())
+            client.send_frame(b"z" * 200, fin=False)  # skipped again...
+            replies.append(client.recv_json())
+            client.send_frame(b'{"op":"ping","id":"q"}')  # ...and a new message ends the skip
             replies.append(client.recv_json())
             return replies
 
@@ -146,16 +151,19 @@ async def test_a_rate_limited_fragmented_message_is_dropped_whole() -> None:
             replies = await asyncio.to_thread(exchange)
         finally:
             client.close()
-        assert [r["type"] for r in replies] == ["welcome", "published", "error", "pong"]
-        assert replies[2]["code"] == "rate_limited"
-        assert replies[2]["id"] is None
-        assert replies[3]["id"] == "p"
-        assert (
-            gw.metrics.registry.get_sample_value(
-                "wsfleet_rejections_total", {"reason": "bandwidth"}
-            )
-            == 2
+        kinds = [r["type"] for r in replies]
+        assert kinds == ["welcome", "published", "error", "pong", "error", "pong"]
+        for error in (replies[2], replies[4]):
+            assert error["code"] == "rate_limited"
+            assert error["id"] is None
+        assert [replies[3]["id"], replies[5]["id"]] == ["p", "q"]
+        rejected = gw.metrics.registry.get_sample_value(
+            "wsfleet_rejections_total", {"reason": "bandwidth"}
         )
+        assert rejected == 2
+        assert gw.metrics.registry.get_sample_value(
+            "wsfleet_rejections_total", {"reason": "bad_request"}
+        ) in (None, 0.0)
 
 
 async def test_no_cap_without_protection_or_with_zero_rate() -> None:
