@@ -272,6 +272,8 @@ class ConnectionListener(WSListener):
         self, transport: WSTransport, session: Session, frame: WSFrame, verdict: int
     ) -> None:
         """A data frame the bandwidth budget cannot pay: refuse it, or close an abuser."""
+        if transport.is_close_frame_sent:  # frames read in the same batch as the close
+            return
         user = self.principal.user if self.principal is not None else ""
         audit = self.server.protection.audit if self.server.protection is not None else None
         if verdict == CLOSE:
