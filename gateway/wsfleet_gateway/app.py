@@ -48,6 +48,8 @@ def create_broker(settings: GatewaySettings) -> Broker:
             history_max_age_s=settings.history_max_age_s,
             linger_s=settings.linger_s,
             op_timeout_s=settings.redis_timeout_s,
+            pool_size=settings.redis_pool_size,
+            queue_timeout_s=settings.redis_queue_timeout_s,
         )
         return broker
     return MemoryBroker(

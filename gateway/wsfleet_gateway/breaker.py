@@ -1,7 +1,9 @@
 """A circuit breaker around Redis: stop waiting on a store that keeps failing.
 
 States: ``closed`` (calls go through; `failure_threshold` consecutive
-failures open it), ``open`` (calls fail fast for `reset_timeout_s`), then
+failures open it — with a `failure_window_s`, only when they all fall within
+that many seconds, so sporadic failures spread over a long time never add up),
+``open`` (calls fail fast for `reset_timeout_s`), then
 ``half_open`` (one probe call at a time goes through: success closes the
 breaker, failure opens it again). Pure and clock-injected; callers report
 outcomes with `record_success` / `record_failure`.
@@ -28,11 +30,13 @@ class CircuitBreaker:
     __slots__ = (
         "_clock",
         "_failures",
+        "_first_failure_at",
         "_listeners",
         "_opened_at",
         "_probe_started",
         "_state",
         "failure_threshold",
+        "failure_window_s",
         "opened_total",
         "reset_timeout_s",
     )
@@ -42,10 +46,15 @@ class CircuitBreaker:
         failure_threshold: int = 5,
         reset_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        failure_window_s: float | None = None,
     ) -> None:
         if failure_threshold < 1 or reset_timeout_s <= 0:
             raise ValueError("failure_threshold >= 1 and reset_timeout_s > 0 are required")
+        if failure_window_s is not None and failure_window_s <= 0:
+            raise ValueError("failure_window_s > 0 is required")
         self.failure_threshold = failure_threshold
+        self.failure_window_s = failure_window_s
+        self._first_failure_at = 0.0
         self.reset_timeout_s = reset_timeout_s
         self._clock = clock
         self._state = CLOSED
@@ -102,6 +111,12 @@ class CircuitBreaker:
         if self._state == HALF_OPEN:
             self._open()
             return
+        now = self._clock()
+        window = self.failure_window_s
+        if window is not None and self._failures and now - self._first_failure_at > window:
+            self._failures = 0  # the earlier failures are too old to count with this one
+        if not self._failures:
+            self._first_failure_at = now
         self._failures += 1
         if self._state == CLOSED and self._failures >= self.failure_threshold:
             self._open()

@@ -33,6 +33,7 @@ from wsfleet_gateway.broker import (
     parse_offset,
 )
 from wsfleet_gateway.cache_layers import ChannelCache
+from wsfleet_gateway.redis_pool import is_redis_failure
 
 log = structlog.get_logger("wsfleet_gateway.cache_broker")
 
@@ -91,8 +92,8 @@ class ProtectedBroker:
             raise BrokerUnavailableError("redis circuit breaker is open: retry later")
         try:
             delivery = await self.inner.publish(channel, data_json)
-        except (BrokerUnavailableError, TimeoutError):
-            self.breaker.record_failure()
+        except (BrokerUnavailableError, TimeoutError) as exc:
+            self._failed(exc)
             raise
         self.breaker.record_success()
         return delivery
@@ -105,11 +106,16 @@ class ProtectedBroker:
             return
         try:
             await self.inner.attach(channel)
-        except (BrokerUnavailableError, TimeoutError):
-            self.breaker.record_failure()
+        except (BrokerUnavailableError, TimeoutError) as exc:
+            self._failed(exc)
             self._local_attach(channel)
             return
         self.breaker.record_success()
+
+    def _failed(self, exc: BaseException) -> None:
+        """Count a Redis failure; local congestion (a queue wait that ran out) is none."""
+        if is_redis_failure(exc):
+            self.breaker.record_failure()
 
     def detach(self, channel: str) -> None:
         if self.local_attachments.get(channel, 0) > 0:
@@ -175,8 +181,8 @@ class ProtectedBroker:
         if self.breaker.allow(probe=False):
             try:
                 history = await self.inner.history(channel, since, limit)
-            except (BrokerUnavailableError, TimeoutError):
-                self.breaker.record_failure()
+            except (BrokerUnavailableError, TimeoutError) as exc:
+                self._failed(exc)
             else:
                 self.breaker.record_success()
                 return history

@@ -34,6 +34,7 @@ from wsfleet_gateway.broker import BrokerUnavailableError, JSONValue
 from wsfleet_gateway.cache import META, MISSING, L1Cache
 from wsfleet_gateway.prewarm import HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
+from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, SingleFlight, is_redis_failure
 from wsfleet_gateway.redis_streams import meta_key
 
 log = structlog.get_logger("wsfleet_gateway.cache")
@@ -78,6 +79,7 @@ class ChannelCache:
         origin_write: OriginWrite | None = None,
         hot: HotTracker | None = None,
         op_timeout_s: float = 1.0,
+        gate: RedisGate | None = None,
     ) -> None:
         self.l1 = l1
         self.metrics = metrics
@@ -87,6 +89,10 @@ class ChannelCache:
         self._origin_write = origin_write
         self.hot = hot
         self.op_timeout_s = op_timeout_s
+        self.gate = gate if gate is not None else RedisGate(32, max(5.0, op_timeout_s))
+        """Bounds the L2 commands in flight; a burst queues here (not counted as failures)."""
+        self.loads: SingleFlight[str, tuple[dict[str, JSONValue], bool] | None] = SingleFlight()
+        """Concurrent L1 misses of one channel share one L2 read (forgotten on invalidation)."""
         self._set_script: Any = (
             redis.register_script(SET_AND_INVALIDATE_LUA) if redis is not None else None
         )
@@ -113,6 +119,7 @@ class ChannelCache:
                 )
 
     async def close(self) -> None:
+        self.loads.cancel_all()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -146,18 +153,31 @@ class ChannelCache:
             return meta
         if not self.breaker.allow():
             return self._degraded(channel)
-        try:
-            async with asyncio.timeout(self.op_timeout_s):
-                raw = await self._redis.get(meta_key(channel))
-        except _ERRORS:
-            self.breaker.record_failure()
+        found = await self.loads.run(channel, lambda: self._load_l2(channel, token))
+        if found is None:
             return self._degraded(channel)
+        meta, hit = found
+        self.metrics.cache("l2", "hit" if hit else "miss")  # per lookup, shared reads too
+        return meta
+
+    async def _load_l2(self, channel: str, token: int) -> tuple[dict[str, JSONValue], bool] | None:
+        """One L2 read (shared by concurrent misses): ``(meta, found)``, None when it failed."""
+        assert self._redis is not None
+        try:
+            async with self.gate.slot(), asyncio.timeout(self.op_timeout_s):
+                raw = await self._redis.get(meta_key(channel))
+        except (*_ERRORS, RedisBusyError) as exc:
+            self._failed(exc)
+            return None
         self.breaker.record_success()
-        self.metrics.cache("l2", "miss" if raw is None else "hit")
         text = raw.decode() if isinstance(raw, bytes) else raw
         meta = _decode_meta(text)
         self.l1.put(META, channel, meta, len(text or ""), token)
-        return meta
+        return meta, raw is not None
+
+    def _failed(self, exc: BaseException) -> None:
+        if is_redis_failure(exc):
+            self.breaker.record_failure()
 
     def _degraded(self, channel: str) -> dict[str, JSONValue]:
         """Redis is out: a stale L1 entry, else no metadata."""
@@ -177,21 +197,29 @@ class ChannelCache:
         if self._redis is None:
             if self._origin_write is not None:
                 await self._origin_write(channel, meta)
-            self.l1.invalidate(META, channel)
+            self._invalidate(META, channel)
             return
         if not self.breaker.allow():
             raise BrokerUnavailableError("redis circuit breaker is open: retry later")
         message = f"{META}\n{channel}\n{time.time() * 1000:.3f}\n{self.instance}"
         try:
-            async with asyncio.timeout(self.op_timeout_s):
+            async with self.gate.slot(), asyncio.timeout(self.op_timeout_s):
                 await self._set_script(
                     keys=[meta_key(channel)], args=[encoded, INVALIDATION_CHANNEL, message]
                 )
+        except RedisBusyError:
+            raise
         except _ERRORS as exc:
-            self.breaker.record_failure()
+            self._failed(exc)
             raise BrokerUnavailableError(f"metadata write failed: {type(exc).__name__}") from exc
         self.breaker.record_success()
-        self.l1.invalidate(META, channel)
+        self._invalidate(META, channel)
+
+    def _invalidate(self, kind: str, key: str) -> None:
+        """Drop the L1 entry; a load already running for it no longer serves new readers."""
+        self.l1.invalidate(kind, key)
+        if kind == META:
+            self.loads.forget(key)
 
     # --- pre-warm ----------------------------------------------------------------------
 
@@ -209,10 +237,10 @@ class ChannelCache:
                 break
             token = self.l1.load_token()
             try:
-                async with asyncio.timeout(self.op_timeout_s * 2):
+                async with self.gate.slot(), asyncio.timeout(self.op_timeout_s * 2):
                     rows = await self._redis.mget([meta_key(c) for c in chunk])
-            except _ERRORS:
-                self.breaker.record_failure()
+            except (*_ERRORS, RedisBusyError) as exc:
+                self._failed(exc)
                 break
             self.breaker.record_success()
             for channel, raw in zip(chunk, rows, strict=True):
@@ -241,7 +269,7 @@ class ChannelCache:
         kind, key, ts, writer = [*payload.split("\n", 3), "", "", ""][:4]
         if writer == self.instance:
             return
-        self.l1.invalidate(kind, key)
+        self._invalidate(kind, key)
         try:
             delay_s = max(0.0, time.time() - float(ts) / 1000)
         except ValueError:
@@ -258,6 +286,7 @@ class ChannelCache:
             try:
                 await pubsub.subscribe(INVALIDATION_CHANNEL)
                 self.l1.clear()  # invalidations may have been missed while unsubscribed
+                self.loads.forget_all()
                 self.listening.set()
                 backoff = 0.05
                 while True:

@@ -20,6 +20,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.redis_pool import is_redis_failure
 
 log = structlog.get_logger("wsfleet_gateway.prewarm")
 
@@ -57,9 +58,9 @@ class HotTracker:
                 await pipe.execute()
             if self._flushes % DECAY_EVERY == 0:
                 await self._redis.eval(_DECAY_LUA, 1, HOT_KEY)
-        except (RedisError, OSError, TimeoutError):
+        except (RedisError, OSError, TimeoutError) as exc:
             self.pending.update(batch)  # keep the counts for the next flush
-            if self.breaker is not None:
+            if self.breaker is not None and is_redis_failure(exc):
                 self.breaker.record_failure()
             return 0
         if self.breaker is not None:

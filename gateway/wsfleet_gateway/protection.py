@@ -1,6 +1,7 @@
 """`ProtectionLayer`: the protection and cache parts of one gateway, built from settings.
 
-One Redis client (bounded timeouts, no retries) serves the rate limiter, the
+One Redis client (bounded timeouts, no retries, a bounded pool behind a
+`RedisGate` so bursts queue instead of failing) serves the rate limiter, the
 L2 cache, the invalidation listener and the popularity tracker; one
 `CircuitBreaker` guards all of them and the broker. Off entirely with
 ``WSFLEET_PROTECTION=false`` (benchmarks compare both).
@@ -14,8 +15,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from wsfleet_gateway.admission import Admission, ready_for_more
 from wsfleet_gateway.audit import AuditLog
@@ -28,6 +27,7 @@ from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.prewarm import HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
 from wsfleet_gateway.ratelimit import RateLimiter
+from wsfleet_gateway.redis_pool import RedisGate, make_client
 from wsfleet_gateway.server import Protection
 from wsfleet_gateway.settings import GatewaySettings
 
@@ -45,18 +45,15 @@ class ProtectionLayer:
         self.settings = settings
         self.metrics = ProtectionMetrics(metrics.registry, metrics.cache_requests)
         self.audit = AuditLog(s.node_name)
-        self.breaker = CircuitBreaker(s.breaker_failures, s.breaker_reset_s)
+        self.breaker = CircuitBreaker(
+            s.breaker_failures, s.breaker_reset_s, failure_window_s=s.breaker_window_s
+        )
         self.breaker.on_change(self._breaker_changed)
         self.redis: aioredis.Redis | None = None
         if s.redis_url:
-            self.redis = aioredis.Redis.from_url(
-                s.redis_url,
-                decode_responses=True,
-                protocol=2,
-                socket_timeout=s.redis_timeout_s,
-                socket_connect_timeout=s.redis_timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
+            self.redis = make_client(s.redis_url, s.redis_timeout_s, s.redis_pool_size)
+        self.gate = RedisGate(s.redis_pool_size, s.redis_queue_timeout_s)
+        """Shared by the rate limiter and the L2 cache: a burst queues here."""
         ttls = {META: s.cache_meta_ttl_s}
         self.hot = HotTracker(self.redis, self.breaker)
         self.cache = ChannelCache(
@@ -68,9 +65,10 @@ class ProtectionLayer:
             origin_write=broker.set_meta,
             hot=self.hot,
             op_timeout_s=s.redis_timeout_s,
+            gate=self.gate,
         )
         self.broker = ProtectedBroker(broker, self.cache, self.breaker)
-        self.limiter = RateLimiter(self.redis, self.breaker)
+        self.limiter = RateLimiter(self.redis, self.breaker, gate=self.gate)
         self.admission = Admission(s, self.limiter, self.audit, self.metrics)
         self.protection = Protection(self.admission, self.audit, self.metrics)
         self.warm = False

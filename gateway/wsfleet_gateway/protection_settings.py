@@ -75,6 +75,8 @@ class ProtectionSettings(BaseSettings):
     # --- circuit breaker ----------------------------------------------------------
     breaker_failures: int = Field(default=5, ge=1)
     """Consecutive Redis failures that open the breaker."""
+    breaker_window_s: float = Field(default=10.0, gt=0)
+    """The `breaker_failures` must all fall within this many seconds to open it."""
     breaker_reset_s: float = Field(default=5.0, gt=0)
     """Seconds the breaker stays open before a half-open probe."""
 

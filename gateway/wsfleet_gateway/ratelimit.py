@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, is_redis_failure
 
 KEY_PREFIX: Final = "wsf:rl:"
 
@@ -107,8 +108,11 @@ class RateLimiter:
         redis: aioredis.Redis | None,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.time,
+        gate: RedisGate | None = None,
     ) -> None:
         self._redis = redis
+        self.gate = gate if gate is not None else RedisGate(32, 5.0)
+        """Bounds the Redis commands in flight; a burst queues (not counted as failures)."""
         self._script: Any = redis.register_script(RATE_LUA) if redis is not None else None
         self.breaker = breaker
         self.memory = MemoryCounter()
@@ -133,9 +137,10 @@ class RateLimiter:
         keys = [f"{KEY_PREFIX}{{{name}}}:{index}", f"{KEY_PREFIX}{{{name}}}:{index - 1}"]
         args = [inc, limit, weight, int(window_s * 1000), 1 if count_rejected else 0]
         try:
-            allowed, count = await self._script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError):
-            if breaker is not None:
+            async with self.gate.slot():
+                allowed, count = await self._script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError, RedisBusyError) as exc:
+            if breaker is not None and is_redis_failure(exc):
                 breaker.record_failure()
             return local
         if breaker is not None:

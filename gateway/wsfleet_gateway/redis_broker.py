@@ -13,6 +13,10 @@
   recorded-first-entry-id, max-deleted-entry-id) and the entries after
   ``since`` atomically; `assess_recovery` decides `recovered`.
 - **meta**: a JSON object in a string key.
+- **bursts**: commands go through a `RedisGate` (``redis_pool.py``): at most
+  ``pool_size`` in flight on a bounded pool, the rest queue (up to
+  ``queue_timeout_s``, then `RedisBusyError`, which the breaker does not
+  count); the op timeout starts once a slot is held.
 - **outages**: every command is bounded by ``op_timeout_s`` (socket and
   asyncio timeouts, no client retries); failures raise
   `BrokerUnavailableError` and `available` turns False until Redis answers
@@ -46,10 +50,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsfleet_gateway.broker import (
@@ -60,6 +62,7 @@ from wsfleet_gateway.broker import (
     JSONValue,
     OnDelivery,
 )
+from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, make_client
 from wsfleet_gateway.redis_pubsub import FanoutStats, PubSubFanout
 from wsfleet_gateway.redis_streams import (
     HISTORY_LUA,
@@ -90,19 +93,16 @@ class RedisBroker:
         op_timeout_s: float = 1.0,
         ping_interval_s: float = 5.0,
         reconnect_max_s: float = 1.0,
+        pool_size: int = 32,
+        queue_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self.history_max_len = history_max_len
         self.history_max_age_ms = max(1, int(history_max_age_s * 1000))
         self.op_timeout_s = op_timeout_s
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            protocol=2,
-            socket_timeout=op_timeout_s,
-            socket_connect_timeout=op_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis: aioredis.Redis = make_client(url, op_timeout_s, pool_size)
+        self.gate = RedisGate(pool_size, queue_timeout_s)
+        """Bounds the commands in flight; a burst queues here instead of opening connections."""
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self._history_script = self._redis.register_script(HISTORY_LUA)
         self._commands_ok = True
@@ -153,19 +153,23 @@ class RedisBroker:
 
     @asynccontextmanager
     async def _op(self, what: str) -> AsyncIterator[None]:
-        """Bound a command by `op_timeout_s`; map failures to `BrokerUnavailableError`."""
-        try:
-            async with asyncio.timeout(self.op_timeout_s):
-                yield
-        except _CONNECTION_ERRORS as exc:
-            self._command_failed()
-            raise BrokerUnavailableError(
-                f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
-            ) from exc
-        except RedisError as exc:
-            raise BrokerUnavailableError(
-                f"redis error during {what}: {type(exc).__name__}: {exc}"
-            ) from exc
+        """Queue for a gate slot (`RedisBusyError` when none frees up), then bound the
+        command by `op_timeout_s`; map failures to `BrokerUnavailableError`."""
+        async with self.gate.slot():
+            try:
+                async with asyncio.timeout(self.op_timeout_s):
+                    yield
+            except MaxConnectionsError as exc:  # local congestion, Redis itself is fine
+                raise RedisBusyError(f"redis busy during {what}: {exc}") from exc
+            except _CONNECTION_ERRORS as exc:
+                self._command_failed()
+                raise BrokerUnavailableError(
+                    f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
+                ) from exc
+            except RedisError as exc:
+                raise BrokerUnavailableError(
+                    f"redis error during {what}: {type(exc).__name__}: {exc}"
+                ) from exc
         self._commands_ok = True
 
     def _command_failed(self) -> None:

@@ -76,7 +76,11 @@ class GatewaySettings(ProtectionSettings):
     linger_s: float = Field(default=5.0, ge=0)
     """Seconds a channel's broker subscription outlives its last local subscriber."""
     redis_timeout_s: float = Field(default=1.0, gt=0)
-    """Seconds before a Redis operation fails with `unavailable`."""
+    """Seconds before a Redis operation fails with `unavailable` (queueing not included)."""
+    redis_pool_size: int = Field(default=32, ge=1)
+    """Redis commands in flight at once per client (the pool holds a few more connections)."""
+    redis_queue_timeout_s: float = Field(default=5.0, gt=0)
+    """Seconds a request may queue for a Redis connection in a burst before `unavailable`."""
 
     max_message_bytes: int = Field(default=65536, ge=256)
     """Largest client frame accepted (bigger: close 1009) and admin publish body."""

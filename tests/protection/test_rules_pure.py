@@ -188,3 +188,18 @@ def test_audit_events_have_stable_names_and_no_secrets() -> None:
         "breaker_state",
     ]
     assert all(e["audit"] is True and e["node"] == "n1" for e in events)
+
+
+def test_breaker_window_forgets_old_failures() -> None:
+    clock = Clock()
+    with pytest.raises(ValueError, match="failure_window_s"):
+        CircuitBreaker(2, 1.0, failure_window_s=0)
+    b = CircuitBreaker(2, 1.0, clock=clock, failure_window_s=10.0)
+    b.record_failure()
+    clock.now += 11.0  # too long ago to count with the next one
+    b.record_failure()
+    assert b.state == CLOSED
+    clock.now += 5.0
+    b.record_failure()  # two within the window
+    assert b.state == OPEN
+    assert b.opened_total == 1
