@@ -19,6 +19,7 @@ import structlog
 import uvloop
 
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.gctune import GcSettings, GcTuner
 from wsfleet_gateway.jwt_auth import AuthConfigError
 from wsfleet_gateway.logs import configure_logging
 from wsfleet_gateway.settings import GatewaySettings
@@ -75,14 +76,21 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     return GatewaySettings(**overrides)
 
 
-async def serve(settings: GatewaySettings) -> int:
+async def serve(settings: GatewaySettings, gc_settings: GcSettings | None = None) -> int:
     """Run a gateway until SIGTERM/SIGINT, drain, stop; returns the exit code.
 
     A second signal during the drain cuts it short (clients closed with 1001).
+    `gc_settings` (the process entry point passes them; None = leave the GC
+    alone) tune this process's garbage collector once the gateway listens.
     """
     gateway = Gateway(settings)
     await gateway.start()
     loop = asyncio.get_running_loop()
+    tuning: asyncio.Task[None] | None = None
+    if gc_settings is not None:
+        tuner = GcTuner(gc_settings, lambda: gateway.connections)
+        tuner.apply()
+        tuning = loop.create_task(tuner.run(), name="gc-tuning")
     stop = asyncio.Event()
     drain: asyncio.Task[object] | None = None
 
@@ -107,6 +115,10 @@ async def serve(settings: GatewaySettings) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await drain
     finally:
+        if tuning is not None:
+            tuning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tuning
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await gateway.stop()
@@ -118,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.log_json)
     try:
-        return uvloop.run(serve(settings))
+        return uvloop.run(serve(settings, GcSettings()))
     except AuthConfigError as exc:
         log.error("gateway_refused_to_start", reason=str(exc))
         print(f"wsfleet gateway: refusing to start: {exc}", file=sys.stderr, flush=True)

@@ -36,6 +36,8 @@ MAX_TOKEN_BYTES: Final = 8192
 MIN_SECRET_BYTES: Final = 32
 MAX_PATTERNS: Final = 256
 MAX_PATTERN_LEN: Final = 256
+MAX_SHARED_PATTERN_SETS: Final = 4096
+"""Distinct channel-pattern sets kept for sharing (then new sets are simply not shared)."""
 NO_AUTH_WARNING: Final = (
     "AUTHENTICATION IS DISABLED (WSFLEET_AUTH=disabled / --no-auth): anyone can connect, "
     "join and publish to every channel. Development only; never expose this gateway."
@@ -82,6 +84,8 @@ class JwtAuthenticator:
         self._leeway_s = leeway_s
         required = ["exp", "sub"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
         self._options: Options = {"require": required}
+        self._patterns: dict[tuple[str, ...], tuple[str, ...]] = {}
+        """Channel-pattern tuples shared by every connection with the same claim."""
 
     def __repr__(self) -> str:  # never show the key
         return f"JwtAuthenticator(algorithm={self.algorithm!r})"
@@ -134,10 +138,17 @@ class JwtAuthenticator:
             or not all(isinstance(p, str) and 0 < len(p) <= MAX_PATTERN_LEN for p in patterns)
         ):
             raise Unauthorized("the 'channels' claim must be a list of glob patterns")
+        channels = tuple(patterns)
+        shared = self._patterns.get(channels)
+        if shared is None:
+            shared = channels = tuple(sys.intern(p) for p in channels)
+            if len(self._patterns) < MAX_SHARED_PATTERN_SETS:
+                self._patterns[channels] = channels
+        # the decoded claims are dropped by the caller: the Principal keeps shared parts only
         return Principal(
             user=sub,
-            tier=tier,
-            channels=tuple(patterns),
+            tier=sys.intern(tier),
+            channels=shared,
             max_channels=self.quotas.limit_for(tier),
         )
 

@@ -8,6 +8,14 @@
 - **live fan-out**: `PubSubFanout` (``redis_pubsub.py``) — one pub/sub
   connection per pod, one ref-counted, lingering subscription per channel,
   reconnect with catch-up from the stream.
+- **history ring** (``history_ring.py``): for a channel attached on this pod
+  (subscribed and caught up), the most recent messages are kept in process,
+  seeded by the first history read without ``since`` and then fed by the
+  pub/sub reader's ordered dispatch (its reconnect catch-up included). A
+  history read the ring can vouch for makes no Redis round trip, so a switch
+  between attached channels costs none. The ring is dropped when the
+  subscription expires or continuity is in doubt (a catch-up that finds the
+  stream trimmed past the last dispatched offset), and re-seeded later.
 - **history**: one Lua script trims by age (as a publish would), then reads
   the stream's bookkeeping (``XINFO STREAM``: entries-added,
   recorded-first-entry-id, max-deleted-entry-id) and the entries after
@@ -44,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -61,12 +70,15 @@ from wsfleet_gateway.broker import (
     History,
     JSONValue,
     OnDelivery,
+    parse_offset,
 )
+from wsfleet_gateway.history_ring import HistoryRings
 from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, make_client
 from wsfleet_gateway.redis_pubsub import FanoutStats, PubSubFanout
 from wsfleet_gateway.redis_streams import (
     HISTORY_LUA,
     PUBLISH_LUA,
+    StreamState,
     assess_recovery,
     check_since,
     delivery_from_entry,
@@ -95,6 +107,8 @@ class RedisBroker:
         reconnect_max_s: float = 1.0,
         pool_size: int = 32,
         queue_timeout_s: float = 5.0,
+        ring_capacity: int = 64,
+        ring_max_bytes: int = 16 << 20,
     ) -> None:
         self.url = url
         self.history_max_len = history_max_len
@@ -108,6 +122,10 @@ class RedisBroker:
         self._commands_ok = True
         self._probe: asyncio.Task[None] | None = None
         self._closed = False
+        self.rings = HistoryRings(
+            ring_capacity, ring_max_bytes, self.history_max_age_ms, history_max_len
+        )
+        """Recent messages of attached channels (history reads without Redis)."""
         self._fanout = PubSubFanout(
             self._pubsub_connection,
             self,
@@ -115,6 +133,7 @@ class RedisBroker:
             op_timeout_s=op_timeout_s,
             ping_interval_s=ping_interval_s,
             backoff_max_s=reconnect_max_s,
+            on_discontinuity=self.rings.invalidate,
         )
 
     def _pubsub_connection(self) -> AbstractConnection:
@@ -126,7 +145,13 @@ class RedisBroker:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self, on_delivery: OnDelivery) -> None:
-        await self._fanout.start(on_delivery)
+        append = self.rings.append
+
+        def deliver(delivery: Delivery) -> None:
+            append(delivery)
+            on_delivery(delivery)
+
+        await self._fanout.start(deliver)
 
     async def close(self) -> None:
         self._closed = True
@@ -136,6 +161,7 @@ class RedisBroker:
                 await self._probe
             self._probe = None
         await self._fanout.close()
+        self.rings.clear()
         await self._redis.aclose()
 
     @property
@@ -196,6 +222,7 @@ class RedisBroker:
                 args=[data_json, self.history_max_len, self.history_max_age_ms],
             )
         offset = str(offset)
+        self.rings.published(channel, parse_offset(offset))
         return Delivery(channel, offset, data_json, ts_of(offset))
 
     async def attach(self, channel: str) -> None:
@@ -206,16 +233,34 @@ class RedisBroker:
 
     async def history(self, channel: str, since: str | None, limit: int) -> History:
         limit = max(0, limit)
-        if since is not None:
-            check_since(since)
+        since_key = None if since is None else check_since(since)
+        seed = False
+        token: object = None
+        if self._fanout.is_ready(channel):
+            hit = self.rings.read(channel, since_key, limit, time.time_ns() // 1_000_000)
+            if hit is not None:
+                return hit
+            seed = since is None and channel not in self.rings
         count = limit if since is None else limit + 1
-        async with self._op("history"):
-            reply = await self._history_script(
-                keys=[stream_key(channel)], args=[since or "", count, self.history_max_age_ms]
-            )
+        if seed:
+            count = max(count, self.rings.capacity)
+            token = self.rings.begin_seed(channel)
+        try:
+            async with self._op("history"):
+                reply = await self._history_script(
+                    keys=[stream_key(channel)], args=[since or "", count, self.history_max_age_ms]
+                )
+        except BaseException:
+            if seed:
+                self.rings.abort_seed(channel, token)
+            raise
         state, rows = parse_history_reply(reply)
-        messages = [delivery_from_entry(channel, row) for row in reversed(rows[:limit])]
         offset = state.last_id if state.exists else ZERO_OFFSET
+        if seed:
+            read = [delivery_from_entry(channel, row) for row in reversed(rows)]
+            self.rings.seed(channel, History(read, offset, True), limit, count, token)
+            return History(read[max(0, len(read) - limit) :] if limit else [], offset, True)
+        messages = [delivery_from_entry(channel, row) for row in reversed(rows[:limit])]
         if since is None:
             return History(messages, offset, True)
         return History(messages, offset, assess_recovery(state, since, len(rows), limit))
@@ -238,7 +283,34 @@ class RedisBroker:
     async def read_after(self, channel: str, offset: str, count: int) -> list[Delivery]:
         async with self._op("catch_up"):
             rows = await self._redis.xrange(stream_key(channel), f"({offset}", "+", count=count)
+            if channel in self.rings:
+                await self._check_not_trimmed(channel, offset)
         return [delivery_from_entry(channel, row) for row in rows or []]
+
+    async def _check_not_trimmed(self, channel: str, offset: str) -> None:
+        """Drop the channel's ring when entries after `offset` may have been trimmed.
+
+        Asked after the read: whatever the read could not see was trimmed before
+        it, so the stream's bookkeeping then shows it (a later trim only makes
+        this conservative).
+        """
+        try:
+            info = await self._redis.xinfo_stream(stream_key(channel))
+        except RedisError as exc:
+            if "no such key" not in str(exc).lower():
+                raise
+            self.rings.invalidate(channel)
+            return
+        state = StreamState(
+            exists=True,
+            length=int(info.get("length") or 0),
+            entries_added=int(info.get("entries-added") or 0),
+            first_id=str(info.get("recorded-first-entry-id") or ZERO_OFFSET),
+            last_id=str(info.get("last-generated-id") or ZERO_OFFSET),
+            max_deleted_id=str(info.get("max-deleted-entry-id") or ZERO_OFFSET),
+        )
+        if not assess_recovery(state, offset, 0, 0):
+            self.rings.invalidate(channel)
 
     async def latest_offset(self, channel: str) -> str:
         async with self._op("latest_offset"):

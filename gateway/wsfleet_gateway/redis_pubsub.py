@@ -97,8 +97,11 @@ class PubSubFanout:
         ping_interval_s: float = 5.0,
         backoff_min_s: float = 0.05,
         backoff_max_s: float = 1.0,
+        on_discontinuity: Callable[[str], None] | None = None,
     ) -> None:
         self._connect = connect
+        self._on_discontinuity = on_discontinuity
+        """Called with a channel whose dispatched sequence stops being continuous."""
         self._streams = streams
         self.linger_s = linger_s
         self.op_timeout_s = op_timeout_s
@@ -125,6 +128,11 @@ class PubSubFanout:
     def live(self) -> bool:
         """True while the connection is up and every channel is subscribed."""
         return self._live
+
+    def is_ready(self, channel: str) -> bool:
+        """True while `channel` is subscribed on the live connection and caught up."""
+        sub = self._subs.get(channel)
+        return sub is not None and sub.ready and self._live
 
     def channels(self) -> dict[str, int]:
         """Subscribed (or lingering) channel → local reference count."""
@@ -207,6 +215,7 @@ class PubSubFanout:
             return
         del self._subs[sub.channel]
         del self._by_name[sub.name]
+        self._discontinuity(sub.channel)
         if sub.activation is not None and not sub.activation.done():
             sub.activation.cancel()
         conn = self._conn
@@ -302,6 +311,7 @@ class PubSubFanout:
 
     async def _catch_up(self, sub: _Sub) -> None:
         if sub.last is None:
+            self._discontinuity(sub.channel)
             sub.last = parse_offset(await self._streams.latest_offset(sub.channel))
             return
         while True:
@@ -390,6 +400,10 @@ class PubSubFanout:
             log.exception("redis_on_delivery_failed", channel=sub.channel)
 
     # -- helpers -----------------------------------------------------------
+
+    def _discontinuity(self, channel: str) -> None:
+        if self._on_discontinuity is not None:
+            self._on_discontinuity(channel)
 
     async def _send(self, conn: AbstractConnection, *args: str) -> None:
         # never let a dropped connection object reconnect by itself on send

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any, cast
 
 import structlog
@@ -63,6 +66,8 @@ log = structlog.get_logger("wsfleet_gateway.server")
 
 WS_PATH = "/ws"
 CLOSE_IDLE = 1000
+SWEEP_SLICE = 256
+"""Connections one heartbeat slice checks before yielding to the event loop."""
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
@@ -89,6 +94,8 @@ _DATA = frozenset((WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION))
 _DISCARD = ord("D")
 """First byte of `_fragments` while a rate-limited fragmented message is skipped."""
 BANDWIDTH = "bandwidth"
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+"""What a listener holds once its upgrade headers are no longer needed (shared)."""
 _monotonic = time.monotonic
 
 
@@ -123,13 +130,14 @@ class ConnectionListener(WSListener):
         server: WsServer,
         principal: Principal | None,
         auth_error: str = "",
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.server = server
         self.last_seen = _monotonic()
         self.principal = principal
         self.auth_error = auth_error
-        self.headers = headers or {}
+        self.headers = headers or _NO_HEADERS
+        """Upgrade headers until the connection is set up (then dropped)."""
         self.ip = ""
         self.session: Session | None = None
         self.transport: WSTransport | None = None
@@ -141,6 +149,7 @@ class ConnectionListener(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        headers, self.headers = self.headers, _NO_HEADERS
         server = self.server
         protection = server.protection
         if protection is None:
@@ -153,8 +162,9 @@ class ConnectionListener(WSListener):
             return
         s = server.ctx.settings
         underlying = transport.underlying_transport
-        self.ip = client_ip(
-            underlying.get_extra_info("peername"), self.headers, s.trust_forwarded_for
+        # interned: connections from one address (a load balancer, a NAT) share the string
+        self.ip = sys.intern(
+            client_ip(underlying.get_extra_info("peername"), headers, s.trust_forwarded_for)
         )
         if node_full(len(server.listeners), len(server.admitting), s.max_connections):
             user = self.principal.user if self.principal is not None else None
@@ -411,7 +421,8 @@ class WsServer:
                 503, b"draining: reconnect", extra_headers={"Retry-After": "1"}
             )
             return WSUpgradeResponseWithListener(response, None)
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        # picows' case-insensitive multidict, used as is: no per-connection copy
+        headers: Mapping[str, str] = request.headers
         auth_error = ""
         try:
             principal: Principal | None = self.authenticator(path, headers)
@@ -441,14 +452,24 @@ class WsServer:
         interval = min(max(min(s.heartbeat_s, s.idle_timeout_s) / 4, 0.05), 5.0)
         while True:
             await asyncio.sleep(interval)
-            self.sweep(_monotonic())
+            # In slices, yielding between them: with 10k quiet connections a
+            # single pass (and its burst of pings) would stall every request.
+            items = list(self.listeners.items())
+            for start in range(0, len(items), SWEEP_SLICE):
+                self._sweep_items(items[start : start + SWEEP_SLICE], _monotonic())
+                await asyncio.sleep(0)
 
     def sweep(self, now: float) -> None:
         """Ping connections quiet for ``heartbeat_s``; close those quiet for ``idle_timeout_s``."""
+        self._sweep_items(list(self.listeners.items()), now)
+
+    def _sweep_items(self, items: list[tuple[Any, ConnectionListener]], now: float) -> None:
         s = self.ctx.settings
         ping_before = now - s.heartbeat_s
         drop_before = now - s.idle_timeout_s
-        for transport, listener in list(self.listeners.items()):
+        for transport, listener in items:
+            if transport not in self.listeners:
+                continue  # closed while an earlier slice ran
             last_seen = listener.last_seen
             if last_seen >= ping_before:
                 continue

@@ -89,7 +89,7 @@ class SessionContext:
 class Session:
     """The protocol state of one connection (see the module docstring)."""
 
-    __slots__ = ("_queue", "closed", "ctx", "id", "principal", "send", "subscriptions")
+    __slots__ = ("_queue", "_subscriptions", "closed", "ctx", "id", "principal", "send")
 
     def __init__(
         self, ctx: SessionContext, principal: Principal, send: SendFrame, conn_id: str
@@ -98,10 +98,19 @@ class Session:
         self.principal = principal
         self.send = send
         self.id = conn_id
-        self.subscriptions: dict[str, Subscription] = {}
+        self._subscriptions: dict[str, Subscription] | None = None
         self.closed = False
         self._queue: deque[Request] | None = None
         ctx.sessions.add(self)
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        """Channel → subscription (owned by the hub); allocated on first use, so an idle
+        connection that never subscribed holds no dict."""
+        subs = self._subscriptions
+        if subs is None:
+            subs = self._subscriptions = {}
+        return subs
 
     # --- input -------------------------------------------------------------------
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from tests.support.waiting import wait_until
 from wsfleet.bench.figures import cache_counts
+from wsfleet.bench.probes import (
+    GcPauses,
+    LoopLag,
+    calm_gc,
+    percentile,
+    probe_figures,
+    release_gc,
+)
 from wsfleet.bench.results import summarise, to_markdown
 from wsfleet.bench.suite import SuiteConfig
 
@@ -62,7 +75,9 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "t.json").read_text())
     assert doc["schema"] == "wsfleet.bench/v1"
     assert doc["provenance"]["commit"]
-    for key in ("idle_kb_per_conn", "connect_per_s", "deliveries_per_s", "switch_p99_ms"):
+    keys = ("idle_kb_per_conn", "connect_per_s", "deliveries_per_s", "switch_p99_ms")
+    keys += ("idle_switch_p99_ms", "background_dps")  # background: from its own process
+    for key in keys:
         for kind in ("baseline", "gateway-off", "gateway"):
             value = doc["figures"][key]["values"][kind]["median"]
             assert (value or 0) > 0, (key, kind, value)
@@ -87,3 +102,39 @@ def test_cache_counts_per_layer_from_the_metrics_text() -> None:
     )
     assert cache_counts(text) == {"l1_total": 8.0, "l1_hit": 5.0, "l2_total": 3.0, "l2_hit": 2.0}
     assert cache_counts('wsfleet_deliveries_total{node="n"} 9.0') is None
+
+
+def test_percentile_is_nearest_rank() -> None:
+    samples = [float(i) for i in range(1, 101)]
+    assert percentile(samples, 0.5) == 51.0
+    assert percentile(samples, 0.99) == 100.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_calm_gc_freezes_and_release_gc_undoes_it() -> None:
+    before = gc.get_threshold()
+    saved = calm_gc(gen0=12_345)
+    try:
+        assert saved == before
+        assert gc.get_threshold()[0] == 12_345
+        assert gc.get_freeze_count() > 0
+    finally:
+        release_gc(saved)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+async def test_probes_see_gc_pauses_and_loop_stalls() -> None:
+    with GcPauses() as pauses:
+        async with LoopLag() as lag:
+            await asyncio.sleep(0)  # the probe takes its first timer
+            gc.collect()
+            stall_until = time.perf_counter() + 0.02  # a stall of this loop, to be seen
+            while time.perf_counter() < stall_until:
+                pass
+            await wait_until(lambda: lag.lags_s, timeout_s=30, message="a lag sample")
+    figures = probe_figures("x", lag, pauses)
+    assert pauses.by_generation.get(2, 0) >= 1
+    assert figures["x_load_gc_gen2"] >= 1
+    assert figures["x_load_lag_max_ms"] >= 15.0
+    assert gc.callbacks.count(pauses._callback) == 0

@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wsfleet.bench.background import BackgroundPlan, BackgroundTraffic
+from wsfleet.bench.probes import GcPauses, LoopLag, percentile, probe_figures
 from wsfleet.loadtest.connection import LoadConnection
 from wsfleet.loadtest.engine import Engine
 from wsfleet.loadtest.options import ScenarioOptions
@@ -87,6 +89,76 @@ async def open_idle(
     return figures, IdleFleet(engine, conns)
 
 
+async def _switch_run(
+    engine: Engine,
+    movers: list[LoadConnection],
+    channel_prefix: str,
+    duration_s: float,
+    think_s: float,
+    coordinators: int = 0,
+) -> tuple[dict[str, float], float, LoopLag, GcPauses]:
+    """Movers switch round 15 channels (coordinators publish meanwhile); latency figures."""
+    for index, conn in enumerate(movers):
+        await engine.call(conn, "subscribe", channel=f"{channel_prefix}-{index}-0")
+    engine.deadline = time.perf_counter() + duration_s
+    switch = engine.stats.latency("switch")
+    switch_before = switch.count
+
+    async def mover(index: int, conn: LoadConnection) -> None:
+        current = 0
+        while not engine.should_stop():
+            nxt = (current + 1) % 15
+            await engine.call(
+                conn,
+                "switch",
+                **{
+                    "from": f"{channel_prefix}-{index}-{current}",
+                    "to": f"{channel_prefix}-{index}-{nxt}",
+                },
+            )
+            current = nxt
+            await engine.pause(think_s)
+
+    started = time.perf_counter()
+    with GcPauses() as pauses:
+        async with LoopLag() as lag, asyncio.TaskGroup() as group:
+            for i in range(coordinators):
+                group.create_task(
+                    run_coordinator(engine, f"bg-{i}", i, lambda: 0, phase=i / coordinators)
+                )
+            for i, conn in enumerate(movers):
+                group.create_task(mover(i, conn))
+    span = time.perf_counter() - started
+    fresh = switch.samples[switch_before:] if switch.count <= switch.cap else switch.samples
+    return (
+        {
+            "p50_ms": percentile(fresh, 0.5) * 1e3,
+            "p99_ms": percentile(fresh, 0.99) * 1e3,
+            "switches": float(len(fresh)),
+        },
+        span,
+        lag,
+        pauses,
+    )
+
+
+async def switch_idle(
+    fleet: IdleFleet, switchers: int, duration_s: float, think_s: float = 0.01
+) -> dict[str, float | str]:
+    """Switch latency of `switchers` clients with the fleet open and no other traffic."""
+    engine = fleet.engine
+    errors_before = dict(engine.stats.errors)
+    movers = fleet.conns[-switchers:] if switchers else []
+    result, _span, lag, pauses = await _switch_run(engine, movers, "swi", duration_s, think_s)
+    return {
+        "idle_switch_p50_ms": result["p50_ms"],
+        "idle_switch_p99_ms": result["p99_ms"],
+        "idle_switches": result["switches"],
+        **probe_figures("idle_switch", lag, pauses),
+        "idle_switch_errors": error_summary(engine, errors_before),
+    }
+
+
 async def switch_under_load(
     fleet: IdleFleet,
     background_dps: float,
@@ -94,8 +166,15 @@ async def switch_under_load(
     duration_s: float,
     subscribers_per_channel: int = 100,
     think_s: float = 0.01,
+    separate_process: bool = True,
+    jwt_secret: str | None = None,
 ) -> dict[str, float | str]:
-    """Switch latency of `switchers` clients while `background_dps` deliveries/s flow."""
+    """Switch latency of `switchers` clients while `background_dps` deliveries/s flow.
+
+    With `separate_process` the subscribers and publishers of the background
+    live in a child process (replacing as many idle connections, so the count
+    open stays the same); otherwise they are idle connections of this process.
+    """
     engine = fleet.engine
     stats = engine.stats
     errors_before = dict(stats.errors)
@@ -103,49 +182,46 @@ async def switch_under_load(
     channels = max(1, min(20, len(pool) // (2 * subscribers_per_channel)))
     subs = min(subscribers_per_channel, max(1, (len(pool) - switchers) // channels))
     rate = background_dps / (channels * subs)
-    subscribers = pool[: channels * subs]
-    movers = pool[channels * subs : channels * subs + switchers]
-    await asyncio.gather(
-        *(
-            engine.call(conn, "subscribe", channel=f"bg-{i % channels}")
-            for i, conn in enumerate(subscribers)
-        )
-    )
-    for mover_index, conn in enumerate(movers):
-        await engine.call(conn, "subscribe", channel=f"sw-{mover_index}-0")
-    engine.options.publish_rate = rate
-    engine.deadline = time.perf_counter() + duration_s
-    switch = stats.latency("switch")
-    switch_before = switch.count
-    delivered_before = stats.delivered
-    started = time.perf_counter()
-
-    async def mover(index: int, conn: LoadConnection) -> None:
-        current = 0
-        while not engine.should_stop():
-            nxt = (current + 1) % 15
-            await engine.call(
-                conn, "switch", **{"from": f"sw-{index}-{current}", "to": f"sw-{index}-{nxt}"}
+    if not separate_process:
+        subscribers = pool[: channels * subs]
+        movers = pool[channels * subs : channels * subs + switchers]
+        await asyncio.gather(
+            *(
+                engine.call(conn, "subscribe", channel=f"bg-{i % channels}")
+                for i, conn in enumerate(subscribers)
             )
-            current = nxt
-            await engine.pause(think_s)
-
-    async with asyncio.TaskGroup() as group:
-        for i in range(channels):
-            group.create_task(run_coordinator(engine, f"bg-{i}", i, lambda: 0))
-        for i, conn in enumerate(movers):
-            group.create_task(mover(i, conn))
-    span = time.perf_counter() - started
-    fresh = switch.samples[switch_before:] if switch.count <= switch.cap else switch.samples
-    ordered = sorted(fresh)
+        )
+        engine.options.publish_rate = rate
+        delivered_before = stats.delivered
+        result, span, lag, pauses = await _switch_run(
+            engine, movers, "sw", duration_s, think_s, coordinators=channels
+        )
+        achieved = (stats.delivered - delivered_before) / span if span > 0 else 0.0
+        background_errors = ""
+    else:
+        plan = BackgroundPlan(engine.url, channels, subs, rate, jwt_secret)
+        replaced = pool[: plan.connections]
+        movers = pool[plan.connections : plan.connections + switchers]
+        for conn in replaced:
+            engine.close(conn)
+        fleet.conns = pool[plan.connections :]
+        background = BackgroundTraffic(plan)
+        try:
+            await background.ready()
+            background.start()
+            result, span, lag, pauses = await _switch_run(engine, movers, "sw", duration_s, think_s)
+            achieved, background_errors = await background.finish()
+        finally:
+            await asyncio.to_thread(background.close)
     return {
-        "switch_p50_ms": ordered[len(ordered) // 2] * 1e3 if ordered else float("nan"),
-        "switch_p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3
-        if ordered
-        else float("nan"),
-        "switches": float(len(ordered)),
-        "background_dps": (stats.delivered - delivered_before) / span if span > 0 else 0.0,
-        "switch_errors": error_summary(engine, errors_before),
+        "switch_p50_ms": result["p50_ms"],
+        "switch_p99_ms": result["p99_ms"],
+        "switches": result["switches"],
+        "background_dps": achieved,
+        **probe_figures("switch", lag, pauses),
+        "switch_errors": ",".join(
+            e for e in (error_summary(engine, errors_before), background_errors) if e
+        ),
     }
 
 

@@ -41,6 +41,14 @@ def figure_table(config: SuiteConfig) -> list[Figure]:
             "higher",
             (">=", 150_000),
         ),
+        Figure("idle_switch_p50_ms", f"switch p50 with {n} conns open, no traffic", "ms", "lower"),
+        Figure(
+            "idle_switch_p99_ms",
+            f"switch p99 with {n} conns open, no traffic",
+            "ms",
+            "lower",
+            ("<=", 5),
+        ),
         Figure(
             "switch_p50_ms",
             f"switch p50 at {n} conns, {config.background_dps:,.0f} deliveries/s",
@@ -55,6 +63,18 @@ def figure_table(config: SuiteConfig) -> list[Figure]:
             ("<=", 5),
         ),
         Figure("background_dps", "background deliveries/s achieved", "deliveries/s", "higher"),
+        Figure(
+            "switch_load_lag_max_ms",
+            "load process: worst loop stall during switch under traffic",
+            "ms",
+            "lower",
+        ),
+        Figure(
+            "switch_load_gc_max_ms",
+            "load process: longest GC pause during switch under traffic",
+            "ms",
+            "lower",
+        ),
         Figure("delivery_p50_ms", "publish-to-delivery p50, same node", "ms", "lower"),
         Figure("delivery_p99_ms", "publish-to-delivery p99, same node", "ms", "lower"),
         Figure(

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +74,8 @@ class ServerProcess:
     ready: dict[str, Any] = field(default_factory=dict)
     output: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200))
     env_drop: tuple[str, ...] = ()
+    log_path: str | None = None
+    """The child's stdout and stderr (a temporary file, removed by `stop`)."""
     """Prefixes of inherited env vars not passed on (e.g. ``COVERAGE_``: measure untraced)."""
 
     @property
@@ -94,31 +97,38 @@ class ServerProcess:
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(self.env_drop or ("\0",))}
         env.update(self.env)
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            preexec_fn=pin_to(self.cpu),  # only sets CPU affinity
-        )
+        # Output to a file, not a pipe: a pipe needs a reader thread in the load
+        # process, and a chatty server (audit lines) would then cost the load GIL time.
+        fd, path = tempfile.mkstemp(prefix=f"wsfleet-bench-{self.kind}-", suffix=".log")
+        self.log_path = path
+        with os.fdopen(fd, "w") as sink:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=env,
+                preexec_fn=pin_to(self.cpu),  # only sets CPU affinity
+            )
         found = threading.Event()
-        stdout = self.proc.stdout
-        assert stdout is not None
-
-        def read() -> None:
-            with contextlib.suppress(ValueError, OSError):  # closed by stop()
-                for line in stdout:
-                    self._seen(line, found)
-
-        threading.Thread(target=read, name=f"bench-{self.kind}-output", daemon=True).start()
         deadline = time.monotonic() + timeout_s
-        while not found.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(self.output)
-                self.stop()
-                raise RuntimeError(f"{self.kind} server did not become ready:\n{tail}")
+        with open(path, encoding="utf-8", errors="replace") as source:
+            pending = ""
+            while not found.is_set():
+                chunk = source.read()
+                pending += chunk
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    self._seen(line, found)
+                if found.is_set():
+                    break
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    tail = "\n".join(self.output)
+                    self.stop()
+                    raise RuntimeError(f"{self.kind} server did not become ready:\n{tail}")
+                if not chunk:
+                    time.sleep(0.05)  # polling the child's output file for its ready line
         return self
 
     def _seen(self, line: str, found: threading.Event) -> None:
@@ -137,9 +147,11 @@ class ServerProcess:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)  # type: ignore[arg-type]
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
             self.proc = None
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
+            self.log_path = None
 
     def __enter__(self) -> ServerProcess:
         return self.start()

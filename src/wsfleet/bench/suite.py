@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wsfleet.bench import figures
+from wsfleet.bench import figures, probes
 from wsfleet.bench.servers import (
     BASELINE,
     GATEWAY,
@@ -58,6 +58,10 @@ class SuiteConfig:
     photographer_duration_s: float = 6.0
     runs: int = 3
     kinds: tuple[str, ...] = KINDS
+    load_gc_tune: bool = True
+    """Freeze the load process's long-lived objects after opening the fleet (all kinds)."""
+    background_process: bool = True
+    """Background traffic of the switch figure in its own load process (all kinds)."""
 
     @classmethod
     def quick(cls) -> SuiteConfig:
@@ -139,15 +143,25 @@ async def measure_server(
             server.ws_url, config.idle_connections, server.rss, secret
         )
         out.update(idle)
+        saved_gc = probes.calm_gc() if config.load_gc_tune else None
         try:
+            log(f"  {kind}: switch latency with {config.idle_connections} connections open")
+            out.update(await figures.switch_idle(fleet, config.switchers, config.switch_duration_s))
             log(f"  {kind}: switch latency under {config.background_dps:.0f} deliveries/s")
             out.update(
                 await figures.switch_under_load(
-                    fleet, config.background_dps, config.switchers, config.switch_duration_s
+                    fleet,
+                    config.background_dps,
+                    config.switchers,
+                    config.switch_duration_s,
+                    separate_process=config.background_process,
+                    jwt_secret=secret,
                 )
             )
         finally:
             await fleet.engine.close_all()
+            if saved_gc is not None:
+                probes.release_gc(saved_gc)
         log(f"  {kind}: fan-out to {config.fanout_subscribers} subscribers")
         out.update(
             await figures.fanout(

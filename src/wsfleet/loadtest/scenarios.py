@@ -97,9 +97,17 @@ async def photographer(engine: Engine) -> None:
 
 
 async def run_coordinator(
-    engine: Engine, channel: str, sender: int, subscribers: Callable[[], int]
+    engine: Engine,
+    channel: str,
+    sender: int,
+    subscribers: Callable[[], int],
+    phase: float = 0.0,
 ) -> None:
-    """Publish to `channel` at the configured rate without waiting for each reply."""
+    """Publish to `channel` at the configured rate without waiting for each reply.
+
+    `phase` (0..1) delays the first publish by that share of one interval, so
+    coordinators started together spread their publishes instead of bursting.
+    """
     opts = engine.options
     conn = await engine.open()
     if conn is None:
@@ -113,6 +121,9 @@ async def run_coordinator(
 
     interval = 1.0 / opts.publish_rate if opts.publish_rate > 0 else float("inf")
     next_at = time.perf_counter()
+    if phase > 0 and interval != float("inf"):
+        next_at += phase * interval
+        await engine.pause(phase * interval)
     seq = 0
     pending: list[asyncio.Future[dict[str, Any]]] = []
     try:
