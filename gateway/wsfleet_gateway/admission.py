@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from wsfleet_gateway.audit import AuditLog
 from wsfleet_gateway.auth import Principal
@@ -93,15 +93,9 @@ class Admission:
         self.limiter = limiter
         self.audit = audit
         self.metrics = metrics
-        self._children: dict[str, Any] = {}
 
     def _count(self, decision: Decision) -> Decision:
-        child = self._children.get(decision.reason)
-        if child is None:  # label lookups once per result, not per connection
-            child = self._children[decision.reason] = self.metrics.admissions.labels(
-                result=decision.reason
-            )
-        child.inc()
+        self.metrics.admission_results.inc(decision.reason)
         return decision
 
     def reject_full(self, ip: str, user: str | None) -> Decision:

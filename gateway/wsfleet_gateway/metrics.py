@@ -58,6 +58,26 @@ METRIC_NAMES: Final = (
 )
 
 
+class LabelledCounter:
+    """A labelled counter whose children are looked up once per label set.
+
+    ``counter.labels(...)`` costs a lock and a dict lookup; hot paths count
+    through this instead.
+    """
+
+    __slots__ = ("_children", "counter")
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._children: dict[tuple[str, ...], Counter] = {}
+
+    def inc(self, *labels: str) -> None:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self.counter.labels(*labels)
+        child.inc()
+
+
 class GatewayMetrics:
     """All metrics of one gateway, registered in `registry`."""
 
@@ -115,14 +135,11 @@ class GatewayMetrics:
             "Connections closed with 1001 at the end of a drain's grace period.",
             registry=r,
         )
-        self._rejection_children: dict[str, Counter] = {}
+        self._rejections = LabelledCounter(self.rejections)
 
     def reject(self, reason: str) -> None:
         """Count one rejection (children cached: no label lookup per call)."""
-        child = self._rejection_children.get(reason)
-        if child is None:
-            child = self._rejection_children[reason] = self.rejections.labels(reason=reason)
-        child.inc()
+        self._rejections.inc(reason)
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""

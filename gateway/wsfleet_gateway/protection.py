@@ -43,7 +43,7 @@ class ProtectionLayer:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics, broker: Broker) -> None:
         s = settings
         self.settings = settings
-        self.metrics = ProtectionMetrics(metrics.registry, metrics.cache_requests)
+        self.metrics = ProtectionMetrics(metrics)
         self.audit = AuditLog(s.node_name)
         self.breaker = CircuitBreaker(
             s.breaker_failures, s.breaker_reset_s, failure_window_s=s.breaker_window_s

@@ -1,17 +1,18 @@
 """Prometheus metrics of the protection layer and the channel cache.
 
-Registered in the gateway's own registry next to `GatewayMetrics`; the
-cache request counter is the contract's ``wsfleet_cache_requests_total``
-(shared with `GatewayMetrics.cache_requests` when given).
+Registered in the gateway's own registry next to `GatewayMetrics`; cache
+lookups count in the contract's ``wsfleet_cache_requests_total``, which
+`GatewayMetrics` owns.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from wsfleet_gateway.breaker import CLOSED, HALF_OPEN, OPEN
+from wsfleet_gateway.metrics import GatewayMetrics, LabelledCounter
 
 CACHE_BUCKETS_S = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
@@ -20,14 +21,10 @@ BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 class ProtectionMetrics:
     """Cache, breaker, slow-consumer and admission metrics."""
 
-    def __init__(self, registry: CollectorRegistry, cache_requests: Counter | None = None) -> None:
-        r = registry
-        self.cache_requests: Any = cache_requests or Counter(
-            "wsfleet_cache_requests",
-            "Channel cache lookups by layer (l1, l2) and result (hit, miss, stale, eviction).",
-            ["layer", "result"],
-            registry=r,
-        )
+    def __init__(self, gateway: GatewayMetrics) -> None:
+        r = gateway.registry
+        self.cache_requests: Any = gateway.cache_requests
+        self._cache = LabelledCounter(gateway.cache_requests)
         self.cache_lookup_seconds = Histogram(
             "wsfleet_cache_lookup_seconds",
             "Time of one channel cache lookup through L1 (and L2 on a miss), seconds.",
@@ -63,15 +60,10 @@ class ProtectionMetrics:
             ["result"],
             registry=r,
         )
-        self._children: dict[tuple[str, str], Any] = {}
+        self.admission_results = LabelledCounter(self.admissions)
 
     def cache(self, layer: str, result: str) -> None:
-        child = self._children.get((layer, result))
-        if child is None:
-            child = self._children[(layer, result)] = self.cache_requests.labels(
-                layer=layer, result=result
-            )
-        child.inc()
+        self._cache.inc(layer, result)
 
     def breaker_changed(self, old: str, new: str) -> None:
         self.breaker_state.set(BREAKER_VALUES.get(new, 0))

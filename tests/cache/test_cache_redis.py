@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry
 from wsfleet_gateway.breaker import CircuitBreaker
 from wsfleet_gateway.broker import BrokerUnavailableError
 from wsfleet_gateway.cache import META, L1Cache
 from wsfleet_gateway.cache_layers import ChannelCache
+from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.prewarm import HOT_KEY, HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
 
@@ -37,8 +37,9 @@ class Pod:
 
     def __init__(self, url: str) -> None:
         self.clock = Clock()
-        self.registry = CollectorRegistry()
-        self.metrics = ProtectionMetrics(self.registry)
+        gateway_metrics = GatewayMetrics()
+        self.registry = gateway_metrics.registry
+        self.metrics = ProtectionMetrics(gateway_metrics)
         self.redis = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=0.5)
         self.breaker = CircuitBreaker(2, 0.3)
         self.hot = HotTracker(self.redis, self.breaker)
@@ -221,7 +222,7 @@ async def test_without_redis_l1_fronts_the_origin() -> None:
     async def origin_write(channel: str, meta: dict[str, Any]) -> None:
         store[channel] = meta
 
-    metrics = ProtectionMetrics(CollectorRegistry())
+    metrics = ProtectionMetrics(GatewayMetrics())
     cache = ChannelCache(L1Cache(), metrics, origin=origin, origin_write=origin_write)
     await cache.start()
     try:

@@ -8,13 +8,13 @@ import random
 import pytest
 import redis
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry
 from wsfleet_gateway.breaker import CircuitBreaker
 from wsfleet_gateway.broker import BrokerUnavailableError, Delivery, History, InvalidOffsetError
 from wsfleet_gateway.cache import L1Cache
 from wsfleet_gateway.cache_broker import ProtectedBroker
 from wsfleet_gateway.cache_layers import ChannelCache
 from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.prewarm import HOT_KEY, HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
 from wsfleet_gateway.ratelimit import RATE_LUA, RateLimiter, decide
@@ -60,7 +60,7 @@ class FlakyBroker(MemoryBroker):
 async def make() -> tuple[ProtectedBroker, FlakyBroker, CircuitBreaker, list[Delivery]]:
     inner = FlakyBroker()
     breaker = CircuitBreaker(2, 0.05)
-    metrics = ProtectionMetrics(CollectorRegistry())
+    metrics = ProtectionMetrics(GatewayMetrics())
     cache = ChannelCache(L1Cache(), metrics, origin=inner.get_meta, origin_write=inner.set_meta)
     broker = ProtectedBroker(inner, cache, breaker)
     got: list[Delivery] = []

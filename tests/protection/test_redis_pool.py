@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from wsfleet_gateway.breaker import CircuitBreaker
@@ -14,6 +13,7 @@ from wsfleet_gateway.broker import BrokerUnavailableError
 from wsfleet_gateway.cache import L1Cache
 from wsfleet_gateway.cache_broker import ProtectedBroker
 from wsfleet_gateway.cache_layers import ChannelCache
+from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
 from wsfleet_gateway.ratelimit import RateLimiter
 from wsfleet_gateway.redis_broker import RedisBroker
@@ -129,7 +129,7 @@ async def test_congestion_is_not_a_redis_failure(redis_server: RedisServer) -> N
     broker = RedisBroker(redis_server.url, pool_size=1, queue_timeout_s=0.05)
     cache = ChannelCache(
         L1Cache({}, 1 << 20),
-        ProtectionMetrics(CollectorRegistry()),
+        ProtectionMetrics(GatewayMetrics()),
         redis=client,
         breaker=breaker,
         gate=gate,
