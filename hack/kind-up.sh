@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) a kind cluster with wsfleet installed, for tests/e2e and Tilt:
 #   1. kind cluster "$WSFLEET_KIND_CLUSTER" (default wsfleet) from hack/kind/cluster.yaml
-#   2. build the gateway and operator images and load them into the cluster
+#   2. build the gateway and operator images (targets of ./Dockerfile), load them into kind
 #   3. a plain Prometheus in namespace "monitoring" (hack/kind/prometheus.yaml)
 #   4. the chart (charts/wsfleet) in namespace wsfleet-system, with its Redis
 # Needs: docker (a running engine), kind (https://kind.sigs.k8s.io, e.g.
@@ -40,8 +40,9 @@ fi
 
 if [[ "${WSFLEET_SKIP_BUILD:-0}" != "1" ]]; then
   log "building $GATEWAY_IMAGE and $OPERATOR_IMAGE"
-  docker build -f "$ROOT/gateway/Dockerfile" -t "$GATEWAY_IMAGE" "$ROOT"
-  docker build -f "$ROOT/operator/Dockerfile" -t "$OPERATOR_IMAGE" "$ROOT"
+  # One Dockerfile, two targets: the second build reuses every layer up to `runtime`.
+  docker build -f "$ROOT/Dockerfile" --target gateway -t "$GATEWAY_IMAGE" "$ROOT"
+  docker build -f "$ROOT/Dockerfile" --target operator -t "$OPERATOR_IMAGE" "$ROOT"
 fi
 kind load docker-image --name "$CLUSTER" "$GATEWAY_IMAGE" "$OPERATOR_IMAGE"
 

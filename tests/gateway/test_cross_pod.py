@@ -1,7 +1,8 @@
 """Issue 2's acceptance across pods: two real gateway processes sharing one real Redis.
 
 Each gateway is ``python -m wsfleet gateway ... --redis-url URL``, a separate
-process with its own Redis connections; clients are `wsfleet.client.Client`
+process with its own Redis connections (started by `wsfleet.gatewayproc`, the
+launcher the benchmark uses too); clients are `wsfleet.client.Client`
 over real WebSockets. The clients below record every `message` frame the
 server sends (before the client's own offset de-duplication), so a message a
 gateway delivered twice would show.
@@ -11,112 +12,69 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from wsfleet_gateway.broker import parse_offset
 
-from tests.support.waiting import wait_until, wait_until_sync
+from tests.support.waiting import wait_until
 from wsfleet.client import Client, Message, ServerError
-from wsfleet.services import RedisServer, free_port, stop_process
+from wsfleet.gatewayproc import ServerProcess, gateway_process
+from wsfleet.services import RedisServer
 
 WAIT_S = 30.0  # generous: gateway processes share two busy cores
 
 
-@dataclass
-class GatewayProcess:
-    """One ``wsfleet gateway`` child process and its JSON log lines."""
-
-    proc: subprocess.Popen[bytes]
-    lines: list[dict[str, Any]] = field(default_factory=list)
-    ws_url: str = ""
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line.get("event") == name]
-
-
-def _read_lines(gateway: GatewayProcess) -> None:
-    assert gateway.proc.stdout is not None
-    for raw in gateway.proc.stdout:
-        try:
-            gateway.lines.append(json.loads(raw))
-        except ValueError:
-            gateway.lines.append({"event": "non_json", "text": raw.decode(errors="replace")})
-
-
-def start_gateway(redis_url: str) -> GatewayProcess:
-    env = {
-        **os.environ,
-        "WSFLEET_REDIS_TIMEOUT_S": "0.5",
-        "WSFLEET_DRAIN_GRACE_S": "0.5",
-        "WSFLEET_LOG_JSON": "true",
-        "WSFLEET_AUTH": "disabled",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wsfleet",
-            "gateway",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-            "--admin-port",
-            str(free_port()),
-            "--redis-url",
-            redis_url,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    gateway = GatewayProcess(proc)
-    threading.Thread(target=_read_lines, args=(gateway,), daemon=True).start()
-    return gateway
+GATEWAY_ENV = {
+    "WSFLEET_REDIS_TIMEOUT_S": "0.5",
+    "WSFLEET_DRAIN_GRACE_S": "0.5",
+    "WSFLEET_AUTH": "disabled",
+}
 
 
 @contextlib.contextmanager
-def gateway_pair(redis_url: str) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    """Two gateway processes on `redis_url`, ready; stopped (SIGTERM) afterwards."""
-    pair = (start_gateway(redis_url), start_gateway(redis_url))
+def gateway_pair(redis_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two gateway processes on `redis_url`, ready; stopped (SIGTERM) afterwards.
+
+    The shared launcher keeps the inherited ``COVERAGE_*`` env: the children are measured.
+    """
+    pair = tuple(gateway_process(redis_url=redis_url, env=GATEWAY_ENV) for _ in range(2))
+    g1, g2 = pair
     try:
         for gateway in pair:
-
-            def ready(gw: GatewayProcess = gateway) -> bool:
-                if gw.proc.poll() is not None:
-                    raise RuntimeError(f"gateway exited early: {gw.lines}")
-                return bool(gw.events("gateway_ready"))
-
-            wait_until_sync(ready, WAIT_S, message="gateway_ready")
-            gateway.ws_url = gateway.events("gateway_ready")[0]["ws"]
-            assert gateway.events("gateway_ready")[0]["broker"] == "RedisBroker"
-        yield pair
+            gateway.launch()  # both start at once, then each is waited for
         for gateway in pair:
-            assert gateway.proc.poll() is None, f"gateway died: {gateway.lines[-5:]}"
+            gateway.wait_ready(WAIT_S)
+            assert gateway.ready["broker"] == "RedisBroker"
+        yield g1, g2
+        for gateway in pair:
+            assert gateway.running, f"gateway died: {gateway.log_tail(5)}"
     finally:
         for gateway in pair:
-            stop_process(gateway.proc)
-            if gateway.proc.stdout is not None:
-                gateway.proc.stdout.close()
+            gateway.stop()
+
+
+def test_launcher_stops_and_reports_a_gateway_that_exits_before_ready() -> None:
+    """No JWT key, auth on (inherited WSFLEET_* dropped): the gateway refuses to start."""
+    gateway = gateway_process(env_drop=("WSFLEET_",))
+    with pytest.raises(RuntimeError, match="did not become ready") as failure:
+        gateway.start(timeout_s=WAIT_S)
+    assert "WSFLEET_JWT_SECRET" in str(failure.value)  # the child's own output, kept
+    assert gateway.proc is None
+    assert gateway.log_path is None  # its output file removed
+    assert not gateway.ready
 
 
 @pytest.fixture(scope="module")
-def shared_gateways() -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+def shared_gateways() -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """One Redis and two gateways for the tests that leave Redis running."""
     with RedisServer() as server, gateway_pair(server.url) as pair:
         yield pair
 
 
 @pytest.fixture
-def gateways(redis_server: RedisServer) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+def gateways(redis_server: RedisServer) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Two gateways on this test's own Redis (which the test may stop)."""
     with gateway_pair(redis_server.url) as pair:
         yield pair
@@ -157,7 +115,7 @@ def in_order(offsets: list[str]) -> list[str]:
 
 
 async def test_publish_on_either_gateway_reaches_subscribers_on_both_once_in_order(
-    shared_gateways: tuple[GatewayProcess, GatewayProcess], clients: list[Client]
+    shared_gateways: tuple[ServerProcess, ServerProcess], clients: list[Client]
 ) -> None:
     g1, g2 = shared_gateways
     channel = "wedding-cross-pod"
@@ -192,7 +150,7 @@ async def test_publish_on_either_gateway_reaches_subscribers_on_both_once_in_ord
 
 
 async def test_reconnect_with_since_gets_every_missed_message_once(
-    shared_gateways: tuple[GatewayProcess, GatewayProcess], clients: list[Client]
+    shared_gateways: tuple[ServerProcess, ServerProcess], clients: list[Client]
 ) -> None:
     g1, g2 = shared_gateways
     channel = "venue-updates"
@@ -224,11 +182,11 @@ async def test_reconnect_with_since_gets_every_missed_message_once(
 
 async def test_redis_outage_gives_unavailable_and_gateways_recover_without_restart(
     redis_server: RedisServer,
-    gateways: tuple[GatewayProcess, GatewayProcess],
+    gateways: tuple[ServerProcess, ServerProcess],
     clients: list[Client],
 ) -> None:
     g1, g2 = gateways
-    pids = [g1.proc.pid, g2.proc.pid]
+    pids = [g1.pid, g2.pid]
     channel = "outage"
     c1, c2 = await connect(clients, g1.ws_url), await connect(clients, g2.ws_url)
     for client in (c1, c2):
@@ -264,5 +222,5 @@ async def test_redis_outage_gives_unavailable_and_gateways_recover_without_resta
         # once each, in order (a publish whose reply was lost mid-restart may add one)
         assert offsets == sorted(set(offsets), key=parse_offset)
         assert offsets[0] == before
-    assert [g1.proc.pid, g2.proc.pid] == pids
-    assert all(gw.proc.poll() is None for gw in (g1, g2))
+    assert [g1.pid, g2.pid] == pids
+    assert all(gw.running for gw in (g1, g2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 from kubernetes_validate import utils as kv
 
 from tests.packaging.chart import KUBERNETES_VERSION, ROOT
+from tests.packaging.test_images import STAGES, TARGETS
 
 SCRIPTS = sorted((ROOT / "hack").glob("*.sh"))
 
@@ -63,8 +65,6 @@ def test_tiltfile_parses_and_deploys_the_pieces() -> None:
     text = (ROOT / "Tiltfile").read_text()
     ast.parse(text)  # Starlark is a Python subset: a syntax error shows here
     for needle in (
-        'dockerfile="operator/Dockerfile"',
-        'dockerfile="gateway/Dockerfile"',
         "charts/wsfleet",
         "examples/01-minimal-fleet.yaml",
         'k8s_kind("WebSocketFleet"',
@@ -81,3 +81,41 @@ def test_kind_up_installs_what_the_e2e_tests_expect() -> None:
     e2e = (ROOT / "tests" / "e2e" / "test_kind.py").read_text()
     assert 'OPERATOR_NS = "wsfleet-system"' in e2e
     assert 'NAMESPACE="wsfleet-system"' in text
+
+
+def tilt_image_builds() -> dict[str, dict[str, str]]:
+    """The Tiltfile's image builds: image ref -> their string keyword arguments."""
+    builds: dict[str, dict[str, str]] = {}
+    for node in ast.walk(ast.parse((ROOT / "Tiltfile").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "").startswith("docker_build"):
+            ref = node.args[0]
+            assert isinstance(ref, ast.Constant)
+            builds[str(ref.value)] = {
+                str(kw.arg): str(kw.value.value)
+                for kw in node.keywords
+                if isinstance(kw.value, ast.Constant)
+            }
+    return builds
+
+
+def test_tiltfile_builds_each_image_from_its_target_of_the_root_dockerfile() -> None:
+    builds = tilt_image_builds()
+    assert set(builds) == {f"wsfleet/{target}" for target in TARGETS}
+    for target in TARGETS:
+        kwargs = builds[f"wsfleet/{target}"]
+        assert kwargs["dockerfile"] == "Dockerfile"
+        assert kwargs["target"] == target
+        assert target in STAGES
+        assert (ROOT / kwargs["dockerfile"]).is_file()
+
+
+def test_kind_up_builds_each_image_from_its_target_of_the_root_dockerfile() -> None:
+    text = (ROOT / "hack" / "kind-up.sh").read_text()
+    builds = re.findall(r"^\s*docker build (.+)$", text, flags=re.M)
+    assert len(builds) == len(TARGETS)
+    for target in TARGETS:
+        (build,) = [b for b in builds if f"--target {target} " in b]
+        assert build.startswith('-f "$ROOT/Dockerfile" ')
+        assert f'-t "${target.upper()}_IMAGE" "$ROOT"' in build
+        assert f'{target.upper()}_IMAGE="wsfleet/{target}:${{TAG}}"' in text
+        assert f'"${target.upper()}_IMAGE"' in text.split("kind load docker-image", 1)[1]
