@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from wsfleet_gateway.broker import BrokerUnavailableError
+from wsfleet_gateway.broker import BrokerUnavailableError, encode_json
 from wsfleet_gateway.protocol import (
     BAD_REQUEST,
     TOO_LARGE,
     UNAVAILABLE,
-    encode_json,
     validate_channel,
 )
 

@@ -23,6 +23,11 @@ from typing import Any, Protocol
 
 JSONValue = Any  # any JSON-serialisable value
 
+encode_json: Callable[[JSONValue], str] = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":")
+).encode
+"""Compact JSON text (UTF-8 kept as is): metadata, message data, every wire frame."""
+
 
 class BrokerUnavailableError(Exception):
     """The backing store cannot serve the request right now (maps to `unavailable`)."""
@@ -94,6 +99,20 @@ class History:
     recovered: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a subscriber is sent on joining a channel: history and metadata.
+
+    `meta_json`: the metadata object as compact JSON text (``"{}"`` when never
+    set), or None when the caller did not ask for it. `meta_stored`: the store
+    held metadata for the channel (an L2 hit, for the cache's counters).
+    """
+
+    history: History
+    meta_json: str | None
+    meta_stored: bool = False
+
+
 OnDelivery = Callable[[Delivery], None]
 
 
@@ -133,8 +152,45 @@ class Broker(Protocol):
     async def history(self, channel: str, since: str | None, limit: int) -> History:
         """Messages after `since` (or the latest `limit`), and recovery status."""
 
+    async def join(
+        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+    ) -> Snapshot:
+        """`attach`, then `read`, in as few round trips as the store allows.
+
+        On failure nothing stays attached. A subscribe or switch to a channel
+        this pod does not hold yet costs one subscription and one read.
+        """
+
+    async def read(
+        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+    ) -> Snapshot:
+        """History (as `history`) and, with `meta`, metadata in one round trip."""
+
     async def get_meta(self, channel: str) -> dict[str, JSONValue]:
         """The channel's metadata object ({} when never set)."""
 
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
         """Replace the channel's metadata object."""
+
+
+async def join_by_parts(
+    broker: Broker, channel: str, since: str | None, limit: int, meta: bool
+) -> Snapshot:
+    """`Broker.join` for a store where attach and reads cost nothing (memory, tests)."""
+    await broker.attach(channel)
+    try:
+        return await read_by_parts(broker, channel, since, limit, meta)
+    except BaseException:
+        broker.detach(channel)
+        raise
+
+
+async def read_by_parts(
+    broker: Broker, channel: str, since: str | None, limit: int, meta: bool
+) -> Snapshot:
+    """`Broker.read` as `history` then `get_meta`."""
+    history = await broker.history(channel, since, limit)
+    if not meta:
+        return Snapshot(history, None)
+    value = await broker.get_meta(channel)
+    return Snapshot(history, encode_json(value), bool(value))

@@ -30,6 +30,7 @@ from wsfleet_gateway.broker import (
     History,
     JSONValue,
     OnDelivery,
+    Snapshot,
     parse_offset,
 )
 from wsfleet_gateway.cache_layers import ChannelCache
@@ -190,6 +191,62 @@ class ProtectedBroker:
             parse_offset(since)  # a malformed since is still a bad request
         offset = self.last_offsets.get(channel, since or ZERO_OFFSET)
         return History([], offset, since is None or since == offset)
+
+    # --- join / read: history and metadata together ------------------------------------
+
+    async def join(
+        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+    ) -> Snapshot:
+        return await self._fetch(channel, since, limit, meta, attach=True)
+
+    async def read(
+        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+    ) -> Snapshot:
+        return await self._fetch(channel, since, limit, meta, attach=False)
+
+    async def _fetch(
+        self, channel: str, since: str | None, limit: int, meta: bool, attach: bool
+    ) -> Snapshot:
+        """L1 first; on a miss the inner broker reads the metadata in its history read.
+
+        With Redis out (breaker open, pub/sub down, or the read failing) this
+        falls back to what `attach`, `history` and the cache do on their own.
+        """
+        cached = self.cache.peek(channel) if meta else None
+        ask = meta and cached is None
+        token = self.cache.load_token()
+        snapshot: Snapshot | None = None
+        attached = False
+        try:
+            if self.breaker.allow(probe=False) and (self.inner.available or not attach):
+                try:
+                    if attach:
+                        snapshot = await self.inner.join(channel, since, limit, meta=ask)
+                        attached = True
+                    else:
+                        snapshot = await self.inner.read(channel, since, limit, meta=ask)
+                except (BrokerUnavailableError, TimeoutError) as exc:
+                    self._failed(exc)
+                else:
+                    self.breaker.record_success()
+            if snapshot is None:
+                if attach:
+                    self._local_attach(channel)
+                    attached = True
+                snapshot = Snapshot(await self.history(channel, since, limit), None)
+            if cached is not None:
+                return Snapshot(snapshot.history, cached.text)
+            if not meta:
+                return snapshot
+            if snapshot.meta_json is not None:
+                entry = self.cache.fill(channel, snapshot.meta_json, snapshot.meta_stored, token)
+            else:
+                entry = await self.cache.load(channel)
+            return Snapshot(snapshot.history, entry.text, snapshot.meta_stored)
+        except BaseException:
+            if attached:
+                self.detach(channel)
+            raise
 
     # --- metadata ------------------------------------------------------------------------
 

@@ -23,19 +23,19 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from wsfleet_gateway.breaker import CircuitBreaker
-from wsfleet_gateway.broker import BrokerUnavailableError, JSONValue
+from wsfleet_gateway.broker import BrokerUnavailableError, JSONValue, encode_json
 from wsfleet_gateway.cache import META, MISSING, L1Cache
 from wsfleet_gateway.prewarm import HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
 from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, SingleFlight, is_redis_failure
-from wsfleet_gateway.redis_streams import meta_key
+from wsfleet_gateway.redis_streams import decode_meta, meta_key
 
 log = structlog.get_logger("wsfleet_gateway.cache")
 
@@ -55,14 +55,21 @@ OnInvalidate = Callable[[str, str, float], None]
 """``(kind, key, delay seconds since the write)``."""
 
 
-def _decode_meta(raw: str | None) -> dict[str, JSONValue]:
-    if raw is None:
-        return {}
-    with contextlib.suppress(ValueError):
-        value = json.loads(raw)
-        if isinstance(value, dict):
-            return value
-    return {}
+class MetaEntry(NamedTuple):
+    """One channel's metadata in L1: the object and its compact JSON text.
+
+    Replies carry the text, so a subscribe answered from L1 encodes nothing.
+    """
+
+    value: dict[str, JSONValue]
+    text: str
+
+
+EMPTY_META: Final = MetaEntry({}, "{}")
+
+
+def meta_entry(value: dict[str, JSONValue]) -> MetaEntry:
+    return MetaEntry(value, encode_json(value))
 
 
 class ChannelCache:
@@ -91,7 +98,7 @@ class ChannelCache:
         self.op_timeout_s = op_timeout_s
         self.gate = gate if gate is not None else RedisGate(32, max(5.0, op_timeout_s))
         """Bounds the L2 commands in flight; a burst queues here (not counted as failures)."""
-        self.loads: SingleFlight[str, tuple[dict[str, JSONValue], bool] | None] = SingleFlight()
+        self.loads: SingleFlight[str, tuple[MetaEntry, bool] | None] = SingleFlight()
         """Concurrent L1 misses of one channel share one L2 read (forgotten on invalidation)."""
         self._set_script: Any = (
             redis.register_script(SET_AND_INVALIDATE_LUA) if redis is not None else None
@@ -131,37 +138,65 @@ class ChannelCache:
 
     async def get_meta(self, channel: str) -> dict[str, JSONValue]:
         """A channel's metadata through L1, then L2."""
+        return (await self.lookup(channel)).value
+
+    async def lookup(self, channel: str) -> MetaEntry:
+        """A channel's metadata (object and JSON text) through L1, then L2."""
+        started = time.perf_counter()
+        entry = self.peek(channel)
+        if entry is None:
+            entry = await self.load(channel)
+            self._l2_seconds.observe(time.perf_counter() - started)
+        return entry
+
+    def peek(self, channel: str) -> MetaEntry | None:
+        """L1 alone (counted as an L1 hit or miss); None on a miss."""
         started = time.perf_counter()
         if self.hot is not None:
             self.hot.touch(channel)
         value = self.l1.get(META, channel)
-        if value is not MISSING:
-            self.metrics.cache("l1", "hit")
-            self._l1_seconds.observe(time.perf_counter() - started)
-            result: dict[str, JSONValue] = value
-            return result
-        self.metrics.cache("l1", "miss")
-        meta = await self._load(channel)
-        self._l2_seconds.observe(time.perf_counter() - started)
-        return meta
+        if value is MISSING:
+            self.metrics.cache("l1", "miss")
+            return None
+        self.metrics.cache("l1", "hit")
+        self._l1_seconds.observe(time.perf_counter() - started)
+        entry: MetaEntry = value
+        return entry
 
-    async def _load(self, channel: str) -> dict[str, JSONValue]:
+    def load_token(self) -> int:
+        """Taken before a read whose result goes to `fill` (see `L1Cache.load_token`)."""
+        return self.l1.load_token()
+
+    def fill(self, channel: str, text: str, stored: bool, token: int) -> MetaEntry:
+        """Metadata the broker read along with history (after an L1 miss) into L1.
+
+        `text`: the compact JSON text of an object; `stored`: L2 held it (a hit).
+        """
+        entry = MetaEntry(decode_meta(text), text)
+        self.l1.put(META, channel, entry, len(text), token)
+        if self._redis is not None:
+            self.metrics.cache("l2", "hit" if stored else "miss")
+        return entry
+
+    async def load(self, channel: str) -> MetaEntry:
+        """After an L1 miss: L2 (or the origin), shared by concurrent misses."""
         token = self.l1.load_token()
         if self._redis is None:
             meta = await self._origin(channel) if self._origin is not None else {}
-            self.l1.put(META, channel, meta, len(json.dumps(meta)), token)
-            return meta
+            entry = meta_entry(meta)
+            self.l1.put(META, channel, entry, len(entry.text), token)
+            return entry
         if not self.breaker.allow():
             return self._degraded(channel)
         found = await self.loads.run(channel, lambda: self._load_l2(channel, token))
         if found is None:
             return self._degraded(channel)
-        meta, hit = found
+        entry, hit = found
         self.metrics.cache("l2", "hit" if hit else "miss")  # per lookup, shared reads too
-        return meta
+        return entry
 
-    async def _load_l2(self, channel: str, token: int) -> tuple[dict[str, JSONValue], bool] | None:
-        """One L2 read (shared by concurrent misses): ``(meta, found)``, None when it failed."""
+    async def _load_l2(self, channel: str, token: int) -> tuple[MetaEntry, bool] | None:
+        """One L2 read (shared by concurrent misses): ``(entry, found)``, None when it failed."""
         assert self._redis is not None
         try:
             async with self.gate.slot(), asyncio.timeout(self.op_timeout_s):
@@ -171,23 +206,23 @@ class ChannelCache:
             return None
         self.breaker.record_success()
         text = raw.decode() if isinstance(raw, bytes) else raw
-        meta = _decode_meta(text)
-        self.l1.put(META, channel, meta, len(text or ""), token)
-        return meta, raw is not None
+        entry = meta_entry(decode_meta(text))
+        self.l1.put(META, channel, entry, len(text or ""), token)
+        return entry, raw is not None
 
     def _failed(self, exc: BaseException) -> None:
         if is_redis_failure(exc):
             self.breaker.record_failure()
 
-    def _degraded(self, channel: str) -> dict[str, JSONValue]:
+    def _degraded(self, channel: str) -> MetaEntry:
         """Redis is out: a stale L1 entry, else no metadata."""
         stale = self.l1.get(META, channel, allow_stale=True)
         if stale is not MISSING:
             self.metrics.cache("l1", "stale")
-            result: dict[str, JSONValue] = stale
-            return result
+            entry: MetaEntry = stale
+            return entry
         self.metrics.cache("l2", "unavailable")
-        return {}
+        return EMPTY_META
 
     # --- writes ----------------------------------------------------------------------
 
@@ -230,7 +265,7 @@ class ChannelCache:
             chunk = list(channels[start : start + PREWARM_CHUNK])
             if self._redis is None:
                 for channel in chunk:
-                    await self._load(channel)
+                    await self.load(channel)
                 loaded += len(chunk)
                 continue
             if not self.breaker.allow():
@@ -245,7 +280,9 @@ class ChannelCache:
             self.breaker.record_success()
             for channel, raw in zip(chunk, rows, strict=True):
                 text = raw.decode() if isinstance(raw, bytes) else raw
-                if self.l1.put(META, channel, _decode_meta(text), len(text or ""), token):
+                if self.l1.put(
+                    META, channel, meta_entry(decode_meta(text)), len(text or ""), token
+                ):
                     loaded += 1
         self.metrics.cache_bytes.set(self.l1.bytes)
         return loaded

@@ -7,9 +7,10 @@ already got (exactly once across history replies, live fan-out and brokers
 that redeliver).
 
 Subscribing cannot lose or duplicate a message: the subscription is
-registered *pending* (live deliveries are buffered), the broker attaches the
-channel, history is read, the reply goes out with the channel's offset, and
-only then are buffered deliveries after that offset flushed.
+registered *pending* (live deliveries are buffered), the broker joins the
+channel (attaches it, then reads history and metadata, in one round trip
+when the channel is new to this pod), the reply goes out with the channel's
+offset, and only then are buffered deliveries after that offset flushed.
 
 Fan-out encodes a message frame once and writes the same bytes to every
 local subscriber.
@@ -23,7 +24,6 @@ from typing import Protocol
 
 from wsfleet_gateway.broker import Broker, Delivery, History, parse_offset
 from wsfleet_gateway.metrics import GatewayMetrics
-from wsfleet_gateway.protocol import encode_json
 
 SendFrame = Callable[[bytes], None]
 EncodeReply = Callable[[History, str], bytes]
@@ -121,11 +121,10 @@ class Hub:
         """
         sub = conn.subscriptions.get(channel)
         if sub is not None:  # already subscribed: answer with history, keep the subscription
-            history = await self.broker.history(channel, since, limit)
-            meta = await self.broker.get_meta(channel)
+            snapshot = await self.broker.read(channel, since, limit)
             if conn.closed:
                 return False
-            conn.send(encode_reply(history, encode_json(meta)))
+            conn.send(encode_reply(snapshot.history, snapshot.meta_json or "{}"))
             return True
         sub = Subscription(conn.send)
         conn.subscriptions[channel] = sub
@@ -134,24 +133,16 @@ class Hub:
             subs = self._channels[channel] = {}
         subs[conn] = sub
         try:
-            await self.broker.attach(channel)
+            snapshot = await self.broker.join(channel, since, limit)
         except BaseException:
             self._forget(conn, channel, sub)
             raise
         sub.attached = True
-        if conn.subscriptions.get(channel) is not sub:  # dropped while attaching
+        if conn.subscriptions.get(channel) is not sub:  # dropped while joining
             self.broker.detach(channel)
             return False
-        try:
-            history = await self.broker.history(channel, since, limit)
-            meta = await self.broker.get_meta(channel)
-        except BaseException:
-            self.unsubscribe(conn, channel)
-            raise
-        if conn.subscriptions.get(channel) is not sub:
-            return False
-        conn.send(encode_reply(history, encode_json(meta)))
-        self._complete(sub, history)
+        conn.send(encode_reply(snapshot.history, snapshot.meta_json or "{}"))
+        self._complete(sub, snapshot.history)
         return True
 
     def _complete(self, sub: Subscription, history: History) -> None:

@@ -15,7 +15,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from wsfleet_gateway.broker import Delivery, History, InvalidOffsetError, JSONValue, parse_offset
+from wsfleet_gateway.broker import (
+    Delivery,
+    History,
+    InvalidOffsetError,
+    JSONValue,
+    encode_json,
+    parse_offset,
+)
 
 PROTOCOL_VERSION: Final = 1
 
@@ -40,7 +47,7 @@ CHANNEL_RE: Final = re.compile(r"\$?[A-Za-z0-9._:@/=+\-]{1,128}")
 
 RequestId = str | int
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_DUMPS = encode_json
 
 
 class ProtocolError(Exception):
@@ -105,11 +112,6 @@ def validate_channel(value: object, field: str = "channel") -> str:
             " (optionally after a leading $)"
         )
     return value
-
-
-def encode_json(value: JSONValue) -> str:
-    """Compact JSON text (UTF-8 kept as is)."""
-    return _DUMPS(value)
 
 
 def _request_id(obj: Mapping[str, Any]) -> RequestId:

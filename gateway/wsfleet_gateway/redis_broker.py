@@ -51,11 +51,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
@@ -70,10 +69,12 @@ from wsfleet_gateway.broker import (
     History,
     JSONValue,
     OnDelivery,
+    Snapshot,
+    encode_json,
     parse_offset,
 )
 from wsfleet_gateway.history_ring import HistoryRings
-from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, make_client
+from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, SingleFlight, make_client
 from wsfleet_gateway.redis_pubsub import FanoutStats, PubSubFanout
 from wsfleet_gateway.redis_streams import (
     HISTORY_LUA,
@@ -81,13 +82,18 @@ from wsfleet_gateway.redis_streams import (
     StreamState,
     assess_recovery,
     check_since,
+    decode_meta,
     delivery_from_entry,
+    history_reply_meta,
     meta_key,
     parse_history_reply,
     pubsub_name,
     stream_key,
     ts_of,
 )
+
+_UNREAD: Final = object()
+"""`RedisBroker._read`'s metadata when no script ran (the ring answered)."""
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
@@ -119,6 +125,10 @@ class RedisBroker:
         """Bounds the commands in flight; a burst queues here instead of opening connections."""
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self._history_script = self._redis.register_script(HISTORY_LUA)
+        self.reads: SingleFlight[tuple[str, str | None, int, bool], tuple[History, object]] = (
+            SingleFlight()
+        )
+        """Identical concurrent stream reads (a burst joining one channel) share one script."""
         self._commands_ok = True
         self._probe: asyncio.Task[None] | None = None
         self._closed = False
@@ -160,6 +170,7 @@ class RedisBroker:
             with contextlib.suppress(BaseException):
                 await self._probe
             self._probe = None
+        self.reads.cancel_all()
         await self._fanout.close()
         self.rings.clear()
         await self._redis.aclose()
@@ -231,50 +242,89 @@ class RedisBroker:
     def detach(self, channel: str) -> None:
         self._fanout.detach(channel)
 
+    async def join(
+        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+    ) -> Snapshot:
+        # the read below gives the fan-out its catch-up offset: no extra round trip
+        await self._fanout.attach(channel, baseline=False)
+        try:
+            return await self.read(channel, since, limit, meta=meta)
+        except BaseException:
+            self._fanout.detach(channel)
+            raise
+
+    async def read(
+        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+    ) -> Snapshot:
+        history, raw = await self._read(channel, since, limit, meta)
+        if not meta:
+            return Snapshot(history, None)
+        if raw is _UNREAD:
+            async with self._op("get_meta"):
+                raw = await self._redis.get(meta_key(channel))
+        text = raw if isinstance(raw, str) else None
+        return Snapshot(history, encode_json(decode_meta(text)), text is not None)
+
     async def history(self, channel: str, since: str | None, limit: int) -> History:
+        history, _meta = await self._read(channel, since, limit, False)
+        return history
+
+    async def _read(
+        self, channel: str, since: str | None, limit: int, with_meta: bool
+    ) -> tuple[History, object]:
+        """History, and with `with_meta` the raw metadata string read by the same
+        script (None: never set; `_UNREAD` when the ring answered without Redis)."""
         limit = max(0, limit)
         since_key = None if since is None else check_since(since)
-        seed = False
-        token: object = None
         if self._fanout.is_ready(channel):
             hit = self.rings.read(channel, since_key, limit, time.time_ns() // 1_000_000)
             if hit is not None:
-                return hit
-            seed = since is None and channel not in self.rings
+                return hit, _UNREAD
+        return await self.reads.run(
+            (channel, since, limit, with_meta),
+            lambda: self._read_stream(channel, since, limit, with_meta),
+        )
+
+    async def _read_stream(
+        self, channel: str, since: str | None, limit: int, with_meta: bool
+    ) -> tuple[History, object]:
+        """One history script run (shared by identical concurrent reads)."""
+        seed = since is None and self._fanout.is_ready(channel) and channel not in self.rings
+        token: object = None
         count = limit if since is None else limit + 1
         if seed:
             count = max(count, self.rings.capacity)
             token = self.rings.begin_seed(channel)
+        keys = [stream_key(channel), meta_key(channel)] if with_meta else [stream_key(channel)]
         try:
             async with self._op("history"):
                 reply = await self._history_script(
-                    keys=[stream_key(channel)], args=[since or "", count, self.history_max_age_ms]
+                    keys=keys, args=[since or "", count, self.history_max_age_ms]
                 )
         except BaseException:
             if seed:
                 self.rings.abort_seed(channel, token)
             raise
         state, rows = parse_history_reply(reply)
+        raw = history_reply_meta(reply)
         offset = state.last_id if state.exists else ZERO_OFFSET
+        self._fanout.note_offset(channel, offset)
         if seed:
             read = [delivery_from_entry(channel, row) for row in reversed(rows)]
             self.rings.seed(channel, History(read, offset, True), limit, count, token)
-            return History(read[max(0, len(read) - limit) :] if limit else [], offset, True)
+            return History(read[max(0, len(read) - limit) :] if limit else [], offset, True), raw
         messages = [delivery_from_entry(channel, row) for row in reversed(rows[:limit])]
         if since is None:
-            return History(messages, offset, True)
-        return History(messages, offset, assess_recovery(state, since, len(rows), limit))
+            return History(messages, offset, True), raw
+        return History(messages, offset, assess_recovery(state, since, len(rows), limit)), raw
 
     async def get_meta(self, channel: str) -> dict[str, JSONValue]:
         async with self._op("get_meta"):
             raw = await self._redis.get(meta_key(channel))
-        if raw is None:
-            return {}
-        value: Any = json.loads(raw)
-        return value if isinstance(value, dict) else {}
+        return decode_meta(raw if isinstance(raw, str) else None)
 
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
-        encoded = json.dumps(meta, separators=(",", ":"))
+        encoded = encode_json(meta)
         async with self._op("set_meta"):
             await self._redis.set(meta_key(channel), encoded)
 

@@ -4,9 +4,11 @@
   subscribers; after the last reference goes the subscription lingers
   ``linger_s`` before ``UNSUBSCRIBE`` (a re-attach inside the linger reuses it,
   so rapid switching does not churn Redis).
-- `attach` returns once Redis confirmed the subscription (and the channel's
-  current offset is known), so a history read made after it cannot miss a
-  message published afterwards.
+- `attach` returns once Redis confirmed the subscription, so a history read
+  made after it cannot miss a message published afterwards. The channel's
+  offset at that point (where a reconnect's catch-up starts) comes from the
+  history read the subscriber makes next (`note_offset`), or, for an attach
+  with ``baseline=True``, from a read of the stream's newest entry.
 - One reader task dispatches messages in connection order, which is each
   channel's offset order (the publish script is atomic), and never
   dispatches an offset at or below the last one it dispatched on that channel.
@@ -62,9 +64,9 @@ class _Sub:
     confirmed: bool = False
     """Redis confirmed the SUBSCRIBE on the current connection."""
     ready: bool = False
-    """Confirmed and the last offset known: `attach` may return at once."""
+    """Confirmed on the current connection: `attach` may return at once."""
     last: tuple[int, int] | None = None
-    """The last offset dispatched (or the offset at subscription time)."""
+    """The last offset dispatched (or read after the subscription was confirmed)."""
     confirm: asyncio.Future[None] | None = None
     sent_on: AbstractConnection | None = None
     """The connection a SUBSCRIBE was last sent on."""
@@ -167,8 +169,13 @@ class PubSubFanout:
 
     # -- attach / detach ---------------------------------------------------
 
-    async def attach(self, channel: str) -> None:
-        """Take a reference; return once Redis confirmed the subscription."""
+    async def attach(self, channel: str, *, baseline: bool = True) -> None:
+        """Take a reference; return once Redis confirmed the subscription.
+
+        With `baseline` the channel's newest offset is read too (unless known),
+        so a reconnect can catch up from it; a caller that reads the channel's
+        history right after passes False and hands the offset to `note_offset`.
+        """
         if self._closing:
             raise BrokerUnavailableError("broker closed")
         sub = self._subs.get(channel)
@@ -180,15 +187,18 @@ class PubSubFanout:
         if sub.linger is not None:
             sub.linger.cancel()
             sub.linger = None
-        if sub.ready:
+        if sub.ready and (sub.last is not None or not baseline):
             return
         try:
-            if not self._live:
-                raise BrokerUnavailableError("redis pub/sub is not connected")
-            if sub.activation is None or sub.activation.done():
-                sub.activation = self._spawn(self._activate(sub), f"wsfleet-attach-{channel}")
-            async with asyncio.timeout(self.op_timeout_s):
-                await asyncio.shield(sub.activation)
+            if not sub.ready:
+                if not self._live:
+                    raise BrokerUnavailableError("redis pub/sub is not connected")
+                if sub.activation is None or sub.activation.done():
+                    sub.activation = self._spawn(self._activate(sub), f"wsfleet-attach-{channel}")
+                async with asyncio.timeout(self.op_timeout_s):
+                    await asyncio.shield(sub.activation)
+            if baseline and sub.last is None:
+                self.note_offset(channel, await self._streams.latest_offset(channel))
         except BaseException as exc:
             self._release(sub)
             if isinstance(exc, BrokerUnavailableError | asyncio.CancelledError):
@@ -235,11 +245,20 @@ class PubSubFanout:
         await self._send(conn, "SUBSCRIBE", sub.name)
         async with asyncio.timeout(self.op_timeout_s * 2):
             await sub.confirm
-        if sub.last is None:
-            latest = parse_offset(await self._streams.latest_offset(sub.channel))
-            if sub.last is None or latest > sub.last:
-                sub.last = latest
         sub.ready = sub.confirmed and self._conn is conn
+
+    def note_offset(self, channel: str, offset: str) -> None:
+        """A stream read of an attached `channel` saw `offset` as its newest.
+
+        Becomes the catch-up start while nothing was dispatched yet. An offset
+        read before the subscription was confirmed is earlier than the true
+        start, which only makes a catch-up re-read messages every subscriber
+        drops as already seen; so any read will do, and a later one never
+        overrides a known offset.
+        """
+        sub = self._subs.get(channel)
+        if sub is not None and sub.last is None:
+            sub.last = parse_offset(offset)
 
     # -- the reader --------------------------------------------------------
 

@@ -12,8 +12,10 @@ The publish script (`PUBLISH_LUA`) appends, trims by length and age and
 publishes in one atomic step (the stream key expires twice the maximum age
 after the last publish), so the pub/sub order of a channel *is* its stream
 order on every pod. The history script (`HISTORY_LUA`) trims by age, then
-reads the stream's bookkeeping and the entries after ``since`` atomically; `assess_recovery`
-decides from them whether a reader missed anything.
+reads the stream's bookkeeping and the entries after ``since`` atomically (and,
+when asked, the channel's metadata: a subscribe to a channel not in the
+cache costs one round trip, not two); `assess_recovery` decides from them
+whether a reader missed anything.
 
 Nothing here does I/O: these are the pieces `RedisBroker` wires to a
 connection, kept pure so they can be tested on their own.
@@ -21,10 +23,17 @@ connection, kept pure so they can be tested on their own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wsfleet_gateway.broker import ZERO_OFFSET, Delivery, InvalidOffsetError, parse_offset
+from wsfleet_gateway.broker import (
+    ZERO_OFFSET,
+    Delivery,
+    InvalidOffsetError,
+    JSONValue,
+    parse_offset,
+)
 
 KEY_PREFIX = "wsf"
 DATA_FIELD = "d"
@@ -65,12 +74,16 @@ return id
 """
 
 HISTORY_LUA = """
--- KEYS[1] stream; ARGV[1] since ('' = latest), ARGV[2] how many entries to read,
--- ARGV[3] max age ms (entries older are trimmed first, as a publish would)
+-- KEYS[1] stream, KEYS[2] (optional) metadata key; ARGV[1] since ('' = latest),
+-- ARGV[2] how many entries to read, ARGV[3] max age ms (entries older are
+-- trimmed first, as a publish would)
 -- returns {exists, length, entries-added, first id, last id, max deleted id, entries}
+-- and, with KEYS[2], the metadata string (false when never set) as an 8th item
 local key = KEYS[1]
+local meta = false
+if KEYS[2] then meta = redis.call('GET', KEYS[2]) end
 if redis.call('EXISTS', key) == 0 then
-  return {0, 0, 0, '0-0', '0-0', '0-0', {}}
+  return {0, 0, 0, '0-0', '0-0', '0-0', {}, meta}
 end
 local t = redis.call('TIME')
 local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
@@ -90,8 +103,19 @@ if count > 0 then
   end
 end
 return {1, f['length'], f['entries-added'], f['recorded-first-entry-id'],
-        f['last-generated-id'], f['max-deleted-entry-id'], entries}
+        f['last-generated-id'], f['max-deleted-entry-id'], entries, meta}
 """
+
+
+def decode_meta(raw: str | None) -> dict[str, JSONValue]:
+    """A stored metadata string as an object: {} when unset or not a JSON object."""
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def check_since(since: str) -> tuple[int, int]:
@@ -155,7 +179,7 @@ MISSING_STREAM = StreamState(False, 0, 0, ZERO_OFFSET, ZERO_OFFSET, ZERO_OFFSET)
 
 def parse_history_reply(reply: Sequence[object]) -> tuple[StreamState, list[Sequence[object]]]:
     """`HISTORY_LUA`'s reply → (state, entries newest first)."""
-    exists, length, added, first, last, max_deleted, entries = reply
+    exists, length, added, first, last, max_deleted, entries = reply[:7]
     state = StreamState(
         exists=bool(int(str(exists))),
         length=int(str(length)),
@@ -166,6 +190,17 @@ def parse_history_reply(reply: Sequence[object]) -> tuple[StreamState, list[Sequ
     )
     rows = list(entries) if isinstance(entries, (list, tuple)) else []
     return state, rows
+
+
+def history_reply_meta(reply: Sequence[object]) -> str | None:
+    """The metadata string `HISTORY_LUA` read with its second key (None: never set).
+
+    Lua's false arrives as None (RESP null): a key that was never set.
+    """
+    raw = reply[7] if len(reply) > 7 else None
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def assess_recovery(state: StreamState, since: str, missed: int, limit: int) -> bool:

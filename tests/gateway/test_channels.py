@@ -15,6 +15,8 @@ from wsfleet_gateway.memory_broker import MemoryBroker
 from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.protocol import encode_subscribed
 
+from tests.support.waiting import wait_until
+
 
 class FakeConn:
     def __init__(self) -> None:
@@ -182,32 +184,35 @@ async def test_failed_subscribe_rolls_back(fail_in: str) -> None:
 
 
 class SlowAttachBroker(MemoryBroker):
-    def __init__(self) -> None:
+    """Attach (or the history read after it) waits until `gate` is set."""
+
+    def __init__(self, pause_in: str) -> None:
         super().__init__()
+        self.pause_in = pause_in
         self.gate = asyncio.Event()
+        self.waiting = False
+
+    async def _pause(self, stage: str) -> None:
+        if stage == self.pause_in:
+            self.waiting = True
+            await self.gate.wait()
 
     async def attach(self, channel: str) -> None:
-        await self.gate.wait()
+        await self._pause("attach")
         await super().attach(channel)
 
     async def history(self, channel: str, since: str | None, limit: int) -> History:
-        self.gate.clear()
-        await self.gate.wait()
+        await self._pause("history")
         return await super().history(channel, since, limit)
 
 
 @pytest.mark.parametrize("drop_during", ["attach", "history"])
 async def test_connection_dropped_mid_subscribe(drop_during: str) -> None:
-    broker = SlowAttachBroker()
+    broker = SlowAttachBroker(pause_in=drop_during)
     hub = Hub(broker, GatewayMetrics())
     conn = FakeConn()
     task = asyncio.create_task(hub.subscribe(conn, "c", None, 10, reply_for("c")))
-    await asyncio.sleep(0)
-    if drop_during == "history":
-        broker.gate.set()
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not broker.gate.is_set()  # waiting inside history now
+    await wait_until(lambda: broker.waiting, 5.0, message=f"waiting inside {drop_during}")
     conn.closed = True
     hub.drop(conn)
     broker.gate.set()
