@@ -229,6 +229,7 @@ class ProtectedBroker:
                     self._failed(exc)
                 else:
                     self.breaker.record_success()
+                    self._saw(channel, snapshot.history.offset)
             if snapshot is None:
                 if attach:
                     self._local_attach(channel)
@@ -247,6 +248,14 @@ class ProtectedBroker:
             if attached:
                 self.detach(channel)
             raise
+
+    def _saw(self, channel: str, offset: str) -> None:
+        """A read saw `offset` as the channel's newest: the degraded history's offset."""
+        known = self.last_offsets.get(channel)
+        if known is None or parse_offset(offset) > parse_offset(known):
+            if len(self.last_offsets) >= MAX_TRACKED_OFFSETS and known is None:
+                self.last_offsets.clear()
+            self.last_offsets[channel] = offset
 
     # --- metadata ------------------------------------------------------------------------
 

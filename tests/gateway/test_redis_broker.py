@@ -546,10 +546,15 @@ async def test_redis_outage_fails_fast_and_recovers_without_restart(
     assert (await a.broker.history(fresh, None, 10)).recovered
 
 
+@pytest.mark.parametrize("how", ["attach", "join"])
 async def test_catch_up_after_pubsub_reconnect_delivers_the_gap_once(
-    redis_server: RedisServer, make_pod: PodFactory, raw: Any
+    redis_server: RedisServer, make_pod: PodFactory, raw: Any, how: str
 ) -> None:
-    """Pod A's connections are cut while pod B publishes; A catches up from the stream."""
+    """Pod A's connections are cut while pod B publishes; A catches up from the stream.
+
+    `join` (the hub's path) reads no separate baseline offset: its history read gives
+    the fan-out the offset a catch-up starts from, even on a channel with no messages.
+    """
     client = raw(redis_server)
     await client.acl_setuser("poda", enabled=True, passwords=["+pw"], keys=["*"])
     await client.execute_command("ACL", "SETUSER", "poda", "&*", "+@all")
@@ -558,7 +563,12 @@ async def test_catch_up_after_pubsub_reconnect_delivers_the_gap_once(
     b = await make_pod(redis_server.url)
     busy, quiet = new_channel(), new_channel()
     for channel in (busy, quiet):
-        await a.broker.attach(channel)
+        if how == "attach":
+            await a.broker.attach(channel)
+        else:
+            joined = await a.broker.join(channel, None, 10)
+            assert joined.history.messages == []
+            assert joined.meta_json == "{}"
     before = [await b.broker.publish(busy, str(i)) for i in range(3)]
     await wait_until(lambda: a.got[busy] == before, WAIT_S, message="live deliveries")
 
@@ -580,6 +590,61 @@ async def test_catch_up_after_pubsub_reconnect_delivers_the_gap_once(
     await wait_until(lambda: a.got[quiet] == quiet_gap, WAIT_S, message="quiet channel gap")
     assert a.broker.stats.caught_up >= 7
     assert a.broker.stats.connects == 2
+
+
+async def command_calls(client: aioredis.Redis) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def test_join_is_one_subscribe_and_one_read_with_metadata(
+    redis_server: RedisServer, make_pod: PodFactory, raw: Any
+) -> None:
+    """A channel new to the pod: SUBSCRIBE plus one script reading history and metadata."""
+    client = raw(redis_server)
+    writer, pod = await make_pod(redis_server.url), await make_pod(redis_server.url)
+    with_meta, bare = new_channel(), new_channel()
+    await writer.broker.set_meta(with_meta, {"couple": "Ana & Bo", "n": 1})
+    sent = [await writer.broker.publish(with_meta, str(i)) for i in range(3)]
+    await pod.broker.history(new_channel(), None, 1)  # loads the script (no NOSCRIPT retry)
+    await client.config_resetstat()
+    joined = await pod.broker.join(with_meta, None, 2)
+    calls = await command_calls(client)
+    assert [d.offset for d in joined.history.messages] == [d.offset for d in sent[1:]]
+    assert joined.history.offset == sent[-1].offset
+    assert joined.history.recovered
+    assert json.loads(joined.meta_json or "") == {"couple": "Ana & Bo", "n": 1}
+    assert joined.meta_stored
+    assert calls.get("subscribe") == 1
+    assert calls.get("evalsha") == 1
+    # the script's own XREVRANGE and GET; no separate offset read, no separate GET
+    assert calls.get("xrevrange") == 1 and calls.get("get") == 1, calls
+
+    empty = await pod.broker.join(bare, None, 10, meta=True)
+    assert empty.meta_json == "{}"
+    assert not empty.meta_stored
+    assert empty.history.messages == []
+    assert empty.history.offset == "0-0"
+    # attached and caught up: a second read is served by the ring, metadata by one GET
+    await client.config_resetstat()
+    again = await pod.broker.read(with_meta, None, 2)
+    assert again.history == joined.history
+    assert again.meta_json == joined.meta_json
+    calls = await command_calls(client)
+    assert calls.get("evalsha") is None and calls.get("get") == 1, calls
+    no_meta = await pod.broker.read(with_meta, sent[0].offset, 10, meta=False)
+    assert no_meta.meta_json is None
+    assert len(no_meta.history.messages) == 2
+
+
+async def test_join_that_fails_to_read_leaves_nothing_attached(
+    redis_server: RedisServer, make_pod: PodFactory
+) -> None:
+    pod = await make_pod(redis_server.url)
+    channel = new_channel()
+    with pytest.raises(InvalidOffsetError):
+        await pod.broker.join(channel, "not-an-offset", 10)
+    assert pod.broker.attached_channels() == {channel: 0}  # lingering, no reference held
 
 
 async def test_idle_pubsub_connection_stays_up_on_pings(

@@ -123,6 +123,50 @@ async def test_local_attachments_are_reattached_with_catch_up() -> None:
         await broker.close()
 
 
+async def test_join_and_read_take_metadata_along_and_fall_back_when_the_store_is_down() -> None:
+    broker, inner, breaker, _got = await make()
+    cache = broker.cache
+    try:
+        await broker.set_meta("c", {"couple": "Ana & Bo"})
+        sent = await broker.publish("c", '"hi"')
+        joined = await broker.join("c", None, 10)  # L1 miss: the store's read brings it
+        assert joined.meta_json == '{"couple":"Ana & Bo"}'
+        assert joined.meta_stored
+        assert [d.offset for d in joined.history.messages] == [sent.offset]
+        entry = cache.peek("c")
+        assert entry is not None
+        assert entry.value == {"couple": "Ana & Bo"}
+        again = await broker.read("c", sent.offset, 10)  # L1 hit
+        assert again.meta_json == joined.meta_json
+        assert again.history.messages == []
+        bare = await broker.read("c", None, 10, meta=False)
+        assert bare.meta_json is None
+        assert len(bare.history.messages) == 1
+
+        inner.down = True
+        local = await broker.join("d", None, 10)  # local attach, local history, origin meta
+        assert local.meta_json == "{}"
+        assert local.history.messages == []
+        assert broker.local_attachments == {"d": 1}
+        stale = await broker.read("c", None, 10)  # store down: local state, cached meta
+        assert stale.meta_json == joined.meta_json
+        assert (stale.history.messages, stale.history.offset) == ([], sent.offset)
+        with pytest.raises(InvalidOffsetError):
+            await broker.join("e", "nope", 10)
+        assert "e" not in broker.local_attachments  # nothing left attached
+        await wait_until(lambda: breaker.state == "open", timeout_s=5)
+        shut = await broker.join("f", None, 10, meta=False)  # breaker open: no store call
+        assert shut.meta_json is None
+        assert broker.local_attachments["f"] == 1
+        for channel in ("d", "f"):
+            broker.detach(channel)
+        broker.detach("c")
+        assert broker.local_attachments == {}
+        assert inner.attached == {"c": 0}
+    finally:
+        await broker.close()
+
+
 async def test_detach_during_reattach_releases_the_store() -> None:
     broker, inner, _breaker, _got = await make()
     try:
