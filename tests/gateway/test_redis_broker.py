@@ -618,7 +618,7 @@ async def test_join_is_one_subscribe_and_one_read_with_metadata(
     assert calls.get("subscribe") == 1
     assert calls.get("evalsha") == 1
     # the script's own XREVRANGE and GET; no separate offset read, no separate GET
-    assert calls.get("xrevrange") == 1 and calls.get("get") == 1, calls
+    assert (calls.get("xrevrange"), calls.get("get")) == (1, 1), calls
 
     empty = await pod.broker.join(bare, None, 10, meta=True)
     assert empty.meta_json == "{}"
@@ -631,7 +631,7 @@ async def test_join_is_one_subscribe_and_one_read_with_metadata(
     assert again.history == joined.history
     assert again.meta_json == joined.meta_json
     calls = await command_calls(client)
-    assert calls.get("evalsha") is None and calls.get("get") == 1, calls
+    assert (calls.get("evalsha"), calls.get("get")) == (None, 1), calls
     no_meta = await pod.broker.read(with_meta, sent[0].offset, 10, meta=False)
     assert no_meta.meta_json is None
     assert len(no_meta.history.messages) == 2
