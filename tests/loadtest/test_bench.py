@@ -77,6 +77,7 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     assert doc["provenance"]["commit"]
     keys = ("idle_kb_per_conn", "connect_per_s", "deliveries_per_s", "switch_p99_ms")
     keys += ("idle_switch_p99_ms", "background_dps")  # background: from its own process
+    keys += ("idle_first_switch_p99_ms", "first_switch_p99_ms")  # first visits, timed apart
     for key in keys:
         for kind in ("baseline", "gateway-off", "gateway"):
             value = doc["figures"][key]["values"][kind]["median"]
@@ -87,6 +88,10 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     markdown = (tmp_path / "t.md").read_text()
     assert "| figure |" in markdown
     assert "cross-pod delivery p50" in markdown
+    assert "first-visit switch p99" in markdown
+    # every client's first cycle: 14 switches to channels new to the server
+    for kind in ("baseline", "gateway-off", "gateway"):
+        assert doc["raw_runs"][0][kind]["idle_first_switches"] == 14 * 5, kind
 
 
 def test_cache_counts_per_layer_from_the_metrics_text() -> None:
