@@ -71,7 +71,8 @@ class _Sub:
     sent_on: AbstractConnection | None = None
     """The connection a SUBSCRIBE was last sent on."""
     activation: asyncio.Task[None] | None = None
-    linger: asyncio.TimerHandle | None = None
+    idle_since: float | None = None
+    """Loop time the last reference went (None while referenced)."""
 
 
 @dataclass(slots=True)
@@ -121,6 +122,9 @@ class PubSubFanout:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._last_rx = 0.0
+        self._idle: dict[str, _Sub] = {}
+        """Lingering subscriptions, oldest first (one sweeper task, no timer per detach)."""
+        self._sweeper: asyncio.Task[None] | None = None
         self._stale_confirms: dict[str, int] = {}
         """Per pub/sub name: confirmations still due for subscriptions already dropped."""
 
@@ -152,8 +156,6 @@ class PubSubFanout:
     async def close(self) -> None:
         self._closing = True
         for sub in self._subs.values():
-            if sub.linger is not None:
-                sub.linger.cancel()
             if sub.activation is not None:
                 sub.activation.cancel()
         tasks = [t for t in (self._reader, *self._tasks) if t is not None]
@@ -166,6 +168,7 @@ class PubSubFanout:
         self._tasks.clear()
         self._subs.clear()
         self._by_name.clear()
+        self._idle.clear()
 
     # -- attach / detach ---------------------------------------------------
 
@@ -184,9 +187,9 @@ class PubSubFanout:
             self._subs[channel] = sub
             self._by_name[sub.name] = sub
         sub.refs += 1
-        if sub.linger is not None:
-            sub.linger.cancel()
-            sub.linger = None
+        if sub.idle_since is not None:
+            sub.idle_since = None
+            del self._idle[channel]
         if sub.ready and (sub.last is not None or not baseline):
             return
         try:
@@ -216,11 +219,27 @@ class PubSubFanout:
     def _release(self, sub: _Sub) -> None:
         sub.refs -= 1
         if sub.refs == 0 and not self._closing:
-            loop = asyncio.get_running_loop()
-            sub.linger = loop.call_later(self.linger_s, self._expire, sub)
+            sub.idle_since = asyncio.get_running_loop().time()
+            self._idle[sub.channel] = sub  # re-inserted last: the dict stays oldest first
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = self._spawn(self._sweep_idle(), "wsfleet-pubsub-linger")
+
+    async def _sweep_idle(self) -> None:
+        """Expire subscriptions idle for `linger_s`, sleeping until the oldest is due."""
+        loop = asyncio.get_running_loop()
+        while self._idle:
+            oldest = next(iter(self._idle.values()))
+            due = (oldest.idle_since or 0.0) + self.linger_s
+            now = loop.time()
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            self._expire(oldest)
 
     def _expire(self, sub: _Sub) -> None:
-        sub.linger = None
+        if self._idle.get(sub.channel) is sub:
+            del self._idle[sub.channel]
+        sub.idle_since = None
         if sub.refs > 0 or self._subs.get(sub.channel) is not sub:
             return
         del self._subs[sub.channel]
