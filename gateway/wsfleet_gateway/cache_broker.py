@@ -252,6 +252,8 @@ class ProtectedBroker:
     def _saw(self, channel: str, offset: str) -> None:
         """A read saw `offset` as the channel's newest: the degraded history's offset."""
         known = self.last_offsets.get(channel)
+        if known == offset:
+            return
         if known is None or parse_offset(offset) > parse_offset(known):
             if len(self.last_offsets) >= MAX_TRACKED_OFFSETS and known is None:
                 self.last_offsets.clear()
