@@ -74,7 +74,13 @@ from wsfleet_gateway.broker import (
     parse_offset,
 )
 from wsfleet_gateway.history_ring import HistoryRings
-from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, SingleFlight, make_client
+from wsfleet_gateway.redis_pool import (
+    CommandLane,
+    RedisBusyError,
+    RedisGate,
+    SingleFlight,
+    make_client,
+)
 from wsfleet_gateway.redis_pubsub import FanoutStats, PubSubFanout
 from wsfleet_gateway.redis_streams import (
     HISTORY_LUA,
@@ -125,6 +131,8 @@ class RedisBroker:
         """Bounds the commands in flight; a burst queues here instead of opening connections."""
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self._history_script = self._redis.register_script(HISTORY_LUA)
+        self._lane = CommandLane(self._command_connection, pool_size)
+        """The history script's connections (the subscribe/switch hot path)."""
         self.reads: SingleFlight[tuple[str, str | None, int, bool], tuple[History, object]] = (
             SingleFlight()
         )
@@ -145,6 +153,11 @@ class RedisBroker:
             backoff_max_s=reconnect_max_s,
             on_discontinuity=self.rings.invalidate,
         )
+
+    def _command_connection(self) -> AbstractConnection:
+        pool = self._redis.connection_pool
+        connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        return connection
 
     def _pubsub_connection(self) -> AbstractConnection:
         pool = self._redis.connection_pool
@@ -171,6 +184,7 @@ class RedisBroker:
                 await self._probe
             self._probe = None
         self.reads.cancel_all()
+        await self._lane.close()
         await self._fanout.close()
         self.rings.clear()
         await self._redis.aclose()
@@ -298,8 +312,11 @@ class RedisBroker:
         keys = [stream_key(channel), meta_key(channel)] if with_meta else [stream_key(channel)]
         try:
             async with self._op("history"):
-                reply = await self._history_script(
-                    keys=keys, args=[since or "", count, self.history_max_age_ms]
+                reply = await self._lane.evalsha(
+                    self._history_script.sha,
+                    HISTORY_LUA,
+                    keys,
+                    [since or "", count, self.history_max_age_ms],
                 )
         except BaseException:
             if seed:
