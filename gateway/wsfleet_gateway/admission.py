@@ -9,6 +9,8 @@ close code the client can read):
 3. an IP over its failure limit → 4008 even with a good token;
 4. the user's new-connection rate (``user_connects_per_min``, counted in Redis
    across pods) → 4008 ``rate_limited``;
+
+(3 and 4 are one Redis call, `RateLimiter.connect`, batched with concurrent connects)
 5. accepted.
 
 Every decision writes an audit event and counts
@@ -55,6 +57,10 @@ class Decision:
 
 ACCEPT: Final = Decision(ACCEPTED)
 FULL: Final = Decision(NODE_FULL, CLOSE_NODE_FULL, "node full: reconnect to another node")
+RATE_LIMIT: Final = Decision(
+    RATE_LIMITED, CLOSE_RATE_LIMITED, "rate limited: too many new connections"
+)
+FLOOD: Final = Decision(AUTH_FLOOD, CLOSE_RATE_LIMITED, "too many failed logins")
 
 
 def client_ip(peer: object, headers: Mapping[str, str], trust_forwarded_for: bool) -> str:
@@ -112,26 +118,23 @@ class Admission:
             )
             if not failures.allowed:
                 self.audit.rejected(AUTH_FLOOD, ip, None, auth_error)
-                return self._count(
-                    Decision(AUTH_FLOOD, CLOSE_RATE_LIMITED, "too many failed logins")
-                )
+                return self._count(FLOOD)
             self.audit.rejected(UNAUTHORIZED, ip, None, auth_error)
             return self._count(Decision(UNAUTHORIZED, 4001, f"unauthorized: {auth_error}"))
-        flood = await self.limiter.hit(
-            ip_key, s.auth_failures_per_ip_per_min, s.rate_window_s, inc=0
+        _flood, rate = await self.limiter.connect(
+            ip_key,
+            s.auth_failures_per_ip_per_min,
+            f"conn:{principal.user}",
+            s.user_connects_per_min,
+            s.rate_window_s,
         )
-        if not flood.allowed:
+        if rate is None:  # the address is over its failure limit: the user is not counted
             self.audit.rejected(AUTH_FLOOD, ip, principal.user, "address blocked")
-            return self._count(Decision(AUTH_FLOOD, CLOSE_RATE_LIMITED, "too many failed logins"))
-        rate = await self.limiter.hit(
-            f"conn:{principal.user}", s.user_connects_per_min, s.rate_window_s
-        )
+            return self._count(FLOOD)
         if not rate.allowed:
             self.audit.rejected(
                 RATE_LIMITED, ip, principal.user, f"{rate.count} connections in the window"
             )
-            return self._count(
-                Decision(RATE_LIMITED, CLOSE_RATE_LIMITED, "rate limited: too many new connections")
-            )
+            return self._count(RATE_LIMIT)
         self.audit.accepted(principal.user, principal.tier, ip)
         return self._count(ACCEPT)

@@ -45,7 +45,8 @@ class AuditLog:
             _log.info(event, audit=True, node=self.node, **fields)
 
     def accepted(self, user: str, tier: str, ip: str) -> None:
-        self.emit(ACCEPTED, user=user, tier=tier, ip=ip)
+        if self.enabled:  # one per connection: no detour through `emit`
+            _log.info(ACCEPTED, audit=True, node=self.node, user=user, tier=tier, ip=ip)
 
     def rejected(self, reason: str, ip: str, user: str | None = None, detail: str = "") -> None:
         if self.enabled:

@@ -11,10 +11,20 @@ Lua script (`RATE_LUA`) both apply it. Keys: ``wsf:rl:{<name>}:<window>``
 events count (a connection flood does not lock a user out longer than the
 window), with True every attempt counts (failed authentications). When Redis
 fails or the breaker is open, the pod's `MemoryCounter` decides alone.
+
+`RateLimiter.connect` is the accepted-token path of admission in one Redis call:
+it *reads* the client IP's failed-auth counter (refused above its limit, the user
+not counted) and counts the user's new connection. Concurrent connects are
+batched: the connects decided in one event-loop pass share one ``EVALSHA`` of
+`CONNECT_LUA` (atomic, items applied in arrival order), at most `MAX_BATCHES`
+batches in flight, so under a burst batches grow instead of round trips.
+A batch touches keys of several names: it needs one Redis server (not a
+cluster, where keys of different hash tags live on different shards).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +58,45 @@ else
 end
 return {allowed, estimate}
 """
+
+# One connect per 4 keys and 5 args: KEYS ip current, ip previous, user current, user
+# previous window; ARGV ip limit, ip overlap (1/1000), user limit, user overlap, user
+# window ms. Per connect 4 numbers: ip allowed, ip estimate, user allowed, user count
+# (user 0, 0 when the address is refused: the user's connection is not counted).
+CONNECT_LUA: Final = """
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local k, a = 4 * i, 5 * i
+  local ip = math.ceil(tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+    * tonumber(ARGV[a + 2]) / 1000) + tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+  if ip > tonumber(ARGV[a + 1]) then
+    out[#out + 1] = 0; out[#out + 1] = ip; out[#out + 1] = 0; out[#out + 1] = 0
+  else
+    local cur = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+    local prev = math.ceil(tonumber(redis.call('GET', KEYS[k + 4]) or '0')
+      * tonumber(ARGV[a + 4]) / 1000)
+    local allowed = 0
+    if prev + cur + 1 <= tonumber(ARGV[a + 3]) then
+      allowed = 1
+      cur = redis.call('INCRBY', KEYS[k + 3], 1)
+      redis.call('PEXPIRE', KEYS[k + 3], tonumber(ARGV[a + 5]) * 2)
+    else
+      cur = cur + 1
+    end
+    out[#out + 1] = 1; out[#out + 1] = ip; out[#out + 1] = allowed; out[#out + 1] = prev + cur
+  end
+end
+return out
+"""
+MAX_BATCH: Final = 256
+"""Most connects in one `CONNECT_LUA` call."""
+MAX_BATCHES: Final = 2
+"""`CONNECT_LUA` calls in flight at once; later connects wait and join the next batch."""
+
+_Pending = tuple[
+    tuple[str, str, str, str], tuple[int, int, int, int, int], "asyncio.Future[list[int] | None]"
+]
+"""One waiting connect: its 4 keys, 5 args and the future of its 4 reply numbers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +163,20 @@ class RateLimiter:
         self.gate = gate if gate is not None else RedisGate(32, 5.0)
         """Bounds the Redis commands in flight; a burst queues (not counted as failures)."""
         self._script: Any = redis.register_script(RATE_LUA) if redis is not None else None
+        self._connect_script: Any = (
+            redis.register_script(CONNECT_LUA) if redis is not None else None
+        )
         self.breaker = breaker
         self.memory = MemoryCounter()
         self._clock = clock
+        self._pending: list[_Pending] = []
+        """Connects waiting for the next `CONNECT_LUA` batch."""
+        self._batches = 0
+        """`CONNECT_LUA` calls in flight."""
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches_total = 0
+        """`CONNECT_LUA` calls made (each answers one or more connects)."""
 
     async def hit(
         self,
@@ -146,3 +206,99 @@ class RateLimiter:
         if breaker is not None:
             breaker.record_success()
         return RateDecision(bool(allowed), int(count), limit, "redis")
+
+    async def connect(
+        self, ip_name: str, ip_limit: int, user_name: str, user_limit: int, window_s: float
+    ) -> tuple[RateDecision, RateDecision | None]:
+        """One accepted-token connect: ``(address decision, user decision)``.
+
+        The address's counter `ip_name` is only read (refused when over `ip_limit`, as
+        ``hit(ip_name, ip_limit, window_s, inc=0)``); when it passes, the user's new
+        connection is counted as ``hit(user_name, user_limit, window_s)``. The user
+        decision is None when the address was refused (nothing counted). One Redis call
+        shared with the other connects of the same event-loop pass; the memory counters
+        decide when Redis fails or the breaker is open.
+        """
+        now = self._clock()
+        reply: list[int] | None = None
+        breaker = self.breaker
+        if self._connect_script is not None and (breaker is None or not breaker.is_open):
+            index, weight = window_position(now, window_s)
+            ip_key = f"{KEY_PREFIX}{{{ip_name}}}:"
+            user_key = f"{KEY_PREFIX}{{{user_name}}}:"
+            future = self._enqueue(
+                (
+                    f"{ip_key}{index}",
+                    f"{ip_key}{index - 1}",
+                    f"{user_key}{index}",
+                    f"{user_key}{index - 1}",
+                ),
+                (ip_limit, weight, user_limit, weight, int(window_s * 1000)),
+            )
+            reply = await future
+        memory = self.memory
+        if reply is None:
+            local_ip = memory.hit(ip_name, ip_limit, window_s, now, 0, False)
+            if not local_ip.allowed:
+                return local_ip, None
+            return local_ip, memory.hit(user_name, user_limit, window_s, now, 1, False)
+        ip = RateDecision(bool(reply[0]), reply[1], ip_limit, "redis")
+        if not ip.allowed:
+            return ip, None
+        memory.hit(user_name, user_limit, window_s, now, 1, False)  # the pod's own view
+        return ip, RateDecision(bool(reply[2]), reply[3], user_limit, "redis")
+
+    def _enqueue(
+        self, keys: tuple[str, str, str, str], args: tuple[int, int, int, int, int]
+    ) -> asyncio.Future[list[int] | None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int] | None] = loop.create_future()
+        self._pending.append((keys, args, future))
+        if not self._flush_scheduled and self._batches < MAX_BATCHES:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        """Send the waiting connects (at most `MAX_BATCHES` calls in flight)."""
+        self._flush_scheduled = False
+        loop = asyncio.get_running_loop()
+        while self._pending and self._batches < MAX_BATCHES:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self._batches += 1
+            task = loop.create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        replies: list[list[int]] | None = None
+        try:
+            replies = await self._call_batch(batch)
+        finally:
+            self._batches -= 1
+            for i, (_keys, _args, future) in enumerate(batch):
+                if not future.done():  # done: a cancelled waiter (its connection went away)
+                    future.set_result(replies[i] if replies is not None else None)
+            if self._pending and not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _call_batch(self, batch: list[_Pending]) -> list[list[int]] | None:
+        """One `CONNECT_LUA` call for `batch`; None: the memory counters decide."""
+        breaker = self.breaker
+        if breaker is not None and not breaker.allow():
+            return None
+        keys = [key for item in batch for key in item[0]]
+        args = [arg for item in batch for arg in item[1]]
+        self.batches_total += 1
+        try:
+            async with self.gate.slot():
+                flat = await self._connect_script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError, RedisBusyError) as exc:
+            if breaker is not None and is_redis_failure(exc):
+                breaker.record_failure()
+            return None
+        if breaker is not None:
+            breaker.record_success()
+        values = [int(v) for v in flat]
+        return [values[i : i + 4] for i in range(0, len(values), 4)]

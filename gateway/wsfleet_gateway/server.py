@@ -97,6 +97,10 @@ BANDWIDTH = "bandwidth"
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 """What a listener holds once its upgrade headers are no longer needed (shared)."""
 _monotonic = time.monotonic
+MAX_WELCOME_TEMPLATES = 64
+"""Cached ``welcome`` templates (one per tier quota in practice)."""
+_ID_MARK = "\u2063wsfleet-connection-id\u2063"
+"""Placeholder of the connection id in a cached welcome template (JSON encodes it as is)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,12 +403,25 @@ class WsServer:
             self.bandwidth = (rate, burst, s.bandwidth_max_strikes)
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._welcomes: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        """``welcome`` templates by (node, limits): the frame around the connection id."""
 
     def welcome(self, connection_id: str, principal: Principal | None = None) -> bytes:
+        """The `welcome` frame (``encode_welcome``'s bytes, built from a cached template)."""
         limits = self.ctx.limits()
         if principal is not None and principal.max_channels is not None:
             limits["max_channels"] = principal.max_channels
-        return encode_welcome(connection_id, self.ctx.settings.node_name, limits)
+        node = self.ctx.settings.node_name
+        key = (node, *limits.items())
+        template = self._welcomes.get(key)
+        if template is None:
+            template = welcome_template(node, limits)
+            if len(self._welcomes) < MAX_WELCOME_TEMPLATES:
+                self._welcomes[key] = template
+        prefix, suffix = template
+        if _json_plain(connection_id):
+            return b"".join((prefix, connection_id.encode(), suffix))
+        return encode_welcome(connection_id, node, limits)
 
     @property
     def port(self) -> int:
@@ -509,6 +526,19 @@ class WsServer:
                 async with asyncio.timeout(5.0):
                     await self._server.wait_closed()
             self._server = None
+
+
+def welcome_template(node: str, limits: Mapping[str, int | float]) -> tuple[bytes, bytes]:
+    """``encode_welcome``'s bytes before and after the connection id (a JSON-plain id)."""
+    encoded = encode_welcome(_ID_MARK, node, limits)
+    prefix, found, suffix = encoded.partition(_ID_MARK.encode())
+    assert found, "the welcome frame holds the connection id"
+    return prefix, suffix
+
+
+def _json_plain(text: str) -> bool:
+    """JSON encodes `text` as itself between quotes (printable ASCII, no quote or backslash)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def close_transport(transport: WSTransport, code: int, reason: bytes) -> None:
