@@ -57,6 +57,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
@@ -97,6 +98,8 @@ from wsfleet_gateway.redis_streams import (
     stream_key,
     ts_of,
 )
+
+log = structlog.get_logger("wsfleet_gateway.redis_broker")
 
 _UNREAD: Final = object()
 """`RedisBroker._read`'s metadata when no script ran (the ring answered)."""
@@ -175,6 +178,18 @@ class RedisBroker:
             on_delivery(delivery)
 
         await self._fanout.start(deliver)
+        await self._warm()
+
+    async def _warm(self) -> None:
+        """Open the read lane's connections and load the history script now, so the
+        first burst of subscribes to a new pod (a scale-up, a drain's clients arriving)
+        pays neither. Best effort: Redis may be down at start (the pod still starts)."""
+        try:
+            async with asyncio.timeout(self.op_timeout_s * 2):
+                await self._lane.warm(self._lane.max_idle)
+                await self._lane.execute("SCRIPT", "LOAD", HISTORY_LUA)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.info("redis_warm_up_skipped", error=type(exc).__name__)
 
     async def close(self) -> None:
         self._closed = True

@@ -201,6 +201,21 @@ class CommandLane:
             await self._release(conn)
             return reply
 
+    async def warm(self, count: int) -> None:
+        """Open connections until `count` (at most `max_idle`) are kept idle."""
+        wanted = min(count, self.max_idle) - len(self._idle)
+        if wanted <= 0:
+            return
+        fresh = [self._new() for _ in range(wanted)]
+        openers: list[Callable[[], Awaitable[None]]] = [c.connect for c in fresh]  # untyped
+        try:
+            await asyncio.gather(*(opener() for opener in openers))
+        except BaseException:
+            for conn in fresh:
+                await conn.disconnect(nowait=True)
+            raise
+        self._idle.extend(fresh)
+
     def _new(self) -> AbstractConnection:
         self.opened += 1
         return self._make()

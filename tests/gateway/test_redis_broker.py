@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections import defaultdict
@@ -24,6 +25,7 @@ from wsfleet_gateway.broker import (
 )
 from wsfleet_gateway.redis_broker import RedisBroker
 from wsfleet_gateway.redis_streams import (
+    HISTORY_LUA,
     MISSING_STREAM,
     StreamState,
     assess_recovery,
@@ -606,7 +608,6 @@ async def test_join_is_one_subscribe_and_one_read_with_metadata(
     with_meta, bare = new_channel(), new_channel()
     await writer.broker.set_meta(with_meta, {"couple": "Ana & Bo", "n": 1})
     sent = [await writer.broker.publish(with_meta, str(i)) for i in range(3)]
-    await pod.broker.history(new_channel(), None, 1)  # loads the script (no NOSCRIPT retry)
     await client.config_resetstat()
     joined = await pod.broker.join(with_meta, None, 2)
     calls = await command_calls(client)
@@ -635,6 +636,25 @@ async def test_join_is_one_subscribe_and_one_read_with_metadata(
     no_meta = await pod.broker.read(with_meta, sent[0].offset, 10, meta=False)
     assert no_meta.meta_json is None
     assert len(no_meta.history.messages) == 2
+
+
+async def test_start_opens_the_read_lane_and_loads_the_history_script(
+    redis_server: RedisServer, make_pod: PodFactory, raw: Any
+) -> None:
+    client = raw(redis_server)
+    await client.script_flush()
+    before = len(await client.client_list())
+    pod = await make_pod(redis_server.url, pool_size=4)
+    assert await client.script_exists(hashlib.sha1(HISTORY_LUA.encode()).hexdigest()) == [True]
+    assert len(await client.client_list()) - before >= 4 + 1  # the lane's 4, the pub/sub link
+    await client.config_resetstat()
+    await pod.broker.join(new_channel(), None, 5)
+    calls = await command_calls(client)
+    assert (calls.get("evalsha"), calls.get("script|load"), calls.get("client|setinfo")) == (
+        1,
+        None,
+        None,
+    ), calls  # no NOSCRIPT retry, no connection opened on the way
 
 
 async def test_join_that_fails_to_read_leaves_nothing_attached(
