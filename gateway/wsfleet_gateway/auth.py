@@ -9,9 +9,11 @@ in its own module and plugs into `Gateway(authenticator=...)`.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from wsfleet_gateway.protocol import is_server_only
 
@@ -37,11 +39,20 @@ class Principal:
 
     def may_join(self, channel: str) -> bool:
         """May subscribe to `channel`."""
-        return any(fnmatchcase(channel, pattern) for pattern in self.channels)
+        return channel_matcher(self.channels)(channel) is not None
 
     def may_publish(self, channel: str) -> bool:
         """May publish to `channel` (never to server-only ``$`` channels)."""
         return not is_server_only(channel) and self.may_join(channel)
+
+
+@functools.lru_cache(maxsize=4096)
+def channel_matcher(patterns: tuple[str, ...]) -> Callable[[str], object]:
+    """One compiled regex for a principal's glob patterns (`fnmatchcase` semantics);
+    principals of one token shape share it."""
+    if not patterns:
+        return lambda channel: None  # no pattern: no channel
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 ANONYMOUS = Principal(user="anonymous")

@@ -214,7 +214,7 @@ class ProtectedBroker:
         """
         cached = self.cache.peek(channel) if meta else None
         ask = meta and cached is None
-        token = self.cache.load_token()
+        token = self.cache.load_token() if ask else 0
         snapshot: Snapshot | None = None
         attached = False
         try:

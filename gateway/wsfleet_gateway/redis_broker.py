@@ -275,7 +275,8 @@ class RedisBroker:
         self, channel: str, since: str | None, limit: int, *, meta: bool = True
     ) -> Snapshot:
         # the read below gives the fan-out its catch-up offset: no extra round trip
-        await self._fanout.attach(channel, baseline=False)
+        if not self._fanout.attach_held(channel):
+            await self._fanout.attach(channel, baseline=False)
         try:
             return await self.read(channel, since, limit, meta=meta)
         except BaseException:
@@ -285,6 +286,10 @@ class RedisBroker:
     async def read(
         self, channel: str, since: str | None, limit: int, *, meta: bool = True
     ) -> Snapshot:
+        if not meta:  # the common switch: metadata from L1, history from the ring
+            held = self._ring_read(channel, since, limit)
+            if held is not None:
+                return Snapshot(held, None)
         history, raw = await self._read(channel, since, limit, meta)
         if not meta:
             return Snapshot(history, None)
@@ -304,15 +309,20 @@ class RedisBroker:
         """History, and with `with_meta` the raw metadata string read by the same
         script (None: never set; `_UNREAD` when the ring answered without Redis)."""
         limit = max(0, limit)
-        since_key = None if since is None else check_since(since)
-        if self._fanout.is_ready(channel):
-            hit = self.rings.read(channel, since_key, limit, time.time_ns() // 1_000_000)
-            if hit is not None:
-                return hit, _UNREAD
+        hit = self._ring_read(channel, since, limit)
+        if hit is not None:
+            return hit, _UNREAD
         return await self.reads.run(
             (channel, since, limit, with_meta),
             lambda: self._read_stream(channel, since, limit, with_meta),
         )
+
+    def _ring_read(self, channel: str, since: str | None, limit: int) -> History | None:
+        """The history from the ring of an attached channel, None when it cannot vouch."""
+        since_key = None if since is None else check_since(since)
+        if not self._fanout.is_ready(channel):
+            return None
+        return self.rings.read(channel, since_key, max(0, limit), time.time_ns() // 1_000_000)
 
     async def _read_stream(
         self, channel: str, since: str | None, limit: int, with_meta: bool

@@ -172,6 +172,18 @@ class PubSubFanout:
 
     # -- attach / detach ---------------------------------------------------
 
+    def attach_held(self, channel: str) -> bool:
+        """Take a reference at once when `channel` is subscribed and ready (the common
+        switch back to a channel this pod holds); False: call `attach`."""
+        sub = self._subs.get(channel)
+        if sub is None or not sub.ready or self._closing:
+            return False
+        sub.refs += 1
+        if sub.idle_since is not None:
+            sub.idle_since = None
+            del self._idle[channel]
+        return True
+
     async def attach(self, channel: str, *, baseline: bool = True) -> None:
         """Take a reference; return once Redis confirmed the subscription.
 
