@@ -125,13 +125,21 @@ class ChannelCache:
                     loop.create_task(self.hot.run(hot_flush_s), name="wsfleet-hot-flush")
                 )
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float = 3.0) -> None:
+        """Stop the background tasks: the popularity flush finishes its last flush (bounded
+        by `grace_s`), the others are cancelled; none is waited for longer than that."""
         self.loads.cancel_all()
+        if self.hot is not None:
+            self.hot.stop()
+            flushing = [t for t in self._tasks if t.get_name() == "wsfleet-hot-flush"]
+            if flushing:
+                await asyncio.wait(flushing, timeout=grace_s)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if self._tasks:
+            _done, stuck = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in stuck:
+                log.warning("cache_task_stuck_at_close", task=task.get_name())
         self._tasks.clear()
 
     # --- reads ---------------------------------------------------------------------

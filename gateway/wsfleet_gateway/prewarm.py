@@ -38,6 +38,7 @@ class HotTracker:
         self.breaker = breaker
         self.pending: Counter[str] = Counter()
         self._flushes = 0
+        self._stopping: asyncio.Event | None = None
 
     def touch(self, channel: str) -> None:
         self.pending[channel] += 1
@@ -79,15 +80,23 @@ class HotTracker:
         return [r.decode() if isinstance(r, bytes) else str(r) for r in rows]
 
     async def run(self, interval_s: float) -> None:
-        """Flush every `interval_s` until cancelled (a last flush on the way out)."""
-        try:
-            while True:
-                await asyncio.sleep(interval_s)
-                await self.flush()
-        finally:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await self.flush()
+        """Flush every `interval_s` until `stop` (then one last flush) or cancelled.
+
+        `stop` lets a flush in progress finish instead of cancelling it: a pipeline
+        cancelled mid-command leaves its connection's return to the pool to a
+        shielded task, which shutdown would then have to wait for.
+        """
+        stopping = self._stopping = asyncio.Event()
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await stopping.wait()
+            await self.flush()
+
+    def stop(self) -> None:
+        """End `run` after its current (and one last) flush."""
+        if self._stopping is not None:
+            self._stopping.set()
 
 
 _DECAY_LUA: Final = """

@@ -229,6 +229,14 @@ async def test_hot_tracker_errors_keep_counts_and_decay(redis_server: RedisServe
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # a stop lets the flush in progress finish and makes one last flush
+        hot.touch("d")
+        flushes = hot._flushes
+        task = asyncio.create_task(hot.run(60.0))
+        await asyncio.sleep(0)  # the task starts and waits for its interval
+        hot.stop()
+        await asyncio.wait_for(task, timeout=10)
+        assert hot._flushes == flushes + 1
     finally:
         await client.aclose()
 
