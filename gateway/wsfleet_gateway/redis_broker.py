@@ -51,10 +51,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
 
 import redis.asyncio as aioredis
 import structlog
@@ -101,9 +101,6 @@ from wsfleet_gateway.redis_streams import (
 
 log = structlog.get_logger("wsfleet_gateway.redis_broker")
 
-_UNREAD: Final = object()
-"""`RedisBroker._read`'s metadata when no script ran (the ring answered)."""
-
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
 
@@ -133,10 +130,10 @@ class RedisBroker:
         self.gate = RedisGate(pool_size, queue_timeout_s)
         """Bounds the commands in flight; a burst queues here instead of opening connections."""
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
-        self._history_script = self._redis.register_script(HISTORY_LUA)
+        self._history_sha = hashlib.sha1(HISTORY_LUA.encode()).hexdigest()
         self._lane = CommandLane(self._command_connection, pool_size)
         """The history script's connections (the subscribe/switch hot path)."""
-        self.reads: SingleFlight[tuple[str, str | None, int, bool], tuple[History, object]] = (
+        self.reads: SingleFlight[tuple[str, str | None, int, bool], tuple[History, str | None]] = (
             SingleFlight()
         )
         """Identical concurrent stream reads (a burst joining one channel) share one script."""
@@ -286,47 +283,43 @@ class RedisBroker:
     async def read(
         self, channel: str, since: str | None, limit: int, *, meta: bool = True
     ) -> Snapshot:
-        if not meta:  # the common switch: metadata from L1, history from the ring
-            held = self._ring_read(channel, since, limit)
-            if held is not None:
-                return Snapshot(held, None)
-        history, raw = await self._read(channel, since, limit, meta)
+        limit = max(0, limit)
+        held = self._ring_read(channel, since, limit)  # the common switch: no Redis at all
+        if held is None:
+            history, raw = await self._read_stream_once(channel, since, limit, meta)
+        elif not meta:
+            return Snapshot(held, None)
+        else:
+            history = held
+            async with self._op("get_meta"):
+                got = await self._redis.get(meta_key(channel))
+            raw = got if isinstance(got, str) else None
         if not meta:
             return Snapshot(history, None)
-        if raw is _UNREAD:
-            async with self._op("get_meta"):
-                raw = await self._redis.get(meta_key(channel))
-        text = raw if isinstance(raw, str) else None
-        return Snapshot(history, encode_json(decode_meta(text)), text is not None)
+        return Snapshot(history, encode_json(decode_meta(raw)), raw is not None)
 
     async def history(self, channel: str, since: str | None, limit: int) -> History:
-        history, _meta = await self._read(channel, since, limit, False)
-        return history
-
-    async def _read(
-        self, channel: str, since: str | None, limit: int, with_meta: bool
-    ) -> tuple[History, object]:
-        """History, and with `with_meta` the raw metadata string read by the same
-        script (None: never set; `_UNREAD` when the ring answered without Redis)."""
-        limit = max(0, limit)
-        hit = self._ring_read(channel, since, limit)
-        if hit is not None:
-            return hit, _UNREAD
-        return await self.reads.run(
-            (channel, since, limit, with_meta),
-            lambda: self._read_stream(channel, since, limit, with_meta),
-        )
+        return (await self.read(channel, since, limit, meta=False)).history
 
     def _ring_read(self, channel: str, since: str | None, limit: int) -> History | None:
         """The history from the ring of an attached channel, None when it cannot vouch."""
         since_key = None if since is None else check_since(since)
         if not self._fanout.is_ready(channel):
             return None
-        return self.rings.read(channel, since_key, max(0, limit), time.time_ns() // 1_000_000)
+        return self.rings.read(channel, since_key, limit, time.time_ns() // 1_000_000)
+
+    async def _read_stream_once(
+        self, channel: str, since: str | None, limit: int, with_meta: bool
+    ) -> tuple[History, str | None]:
+        """`_read_stream`, shared by identical concurrent reads."""
+        return await self.reads.run(
+            (channel, since, limit, with_meta),
+            lambda: self._read_stream(channel, since, limit, with_meta),
+        )
 
     async def _read_stream(
         self, channel: str, since: str | None, limit: int, with_meta: bool
-    ) -> tuple[History, object]:
+    ) -> tuple[History, str | None]:
         """One history script run (shared by identical concurrent reads)."""
         seed = since is None and self._fanout.is_ready(channel) and channel not in self.rings
         token: object = None
@@ -338,7 +331,7 @@ class RedisBroker:
         try:
             async with self._op("history"):
                 reply = await self._lane.evalsha(
-                    self._history_script.sha,
+                    self._history_sha,
                     HISTORY_LUA,
                     keys,
                     [since or "", count, self.history_max_age_ms],
