@@ -173,24 +173,25 @@ class Broker(Protocol):
         """Replace the channel's metadata object."""
 
 
-async def join_by_parts(
-    broker: Broker, channel: str, since: str | None, limit: int, meta: bool
-) -> Snapshot:
-    """`Broker.join` for a store where attach and reads cost nothing (memory, tests)."""
-    await broker.attach(channel)
-    try:
-        return await read_by_parts(broker, channel, since, limit, meta)
-    except BaseException:
-        broker.detach(channel)
-        raise
+class JoinByParts:
+    """`Broker.join` and `Broker.read` from `attach`, `history` and `get_meta`: for a store
+    where those cost nothing (the memory broker, test stores)."""
 
+    async def join(
+        self: Broker, channel: str, since: str | None, limit: int, *, meta: bool = True
+    ) -> Snapshot:
+        await self.attach(channel)
+        try:
+            return await self.read(channel, since, limit, meta=meta)
+        except BaseException:
+            self.detach(channel)
+            raise
 
-async def read_by_parts(
-    broker: Broker, channel: str, since: str | None, limit: int, meta: bool
-) -> Snapshot:
-    """`Broker.read` as `history` then `get_meta`."""
-    history = await broker.history(channel, since, limit)
-    if not meta:
-        return Snapshot(history, None)
-    value = await broker.get_meta(channel)
-    return Snapshot(history, encode_json(value), bool(value))
+    async def read(
+        self: Broker, channel: str, since: str | None, limit: int, *, meta: bool = True
+    ) -> Snapshot:
+        history = await self.history(channel, since, limit)
+        if not meta:
+            return Snapshot(history, None)
+        value = await self.get_meta(channel)
+        return Snapshot(history, encode_json(value), bool(value))

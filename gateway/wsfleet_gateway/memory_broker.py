@@ -16,13 +16,11 @@ from wsfleet_gateway.broker import (
     ZERO_OFFSET,
     Delivery,
     History,
+    JoinByParts,
     JSONValue,
     OnDelivery,
-    Snapshot,
     format_offset,
-    join_by_parts,
     parse_offset,
-    read_by_parts,
 )
 
 
@@ -39,7 +37,7 @@ class _Stream:
     """Offset of the newest entry ever trimmed away (0-0: none)."""
 
 
-class MemoryBroker:
+class MemoryBroker(JoinByParts):
     """The `Broker` protocol in memory: history per channel, fan-out in process."""
 
     def __init__(
@@ -129,16 +127,6 @@ class MemoryBroker:
         start = max(first, len(keys) - limit)
         recovered = since_key >= stream.trimmed and missed <= limit and since_key <= stream.last
         return History([entries[i] for i in range(start, len(entries))], latest, recovered)
-
-    async def join(
-        self, channel: str, since: str | None, limit: int, *, meta: bool = True
-    ) -> Snapshot:
-        return await join_by_parts(self, channel, since, limit, meta)
-
-    async def read(
-        self, channel: str, since: str | None, limit: int, *, meta: bool = True
-    ) -> Snapshot:
-        return await read_by_parts(self, channel, since, limit, meta)
 
     async def get_meta(self, channel: str) -> dict[str, JSONValue]:
         return dict(self._meta.get(channel, {}))

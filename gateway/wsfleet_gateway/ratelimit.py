@@ -116,6 +116,12 @@ def window_position(now_s: float, window_s: float) -> tuple[int, int]:
     return int(index), max(0, min(1000, weight))
 
 
+def window_keys(name: str, index: int) -> list[str]:
+    """The Redis keys of `name`'s current and previous windows (one hash tag)."""
+    prefix = f"{KEY_PREFIX}{{{name}}}:"
+    return [f"{prefix}{index}", f"{prefix}{index - 1}"]
+
+
 def decide(prev: int, cur: int, weight: int, inc: int, limit: int) -> tuple[bool, int]:
     """The sliding-window rule: ``(allowed, estimate before counting this event)``."""
     estimate = -(-prev * weight // 1000) + cur  # rounded up: never under-counts
@@ -194,18 +200,26 @@ class RateLimiter:
         if self._script is None or (breaker is not None and not breaker.allow()):
             return local
         index, weight = window_position(now, window_s)
-        keys = [f"{KEY_PREFIX}{{{name}}}:{index}", f"{KEY_PREFIX}{{{name}}}:{index - 1}"]
         args = [inc, limit, weight, int(window_s * 1000), 1 if count_rejected else 0]
+        reply = await self._guarded(self._script, window_keys(name, index), args)
+        if reply is None:
+            return local
+        allowed, count = reply
+        return RateDecision(bool(allowed), int(count), limit, "redis")
+
+    async def _guarded(self, script: Any, keys: list[str], args: list[int]) -> Any:
+        """One script call through the gate, told to the breaker; None when it failed."""
+        breaker = self.breaker
         try:
             async with self.gate.slot():
-                allowed, count = await self._script(keys=keys, args=args)
+                reply = await script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError, RedisBusyError) as exc:
             if breaker is not None and is_redis_failure(exc):
                 breaker.record_failure()
-            return local
+            return None
         if breaker is not None:
             breaker.record_success()
-        return RateDecision(bool(allowed), int(count), limit, "redis")
+        return reply
 
     async def connect(
         self, ip_name: str, ip_limit: int, user_name: str, user_limit: int, window_s: float
@@ -224,15 +238,9 @@ class RateLimiter:
         breaker = self.breaker
         if self._connect_script is not None and (breaker is None or not breaker.is_open):
             index, weight = window_position(now, window_s)
-            ip_key = f"{KEY_PREFIX}{{{ip_name}}}:"
-            user_key = f"{KEY_PREFIX}{{{user_name}}}:"
+            ip_keys, user_keys = window_keys(ip_name, index), window_keys(user_name, index)
             future = self._enqueue(
-                (
-                    f"{ip_key}{index}",
-                    f"{ip_key}{index - 1}",
-                    f"{user_key}{index}",
-                    f"{user_key}{index - 1}",
-                ),
+                (ip_keys[0], ip_keys[1], user_keys[0], user_keys[1]),
                 (ip_limit, weight, user_limit, weight, int(window_s * 1000)),
             )
             reply = await future
@@ -291,14 +299,8 @@ class RateLimiter:
         keys = [key for item in batch for key in item[0]]
         args = [arg for item in batch for arg in item[1]]
         self.batches_total += 1
-        try:
-            async with self.gate.slot():
-                flat = await self._connect_script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError, RedisBusyError) as exc:
-            if breaker is not None and is_redis_failure(exc):
-                breaker.record_failure()
+        flat = await self._guarded(self._connect_script, keys, args)
+        if flat is None:
             return None
-        if breaker is not None:
-            breaker.record_success()
         values = [int(v) for v in flat]
         return [values[i : i + 4] for i in range(0, len(values), 4)]

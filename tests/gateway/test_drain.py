@@ -15,11 +15,9 @@ from wsfleet_gateway.app import Gateway
 from wsfleet_gateway.broker import (
     Delivery,
     History,
+    JoinByParts,
     JSONValue,
     OnDelivery,
-    Snapshot,
-    join_by_parts,
-    read_by_parts,
 )
 from wsfleet_gateway.drain import SEND_WINDOW, jitter_ms, plan_drain
 from wsfleet_gateway.memory_broker import MemoryBroker
@@ -81,7 +79,7 @@ class Bus:
         return port
 
 
-class BusPort:
+class BusPort(JoinByParts):
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.on_delivery: OnDelivery | None = None
@@ -110,16 +108,6 @@ class BusPort:
 
     async def history(self, channel: str, since: str | None, limit: int) -> History:
         return await self.bus.store.history(channel, since, limit)
-
-    async def join(
-        self, channel: str, since: str | None, limit: int, *, meta: bool = True
-    ) -> Snapshot:
-        return await join_by_parts(self, channel, since, limit, meta)
-
-    async def read(
-        self, channel: str, since: str | None, limit: int, *, meta: bool = True
-    ) -> Snapshot:
-        return await read_by_parts(self, channel, since, limit, meta)
 
     async def get_meta(self, channel: str) -> dict[str, JSONValue]:
         return await self.bus.store.get_meta(channel)
