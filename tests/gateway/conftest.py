@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from wsfleet_gateway.app import Gateway
 from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.redis_broker import RedisBroker
 
-from tests.gateway.helpers import make_settings
+from tests.gateway.helpers import Pod, PodFactory, make_settings
 from wsfleet.client import Client
 
 
@@ -39,3 +41,21 @@ async def connect(gateway: Gateway) -> AsyncIterator[ClientFactory]:
     yield factory
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def make_pod() -> AsyncIterator[PodFactory]:
+    """`RedisBroker` pods (started unless ``start=False``), closed after the test."""
+    pods: list[Pod] = []
+
+    async def factory(url: str, *, start: bool = True, **kwargs: Any) -> Pod:
+        kwargs.setdefault("op_timeout_s", 2.0)
+        pod = Pod(RedisBroker(url, **kwargs))
+        pods.append(pod)
+        if start:
+            await pod.broker.start(pod.on_delivery)
+        return pod
+
+    yield factory
+    for pod in pods:
+        await pod.broker.close()

@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsfleet_gateway.broker import BrokerUnavailableError, Delivery, History
-from wsfleet_gateway.channels import Hub, Subscription
+from wsfleet_gateway.channels import Hub
 from wsfleet_gateway.memory_broker import MemoryBroker
 from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.protocol import encode_subscribed
 
+from tests.gateway.helpers import HubConn
 from tests.support.waiting import wait_until
-
-
-class FakeConn:
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.subscriptions: dict[str, Subscription] = {}
-        self.closed = False
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(json.loads(frame))
-
-    def data(self, channel: str) -> list[Any]:
-        """Every message data of `channel`, from replies' history and live frames."""
-        out: list[Any] = []
-        for frame in self.frames:
-            if frame["type"] == "message" and frame["channel"] == channel:
-                out.append(frame["data"])
-        return out
 
 
 def reply_for(channel: str) -> Any:
@@ -82,11 +64,11 @@ async def test_subscribe_never_loses_or_duplicates(
     broker = InterleavingBroker(during_attach, during_history)
     hub = Hub(broker, GatewayMetrics())
     await broker.start(hub.on_delivery)
-    watcher = FakeConn()  # subscribed from the start: sees everything
+    watcher = HubConn()  # subscribed from the start: sees everything
     await hub.subscribe(watcher, "c", None, 0, reply_for("c"))
     watched_from = broker.counter
     broker._burst("c", before)
-    conn = FakeConn()
+    conn = HubConn()
     done = await hub.subscribe(conn, "c", None, 100, reply_for("c"))
     assert done
     broker._burst("c", after)
@@ -105,7 +87,7 @@ async def test_live_deliveries_dedupe_by_offset() -> None:
     metrics = GatewayMetrics()
     hub = Hub(broker, metrics)
     await broker.start(hub.on_delivery)
-    conn = FakeConn()
+    conn = HubConn()
     await hub.subscribe(conn, "c", None, 10, reply_for("c"))
     delivery = broker.publish_now("c", '"x"')
     hub.on_delivery(delivery)  # a broker redelivery
@@ -120,7 +102,7 @@ async def test_unsubscribe_and_drop_detach() -> None:
     broker = MemoryBroker()
     hub = Hub(broker, GatewayMetrics())
     await broker.start(hub.on_delivery)
-    a, b = FakeConn(), FakeConn()
+    a, b = HubConn(), HubConn()
     for conn in (a, b):
         await hub.subscribe(conn, "x", None, 10, reply_for("x"))
         await hub.subscribe(conn, "y", None, 10, reply_for("y"))
@@ -143,7 +125,7 @@ async def test_resubscribe_answers_with_history_and_keeps_one_subscription() -> 
     broker = MemoryBroker()
     hub = Hub(broker, GatewayMetrics())
     await broker.start(hub.on_delivery)
-    conn = FakeConn()
+    conn = HubConn()
     await hub.subscribe(conn, "c", None, 10, reply_for("c"))
     first = broker.publish_now("c", "1")
     await hub.subscribe(conn, "c", "0-0", 10, reply_for("c"))
@@ -174,7 +156,7 @@ class FailingBroker(MemoryBroker):
 async def test_failed_subscribe_rolls_back(fail_in: str) -> None:
     broker = FailingBroker(fail_in)
     hub = Hub(broker, GatewayMetrics())
-    conn = FakeConn()
+    conn = HubConn()
     with pytest.raises(BrokerUnavailableError):
         await hub.subscribe(conn, "c", None, 10, reply_for("c"))
     assert conn.subscriptions == {}
@@ -210,7 +192,7 @@ class SlowAttachBroker(MemoryBroker):
 async def test_connection_dropped_mid_subscribe(drop_during: str) -> None:
     broker = SlowAttachBroker(pause_in=drop_during)
     hub = Hub(broker, GatewayMetrics())
-    conn = FakeConn()
+    conn = HubConn()
     task = asyncio.create_task(hub.subscribe(conn, "c", None, 10, reply_for("c")))
     await wait_until(lambda: broker.waiting, 5.0, message=f"waiting inside {drop_during}")
     conn.closed = True

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsfleet_gateway.broker import Delivery, History, format_offset, parse_offset
-from wsfleet_gateway.channels import Hub, Subscription
+from wsfleet_gateway.channels import Hub
 from wsfleet_gateway.history_ring import HistoryRings
 from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.protocol import encode_subscribed
 from wsfleet_gateway.redis_broker import RedisBroker
 
+from tests.gateway.helpers import HubConn, Pod, PodFactory
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer
 
@@ -177,34 +175,6 @@ def test_ring_age_expiry_own_publishes_and_invalidation() -> None:
 # -- against a real Redis --------------------------------------------------------------------
 
 
-class Pod:
-    def __init__(self, broker: RedisBroker) -> None:
-        self.broker = broker
-        self.got: dict[str, list[Delivery]] = defaultdict(list)
-
-    def on_delivery(self, delivery: Delivery) -> None:
-        self.got[delivery.channel].append(delivery)
-
-
-PodFactory = Callable[..., Awaitable[Pod]]
-
-
-@pytest.fixture
-async def make_pod() -> AsyncIterator[PodFactory]:
-    pods: list[Pod] = []
-
-    async def factory(url: str, **kwargs: Any) -> Pod:
-        kwargs.setdefault("op_timeout_s", 2.0)
-        pod = Pod(RedisBroker(url, **kwargs))
-        pods.append(pod)
-        await pod.broker.start(pod.on_delivery)
-        return pod
-
-    yield factory
-    for pod in pods:
-        await pod.broker.close()
-
-
 @pytest.fixture
 async def admin(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
@@ -359,28 +329,6 @@ async def test_catch_up_past_a_trimmed_gap_invalidates_the_ring(
     assert offsets(got) == [d.offset for d in sent[-5:]]
     assert a.broker.rings.stats.invalidations >= 2
     assert a.broker.rings.stats.seeds == 3
-
-
-class HubConn:
-    """A connection as the hub sees it, recording frames."""
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.subscriptions: dict[str, Subscription] = {}
-        self.closed = False
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(json.loads(frame))
-
-    def seen(self, channel: str) -> list[Any]:
-        """Message data in arrival order: the reply's history, then live frames."""
-        out: list[Any] = []
-        for frame in self.frames:
-            if frame["type"] == "subscribed":
-                out += [m["data"] for m in frame["history"]]
-            elif frame["type"] == "message" and frame["channel"] == channel:
-                out.append(frame["data"])
-        return out
 
 
 async def test_hub_subscribes_served_by_the_ring_never_lose_or_duplicate(

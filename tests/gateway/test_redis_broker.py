@@ -8,7 +8,6 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -23,7 +22,6 @@ from wsfleet_gateway.broker import (
     format_offset,
     parse_offset,
 )
-from wsfleet_gateway.redis_broker import RedisBroker
 from wsfleet_gateway.redis_streams import (
     HISTORY_LUA,
     MISSING_STREAM,
@@ -36,6 +34,7 @@ from wsfleet_gateway.redis_streams import (
     stream_key,
 )
 
+from tests.gateway.helpers import Pod, PodFactory
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer, free_port
 
@@ -44,44 +43,6 @@ WAIT_S = 20.0  # generous: the machine is shared and busy
 
 def new_channel() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
-
-
-@dataclass
-class Pod:
-    """One broker as one gateway pod would use it, recording every delivery."""
-
-    broker: RedisBroker
-    got: dict[str, list[Delivery]] = field(default_factory=lambda: defaultdict(list))
-    fail_next: int = 0
-
-    def on_delivery(self, delivery: Delivery) -> None:
-        if self.fail_next:
-            self.fail_next -= 1
-            raise RuntimeError("subscriber blew up")
-        self.got[delivery.channel].append(delivery)
-
-    def offsets(self, channel: str) -> list[str]:
-        return [d.offset for d in self.got[channel]]
-
-
-PodFactory = Callable[..., Awaitable[Pod]]
-
-
-@pytest.fixture
-async def make_pod() -> AsyncIterator[PodFactory]:
-    pods: list[Pod] = []
-
-    async def factory(url: str, *, start: bool = True, **kwargs: Any) -> Pod:
-        kwargs.setdefault("op_timeout_s", 2.0)
-        pod = Pod(RedisBroker(url, **kwargs))
-        pods.append(pod)
-        if start:
-            await pod.broker.start(pod.on_delivery)
-        return pod
-
-    yield factory
-    for pod in pods:
-        await pod.broker.close()
 
 
 @pytest.fixture
