@@ -44,41 +44,26 @@ class AuditLog:
         if self.enabled:
             _log.info(event, audit=True, node=self.node, **fields)
 
+    def warn(self, event: str, **fields: Any) -> None:
+        """`emit` at warning level: something was refused, dropped or degraded."""
+        if self.enabled:
+            _log.warning(event, audit=True, node=self.node, **fields)
+
     def accepted(self, user: str, tier: str, ip: str) -> None:
         if self.enabled:  # one per connection: no detour through `emit`
             _log.info(ACCEPTED, audit=True, node=self.node, user=user, tier=tier, ip=ip)
 
     def rejected(self, reason: str, ip: str, user: str | None = None, detail: str = "") -> None:
-        if self.enabled:
-            _log.warning(
-                REJECTED, audit=True, node=self.node, reason=reason, ip=ip, user=user, detail=detail
-            )
+        self.warn(REJECTED, reason=reason, ip=ip, user=user, detail=detail)
 
     def quota(self, user: str, tier: str, channel: str, limit: int) -> None:
         self.emit(QUOTA, user=user, tier=tier, channel=channel, limit=limit)
 
     def slow_consumer(self, user: str, connection: str, buffered_bytes: int) -> None:
-        if self.enabled:
-            _log.warning(
-                SLOW_CONSUMER,
-                audit=True,
-                node=self.node,
-                user=user,
-                connection=connection,
-                buffered_bytes=buffered_bytes,
-            )
+        self.warn(SLOW_CONSUMER, user=user, connection=connection, buffered_bytes=buffered_bytes)
 
     def breaker(self, old: str, new: str) -> None:
-        if self.enabled:
-            _log.warning(BREAKER, audit=True, node=self.node, old=old, new=new)
+        self.warn(BREAKER, old=old, new=new)
 
     def bandwidth(self, user: str, connection: str, action: str) -> None:
-        if self.enabled:
-            _log.warning(
-                BANDWIDTH,
-                audit=True,
-                node=self.node,
-                user=user,
-                connection=connection,
-                action=action,
-            )
+        self.warn(BANDWIDTH, user=user, connection=connection, action=action)

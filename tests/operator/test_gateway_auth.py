@@ -10,7 +10,6 @@ the gateway's real authenticator builder (`jwt_auth.build_authenticator`), which
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ import yaml
 from wsfleet_operator import resources as r
 from wsfleet_operator.reconcile import validate
 from wsfleet_operator.spec import FleetSpec, parse_spec
+
+from tests.operator.gateway_env import settings_from_env
 
 gateway_settings = pytest.importorskip(
     "wsfleet_gateway.settings", reason="the gateway package (wsfleet_gateway) is not installed"
@@ -94,15 +95,6 @@ def kubelet_env(spec: FleetSpec, secrets: dict[tuple[str, str], str], root: Path
     return env
 
 
-def _settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Any:
-    for name in list(os.environ):
-        if name.startswith("WSFLEET_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return gateway_settings.GatewaySettings()
-
-
 def _example_spec(path: Path) -> FleetSpec:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     (fleet,) = [d for d in docs if d.get("kind") == "WebSocketFleet"]
@@ -119,7 +111,7 @@ def test_example_gateways_would_start_with_auth(
     spec = _example_spec(path)
     secrets = _secrets(spec)
     env = kubelet_env(spec, secrets, tmp_path)
-    settings = _settings(monkeypatch, env)
+    settings = settings_from_env(monkeypatch, env)
     assert not settings.auth_disabled
     authenticator = jwt_auth.build_authenticator(settings)  # raises AuthConfigError on refusal
     assert isinstance(authenticator, jwt_auth.JwtAuthenticator)
@@ -129,7 +121,7 @@ def test_example_gateways_would_start_with_auth(
     bare = {k: v for k, v in env.items() if k not in ("WSFLEET_JWT_SECRET",)}
     bare.pop("WSFLEET_JWT_PUBLIC_KEY_FILE", None)
     with pytest.raises(jwt_auth.AuthConfigError):
-        jwt_auth.build_authenticator(_settings(monkeypatch, bare))
+        jwt_auth.build_authenticator(settings_from_env(monkeypatch, bare))
 
 
 def test_rs256_key_is_a_read_only_file_never_env(tmp_path: Path) -> None:
@@ -158,7 +150,7 @@ def test_disabled_auth_starts_and_is_announced(
     spec = parse_spec({"auth": {"disabled": True}})
     env = kubelet_env(spec, {}, tmp_path)
     assert env["WSFLEET_AUTH"] == "disabled"
-    settings = _settings(monkeypatch, env)
+    settings = settings_from_env(monkeypatch, env)
     assert settings.auth_disabled
     jwt_auth.build_authenticator(settings)
     assert "AUTHENTICATION IS DISABLED" in capsys.readouterr().err

@@ -8,12 +8,13 @@ settings, field by field.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
 from wsfleet_operator import resources as r
 from wsfleet_operator.spec import FleetSpec, parse_spec
+
+from tests.operator.gateway_env import settings_from_env
 
 gateway_settings = pytest.importorskip(
     "wsfleet_gateway.settings", reason="the gateway package (wsfleet_gateway) is not installed"
@@ -43,15 +44,6 @@ def _container(spec: FleetSpec) -> dict[str, Any]:
     return dict(container)
 
 
-def _load(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Any:
-    for name in list(os.environ):
-        if name.startswith("WSFLEET_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return gateway_settings.GatewaySettings()
-
-
 def test_container_runs_wsfleet_gateway_with_explicit_args(monkeypatch: pytest.MonkeyPatch) -> None:
     from wsfleet.cli import build_parser
 
@@ -62,7 +54,7 @@ def test_container_runs_wsfleet_gateway_with_explicit_args(monkeypatch: pytest.M
     assert args.command == "gateway"
     assert args.func is gateway_cli.run
     # flags and the ConfigMap env together, as in the pod
-    _load(monkeypatch, r.gateway_env(spec))
+    settings_from_env(monkeypatch, r.gateway_env(spec))
     settings = gateway_cli.settings_from_args(args)
     assert (settings.host, settings.port) == ("0.0.0.0", 8443)
     assert (settings.admin_host, settings.admin_port) == ("0.0.0.0", 9443)
@@ -79,7 +71,7 @@ def test_args_listen_on_every_interface_even_without_the_configmap(
 
     spec = parse_spec(EXAMPLE)
     args = build_parser().parse_args(_container(spec)["args"])
-    _load(monkeypatch, {})
+    settings_from_env(monkeypatch, {})
     settings = gateway_cli.settings_from_args(args)
     assert settings.host == "0.0.0.0"
     assert settings.admin_host == "0.0.0.0"
@@ -88,7 +80,7 @@ def test_args_listen_on_every_interface_even_without_the_configmap(
 
 def test_spec_limits_arrive_in_the_gateway_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = parse_spec(EXAMPLE)
-    s = _load(monkeypatch, r.gateway_env(spec))
+    s = settings_from_env(monkeypatch, r.gateway_env(spec))
     assert s.user_connects_per_min == 17
     assert s.tier_channels == {"free": 4, "paid": 25}
     assert s.max_connections == 4321
@@ -114,7 +106,7 @@ def test_every_emitted_name_is_a_gateway_setting() -> None:
 
 def test_spec_defaults_are_accepted_by_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = FleetSpec()
-    s = _load(monkeypatch, r.gateway_env(spec))
+    s = settings_from_env(monkeypatch, r.gateway_env(spec))
     assert s.max_connections == spec.limits.max_connections_per_pod
     assert json.loads(r.gateway_env(spec)["WSFLEET_TIER_CHANNELS"]) == s.tier_channels
 
@@ -124,7 +116,7 @@ def test_spec_bounds_match_the_gateway_bounds(monkeypatch: pytest.MonkeyPatch) -
     low = parse_spec(
         {"limits": {"maxMessageBytes": 256, "heartbeatSeconds": 1, "idleTimeoutSeconds": 2}}
     )
-    s = _load(monkeypatch, r.gateway_env(low))
+    s = settings_from_env(monkeypatch, r.gateway_env(low))
     assert s.max_message_bytes == 256
     with pytest.raises(ValueError, match=r"greater than or equal to 256"):
         parse_spec({"limits": {"maxMessageBytes": 255}})
