@@ -58,6 +58,20 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) process `pid` has used so far, in seconds.
+
+    Reads the process's CPU clock (Linux: the clock id glibc's ``clock_getcpuclockid``
+    gives, nanosecond resolution); where that fails, /proc's tick counts (10 ms steps).
+    """
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, SCHED)
+    except OSError:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child_env(env: dict[str, str], drop: tuple[str, ...] = ()) -> dict[str, str]:
     """This process's environment without the `drop` prefixes, then `env` on top."""
     inherited = {k: v for k, v in os.environ.items() if not (drop and k.startswith(drop))}
@@ -163,6 +177,10 @@ class ServerProcess:
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the server has used so far."""
+        return cpu_seconds(self.pid)
 
     def stop(self) -> None:
         """SIGTERM (SIGKILL after 10 s), then remove the output file."""

@@ -6,12 +6,15 @@ import asyncio
 import gc
 import json
 import math
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.support.waiting import wait_until
+import pytest
+
+from tests.support.waiting import wait_until, wait_until_sync
 from wsfleet.bench.figures import cache_counts
 from wsfleet.bench.probes import (
     GcPauses,
@@ -21,8 +24,9 @@ from wsfleet.bench.probes import (
     probe_figures,
     release_gc,
 )
-from wsfleet.bench.results import summarise, to_markdown
-from wsfleet.bench.suite import SuiteConfig
+from wsfleet.bench.results import ON_OFF_BOUND, on_off_verdict, summarise, to_markdown
+from wsfleet.bench.suite import KINDS, SuiteConfig, run_order
+from wsfleet.gatewayproc import cpu_seconds
 
 
 def test_summary_takes_medians_and_ratios_against_the_baselines() -> None:
@@ -62,6 +66,70 @@ def test_summary_takes_medians_and_ratios_against_the_baselines() -> None:
     )
 
 
+def test_on_off_section_pairs_each_run_and_judges_the_bounded_figures() -> None:
+    """Issue 4's check: per-run on ÷ off (same run, same machine state), median, verdict."""
+    runs = [
+        {
+            "gateway-off": {"deliveries_per_s": 100.0, "idle_switch_p99_ms": 1.0},
+            "gateway": {"deliveries_per_s": on_rate, "idle_switch_p99_ms": on_p99},
+        }
+        for on_rate, on_p99 in ((90.0, 1.1), (80.0, 1.3), (95.0, 1.2))
+    ]
+    runs.append({"gateway": {"deliveries_per_s": 1.0}})  # no features-off value: not paired
+    doc = summarise({"runs": runs, "elapsed_s": 1.0, "pinning": {}}, SuiteConfig(), quick=False)
+    fan = doc["figures"]["deliveries_per_s"]["on_off"]
+    assert fan == {"runs": [0.9, 0.8, 0.95], "median": 0.9, "bounded": True, "within_bound": True}
+    p99 = doc["figures"]["idle_switch_p99_ms"]["on_off"]
+    assert p99["runs"] == [1.1, 1.3, 1.2]
+    assert p99["median"] == 1.2
+    assert p99["within_bound"] is False  # 1.2 > 1.15
+    assert doc["figures"]["switch_p99_ms"]["on_off"]["bounded"] is False
+    markdown = to_markdown({**doc, "pinning": {"server_cpu": 0, "load_cpu": 1}})
+    section = markdown.split("## Features on vs off", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| fan-out")]
+    assert rows == ["| fan-out to 1,000 subscribers | 0.9 | 0.9, 0.8, 0.95 | **yes** ✅ |"]
+    assert "| 1.2 | 1.1, 1.3, 1.2 | **no** ❌ |" in section
+    # the bound both ways: rates may drop by 15 %, latencies and CPU may grow by 15 %
+    assert on_off_verdict(1 + ON_OFF_BOUND, "lower") is True
+    assert on_off_verdict(1.16, "lower") is False
+    assert on_off_verdict(1 - ON_OFF_BOUND, "higher") is True
+    assert on_off_verdict(0.84, "higher") is False
+    assert on_off_verdict(None, "higher") is None
+
+
+def test_runs_alternate_the_order_of_the_server_kinds() -> None:
+    assert run_order(KINDS, 0) == KINDS
+    assert run_order(KINDS, 1) == tuple(reversed(KINDS))
+    assert run_order(KINDS, 2) == KINDS
+
+
+def test_cpu_seconds_of_another_process_counts_its_work() -> None:
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nwhile time.process_time() < 0.3: pass\ninput()"],
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_sync(lambda: cpu_seconds(busy.pid) >= 0.3, timeout_s=30)
+        clock = cpu_seconds(busy.pid)
+        with open(f"/proc/{busy.pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        assert abs(clock - ticks) < 0.1  # the same CPU time, at finer resolution
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_cpu_seconds_falls_back_to_proc_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_cpu_clock(clock_id: int) -> float:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(time, "clock_gettime", no_cpu_clock)
+    own = os.times()
+    assert abs(cpu_seconds(os.getpid()) - (own.user + own.system)) < 0.1
+
+
 def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     """Every figure of every server kind, tiny sizes, as `make bench` runs it."""
     proc = subprocess.run(
@@ -78,6 +146,7 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     keys = ("idle_kb_per_conn", "connect_per_s", "deliveries_per_s", "switch_p99_ms")
     keys += ("idle_switch_p99_ms", "background_dps")  # background: from its own process
     keys += ("idle_first_switch_p99_ms", "first_switch_p99_ms")  # first visits, timed apart
+    keys += ("fanout_cpu_us", "idle_switch_cpu_us")  # the server process's CPU per operation
     for key in keys:
         for kind in ("baseline", "gateway-off", "gateway"):
             value = doc["figures"][key]["values"][kind]["median"]
@@ -89,6 +158,8 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     assert "| figure |" in markdown
     assert "cross-pod delivery p50" in markdown
     assert "first-visit switch p99" in markdown
+    assert "## Features on vs off" in markdown
+    assert doc["figures"]["deliveries_per_s"]["on_off"]["runs"]  # paired within the run
     # every client's first cycle: 14 switches to channels new to the server
     for kind in ("baseline", "gateway-off", "gateway"):
         assert doc["raw_runs"][0][kind]["idle_first_switches"] == 14 * 5, kind

@@ -23,6 +23,16 @@ from wsfleet.loadtest.scenarios import record_delivery, run_coordinator
 
 LONG = 3600.0
 
+CpuClock = Callable[[], float]
+"""CPU seconds the server under test has used so far (its /proc entry)."""
+
+
+def cpu_per_op_us(clock: CpuClock | None, before: float, ops: float) -> float:
+    """Server CPU µs per operation since `before` (NaN without a clock or operations)."""
+    if clock is None or ops <= 0:
+        return float("nan")
+    return (clock() - before) / ops * 1e6
+
 
 def error_summary(engine: Engine, since: dict[str, int] | None = None) -> str:
     """Errors the server answered (or connections that failed), ``code=n`` joined by commas."""
@@ -96,6 +106,7 @@ async def _switch_run(
     duration_s: float,
     think_s: float,
     coordinators: int = 0,
+    server_cpu: CpuClock | None = None,
 ) -> tuple[dict[str, float], float, LoopLag, GcPauses]:
     """Movers switch round 15 channels (coordinators publish meanwhile); latency figures.
 
@@ -104,7 +115,8 @@ async def _switch_run(
     subscribes it and reads its history there) and the steady state that
     follows for `duration_s` (every channel already held by the server). The
     first cycle of all movers runs at once, so its figure is the worst case of
-    many clients reaching new channels together.
+    many clients reaching new channels together. With `server_cpu`, the
+    server's CPU per steady-state switch too (everything it did meanwhile).
     """
     cycle = 15
     for index, conn in enumerate(movers):
@@ -147,6 +159,7 @@ async def _switch_run(
             await engine.pause(think_s)
 
     started = time.perf_counter()
+    cpu_before = server_cpu() if server_cpu is not None else 0.0
     with GcPauses() as pauses:
         async with LoopLag() as lag, asyncio.TaskGroup() as group:
             for i in range(coordinators):
@@ -156,6 +169,8 @@ async def _switch_run(
             for i, conn in enumerate(movers):
                 group.create_task(mover(i, conn))
     span = time.perf_counter() - started
+    done = switch.count - switch_before
+    cpu_us = cpu_per_op_us(server_cpu, cpu_before, done)
     fresh = switch.samples[switch_before:] if switch.count <= switch.cap else switch.samples
     return (
         {
@@ -165,6 +180,7 @@ async def _switch_run(
             "first_p50_ms": percentile(first_visits, 0.5) * 1e3,
             "first_p99_ms": percentile(first_visits, 0.99) * 1e3,
             "first_switches": float(len(first_visits)),
+            "cpu_us": cpu_us,
         },
         span,
         lag,
@@ -173,14 +189,21 @@ async def _switch_run(
 
 
 async def switch_idle(
-    fleet: IdleFleet, switchers: int, duration_s: float, think_s: float = 0.01
+    fleet: IdleFleet,
+    switchers: int,
+    duration_s: float,
+    think_s: float = 0.01,
+    server_cpu: CpuClock | None = None,
 ) -> dict[str, float | str]:
     """Switch latency of `switchers` clients with the fleet open and no other traffic."""
     engine = fleet.engine
     errors_before = dict(engine.stats.errors)
     movers = fleet.conns[-switchers:] if switchers else []
-    result, _span, lag, pauses = await _switch_run(engine, movers, "swi", duration_s, think_s)
+    result, _span, lag, pauses = await _switch_run(
+        engine, movers, "swi", duration_s, think_s, server_cpu=server_cpu
+    )
     return {
+        "idle_switch_cpu_us": result["cpu_us"],
         "idle_switch_p50_ms": result["p50_ms"],
         "idle_switch_p99_ms": result["p99_ms"],
         "idle_switches": result["switches"],
@@ -268,8 +291,12 @@ async def fanout(
     timeout_s: float,
     window: int = 8,
     jwt_secret: str | None = None,
+    server_cpu: CpuClock | None = None,
 ) -> dict[str, float | str]:
-    """Deliveries per second of one channel to `subscribers` (publishes pipelined)."""
+    """Deliveries per second of one channel to `subscribers` (publishes pipelined).
+
+    With `server_cpu`, the server's CPU per delivery over the same span too.
+    """
     engine = Engine(url, bench_options(jwt_secret=jwt_secret))
     try:
         subs = await engine.open_many(subscribers)
@@ -280,6 +307,7 @@ async def fanout(
         expected = messages * len(subs)
         stats = engine.stats
         base = stats.delivered
+        cpu_before = server_cpu() if server_cpu is not None else 0.0
         started = time.perf_counter()
         in_flight: set[asyncio.Future[dict[str, object]]] = set()
         for seq in range(messages):
@@ -295,6 +323,7 @@ async def fanout(
         got = stats.delivered - base
         return {
             "deliveries_per_s": got / span if span > 0 else 0.0,
+            "fanout_cpu_us": cpu_per_op_us(server_cpu, cpu_before, got),
             "delivered_share": got / expected if expected else 0.0,
             "fanout_errors": error_summary(engine),
         }

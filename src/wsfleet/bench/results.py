@@ -27,6 +27,27 @@ class Figure:
     target: tuple[str, float] | None = None
     baseline_key: str | None = None
     """Key of the baselines' comparable figure when it differs (cross-pod vs same node)."""
+    bounded: bool = False
+    """One of the gateway issue's figures, which features on must keep within `ON_OFF_BOUND`
+    of features off (issue 4)."""
+
+
+ON_OFF_BOUND = 0.15
+"""Features on may be this much worse than features off on the `bounded` figures."""
+ON_OFF_SHOWN = (
+    "deliveries_per_s",
+    "fanout_cpu_us",
+    "idle_switch_p50_ms",
+    "idle_switch_p99_ms",
+    "idle_switch_cpu_us",
+    "switch_p50_ms",
+    "switch_p99_ms",
+    "idle_first_switch_p50_ms",
+    "idle_first_switch_p99_ms",
+    "first_switch_p50_ms",
+    "first_switch_p99_ms",
+)
+"""Figures in the features on/off section of the markdown (the bounded ones first)."""
 
 
 def figure_table(config: SuiteConfig) -> list[Figure]:
@@ -40,14 +61,34 @@ def figure_table(config: SuiteConfig) -> list[Figure]:
             "deliveries/s",
             "higher",
             (">=", 150_000),
+            bounded=True,
         ),
-        Figure("idle_switch_p50_ms", f"switch p50 with {n} conns open, no traffic", "ms", "lower"),
+        Figure(
+            "fanout_cpu_us",
+            "server CPU per fan-out delivery (server process only)",
+            "µs",
+            "lower",
+        ),
+        Figure(
+            "idle_switch_p50_ms",
+            f"switch p50 with {n} conns open, no traffic",
+            "ms",
+            "lower",
+            bounded=True,
+        ),
         Figure(
             "idle_switch_p99_ms",
             f"switch p99 with {n} conns open, no traffic",
             "ms",
             "lower",
             ("<=", 5),
+            bounded=True,
+        ),
+        Figure(
+            "idle_switch_cpu_us",
+            "server CPU per switch, no traffic (server process only)",
+            "µs",
+            "lower",
         ),
         Figure(
             "idle_first_switch_p50_ms",
@@ -153,6 +194,26 @@ def _num(value: Any) -> float | None:
     return None
 
 
+def paired_ratios(runs: list[dict[str, dict[str, Any]]], key: str) -> list[float]:
+    """Features on ÷ off of `key` in each run where both were measured (same run, so
+    the same state of the machine)."""
+    out: list[float] = []
+    for run in runs:
+        on, off = _num(run.get(GATEWAY, {}).get(key)), _num(run.get(GATEWAY_OFF, {}).get(key))
+        if on is not None and off:
+            out.append(on / off)
+    return out
+
+
+def on_off_verdict(ratio: float | None, better: str) -> bool | None:
+    """Whether features on stay within `ON_OFF_BOUND` of off, given on ÷ off."""
+    if ratio is None:
+        return None
+    if better == "lower":
+        return ratio <= 1 + ON_OFF_BOUND
+    return ratio >= 1 - ON_OFF_BOUND
+
+
 def summarise(raw: dict[str, Any], config: SuiteConfig, quick: bool) -> dict[str, Any]:
     """The results document: per figure, per server kind, the runs and their median."""
     runs: list[dict[str, dict[str, Any]]] = raw["runs"]
@@ -180,7 +241,15 @@ def summarise(raw: dict[str, Any], config: SuiteConfig, quick: bool) -> dict[str
         if fig.target is not None and gw is not None:
             op, bound = fig.target
             verdict = gw <= bound if op == "<=" else gw >= bound
+        paired = paired_ratios(runs, fig.key)
+        paired_median = round(median_of(paired), 3) if paired else None
         doc_figures[fig.key] = {
+            "on_off": {
+                "runs": [round(r, 3) for r in paired],
+                "median": paired_median,
+                "bounded": fig.bounded,
+                "within_bound": on_off_verdict(paired_median, fig.better),
+            },
             "label": fig.label,
             "unit": fig.unit,
             "better": fig.better,
@@ -265,6 +334,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
             f"{_fmt(v[GATEWAY_OFF]['median'])} | {_fmt(v[GATEWAY]['median'])} | "
             f"{_fmt(r['gateway/baseline'])} | {_fmt(r['gateway/gateway-off'])} | {target} |"
         )
+    lines += on_off_section(doc)
     problems = doc.get("problems") or []
     if problems:
         lines += ["", "Problems seen during the runs (they qualify the figures above):", ""]
@@ -282,9 +352,45 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "channel new to the server: with Redis, one SUBSCRIBE and one history read); the "
         "others time the steady state that follows (every channel already held by the "
         "server).",
+        "Server CPU figures: user + system CPU of the server process over the figure's "
+        "span, divided by its operations (for the gateway with features on, Redis's own "
+        "CPU is not included: it is a separate process).",
         "",
     ]
     return "\n".join(lines)
+
+
+def on_off_section(doc: dict[str, Any]) -> list[str]:
+    """Markdown: features on ÷ off per run, and whether the bounded figures hold."""
+    bound = f"{ON_OFF_BOUND:.0%}"
+    lines = [
+        "",
+        f"## Features on vs off (issue 4: the gateway issue's figures within {bound})",
+        "",
+        "Per run, the features-on value ÷ the features-off value of that same run; the "
+        "verdict uses the median of those ratios (above 1 is better for rates, worse "
+        "for latency and CPU).",
+        "",
+        f"| figure | on ÷ off, median of runs | per run | within {bound} |",
+        "| --- | ---: | --- | --- |",
+    ]
+    shown = sorted(
+        (key for key in ON_OFF_SHOWN if key in doc["figures"]),
+        key=lambda key: not doc["figures"][key]["on_off"]["bounded"],
+    )
+    for key in shown:
+        fig = doc["figures"][key]
+        pair = fig["on_off"]
+        if not pair["runs"]:
+            continue
+        verdict = {True: "yes", False: "no", None: "n/a"}[pair["within_bound"]]
+        if pair["bounded"]:
+            verdict = f"**{verdict}** ✅" if pair["within_bound"] else f"**{verdict}** ❌"
+        else:
+            verdict += " (not bounded)"
+        per_run = ", ".join(_fmt(r) for r in pair["runs"])
+        lines.append(f"| {fig['label']} | {_fmt(pair['median'])} | {per_run} | {verdict} |")
+    return lines
 
 
 def write_results(doc: dict[str, Any], out_dir: Path, name: str | None = None) -> list[Path]:

@@ -146,7 +146,11 @@ async def measure_server(
         saved_gc = probes.calm_gc() if config.load_gc_tune else None
         try:
             log(f"  {kind}: switch latency with {config.idle_connections} connections open")
-            out.update(await figures.switch_idle(fleet, config.switchers, config.switch_duration_s))
+            out.update(
+                await figures.switch_idle(
+                    fleet, config.switchers, config.switch_duration_s, server_cpu=server.cpu_s
+                )
+            )
             log(f"  {kind}: switch latency under {config.background_dps:.0f} deliveries/s")
             out.update(
                 await figures.switch_under_load(
@@ -170,6 +174,7 @@ async def measure_server(
                 config.fanout_messages,
                 config.fanout_timeout_s,
                 jwt_secret=secret,
+                server_cpu=server.cpu_s,
             )
         )
         log(f"  {kind}: same-node delivery latency")
@@ -238,7 +243,7 @@ async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, An
         for run in range(config.runs):
             say(f"run {run + 1}/{config.runs}")
             figures_by_kind: dict[str, dict[str, float | str]] = {}
-            for kind in config.kinds:
+            for kind in run_order(config.kinds, run):
                 try:
                     figures_by_kind[kind] = await measure_server(
                         kind, config, server_cpu, redis.url, say
@@ -261,6 +266,16 @@ async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, An
         "elapsed_s": round(time.perf_counter() - started, 1),
         "pinning": {"server_cpu": server_cpu, "load_cpu": load_cpu},
     }
+
+
+def run_order(kinds: tuple[str, ...], run: int) -> tuple[str, ...]:
+    """The kinds in the order run `run` (from 0) measures them: every other run reversed.
+
+    The machine drifts (other tenants, CPU state) over a suite; alternating the order
+    gives each kind early and late slots alike, so a drift does not favour one of them
+    in the per-run comparisons.
+    """
+    return kinds if run % 2 == 0 else tuple(reversed(kinds))
 
 
 def median_of(values: list[float]) -> float:
