@@ -75,8 +75,8 @@ from wsfleet_gateway.broker import (
     parse_offset,
 )
 from wsfleet_gateway.history_ring import HistoryRings
+from wsfleet_gateway.redis_lane import CommandLane
 from wsfleet_gateway.redis_pool import (
-    CommandLane,
     RedisBusyError,
     RedisGate,
     SingleFlight,
@@ -131,7 +131,7 @@ class RedisBroker:
         """Bounds the commands in flight; a burst queues here instead of opening connections."""
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self._history_sha = hashlib.sha1(HISTORY_LUA.encode()).hexdigest()
-        self._lane = CommandLane(self._command_connection, pool_size)
+        self._lane = CommandLane(self._command_connection, pool_size, op_timeout_s)
         """The history script's connections (the subscribe/switch hot path)."""
         self.reads: SingleFlight[tuple[str, str | None, int, bool], tuple[History, str | None]] = (
             SingleFlight()
@@ -155,8 +155,10 @@ class RedisBroker:
         )
 
     def _command_connection(self) -> AbstractConnection:
+        # each lane call runs under `_op`'s timeout: no socket timeout (a wait_for per write)
         pool = self._redis.connection_pool
-        connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        connection: AbstractConnection = pool.connection_class(**kwargs)
         return connection
 
     def _pubsub_connection(self) -> AbstractConnection:

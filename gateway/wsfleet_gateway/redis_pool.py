@@ -14,10 +14,8 @@ congestion, not a Redis failure, and must never open the circuit breaker.
   ``unavailable``), which `is_redis_failure` says the breaker must not count.
 - `SingleFlight`: concurrent identical reads (the same channel's metadata or
   history) share one Redis round trip.
-- `CommandLane`: a command on a connection of its own, without the client's
-  per-command machinery (pool lock, retry wrapper, response callbacks):
-  about half the CPU per call, for the subscribe/switch read path. Callers
-  bound it with a `RedisGate` slot and a timeout like any other command.
+
+The hot path's own connections (the history script) are `redis_lane.CommandLane`.
 """
 
 from __future__ import annotations
@@ -26,14 +24,13 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
-from typing import Any, Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, NoScriptError, ResponseError
+from redis.exceptions import MaxConnectionsError
 
 from wsfleet_gateway.broker import BrokerUnavailableError
 
@@ -150,92 +147,3 @@ class SingleFlight(Generic[K, T]):
 
     def __len__(self) -> int:
         return len(self._running)
-
-
-class CommandLane:
-    """Raw request/reply on idle connections kept here (see the module docstring).
-
-    A connection that failed in any way but an error reply (timeout, I/O error,
-    cancellation mid-read) is dropped, never reused: its stream position is
-    unknown. At most `max_idle` connections are kept between calls; the
-    caller's gate bounds how many are in use at once.
-    """
-
-    def __init__(self, make: Callable[[], AbstractConnection], max_idle: int) -> None:
-        self._make = make
-        self.max_idle = max_idle
-        self._idle: list[AbstractConnection] = []
-        self.opened = 0
-        """Connections made so far (reused ones are not counted again)."""
-        self.stale = 0
-        """Kept connections found closed by the server when next used."""
-
-    async def execute(self, *args: str | int) -> Any:
-        """One command's reply; error replies raise as `ResponseError`.
-
-        Only for commands safe to run twice: a kept connection the server
-        closed while it sat idle (a restart, ``CLIENT KILL``, an idle timeout)
-        is found out by using it, and the command is retried once on a new one.
-        """
-        while True:
-            reused = bool(self._idle)
-            conn = self._idle.pop() if reused else self._new()
-            try:
-                if not conn.is_connected:
-                    opener: Callable[[], Awaitable[None]] = conn.connect  # untyped in redis-py
-                    await opener()
-                await conn.send_command(*args)
-                reply = await conn.read_response()
-            except ResponseError:
-                await self._release(conn)  # an error reply leaves the connection in step
-                raise
-            except RedisConnectionError:
-                await conn.disconnect(nowait=True)
-                if reused:
-                    self.stale += 1
-                    continue
-                raise
-            except BaseException:
-                await conn.disconnect(nowait=True)
-                raise
-            await self._release(conn)
-            return reply
-
-    async def warm(self, count: int) -> None:
-        """Open connections until `count` (at most `max_idle`) are kept idle."""
-        wanted = min(count, self.max_idle) - len(self._idle)
-        if wanted <= 0:
-            return
-        fresh = [self._new() for _ in range(wanted)]
-        openers: list[Callable[[], Awaitable[None]]] = [c.connect for c in fresh]  # untyped
-        try:
-            await asyncio.gather(*(opener() for opener in openers))
-        except BaseException:
-            for conn in fresh:
-                await conn.disconnect(nowait=True)
-            raise
-        self._idle.extend(fresh)
-
-    def _new(self) -> AbstractConnection:
-        self.opened += 1
-        return self._make()
-
-    async def evalsha(self, sha: str, script: str, keys: list[str], args: list[str | int]) -> Any:
-        """EVALSHA, loading the script once when the server does not know it yet."""
-        command = ("EVALSHA", sha, len(keys), *keys, *args)
-        try:
-            return await self.execute(*command)
-        except NoScriptError:
-            await self.execute("SCRIPT", "LOAD", script)
-            return await self.execute(*command)
-
-    async def _release(self, conn: AbstractConnection) -> None:
-        if len(self._idle) < self.max_idle and conn.is_connected:
-            self._idle.append(conn)
-        else:
-            await conn.disconnect(nowait=True)
-
-    async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.disconnect(nowait=True)

@@ -4,6 +4,9 @@
   subscribers; after the last reference goes the subscription lingers
   ``linger_s`` before ``UNSUBSCRIBE`` (a re-attach inside the linger reuses it,
   so rapid switching does not churn Redis).
+- SUBSCRIBEs and UNSUBSCRIBEs asked for in one pass of the event loop go out
+  in one write, in the order asked (a burst of clients reaching new channels
+  costs one write, not one per channel).
 - `attach` returns once Redis confirmed the subscription, so a history read
   made after it cannot miss a message published afterwards. The channel's
   offset at that point (where a reconnect's catch-up starts) comes from the
@@ -27,7 +30,7 @@ import contextlib
 import math
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -39,6 +42,7 @@ from wsfleet_gateway.broker import (
     OnDelivery,
     parse_offset,
 )
+from wsfleet_gateway.redis_lane import pack_resp
 from wsfleet_gateway.redis_streams import decode_payload, pubsub_name
 
 log = structlog.get_logger("wsfleet_gateway.redis_pubsub")
@@ -75,6 +79,17 @@ class _Sub:
     """Loop time the last reference went (None while referenced)."""
 
 
+@dataclass(slots=True, eq=False)
+class _Outbox:
+    """(UN)SUBSCRIBEs for one connection asked for in one loop pass, written together."""
+
+    conn: AbstractConnection
+    sent: asyncio.Future[None]
+    """Done once the write went out (or failed: every command in it did)."""
+    commands: list[list[str]] = field(default_factory=list)
+    """Each ``[command, name, ...]``: consecutive requests of one command share one."""
+
+
 @dataclass(slots=True)
 class FanoutStats:
     """Counters for metrics and tests."""
@@ -85,6 +100,8 @@ class FanoutStats:
     caught_up: int = 0
     duplicates_dropped: int = 0
     pings: int = 0
+    writes: int = 0
+    """Writes of queued (UN)SUBSCRIBEs (each may carry many)."""
 
 
 class PubSubFanout:
@@ -127,6 +144,8 @@ class PubSubFanout:
         self._sweeper: asyncio.Task[None] | None = None
         self._stale_confirms: dict[str, int] = {}
         """Per pub/sub name: confirmations still due for subscriptions already dropped."""
+        self._outbox: _Outbox | None = None
+        """(UN)SUBSCRIBEs of the current loop pass, not yet written."""
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -264,7 +283,7 @@ class PubSubFanout:
             if sub.sent_on is conn and not sub.confirmed:
                 self._stale_confirms[sub.name] = self._stale_confirms.get(sub.name, 0) + 1
             self.stats.unsubscribes += 1
-            self._spawn(self._send(conn, "UNSUBSCRIBE", sub.name), "wsfleet-unsubscribe")
+            self._queue(conn, "UNSUBSCRIBE", sub.name)
 
     async def _activate(self, sub: _Sub) -> None:
         conn = self._conn
@@ -273,10 +292,49 @@ class PubSubFanout:
         sub.confirm = asyncio.get_running_loop().create_future()
         self.stats.subscribes += 1
         sub.sent_on = conn
-        await self._send(conn, "SUBSCRIBE", sub.name)
+        written = self._queue(conn, "SUBSCRIBE", sub.name)
         async with asyncio.timeout(self.op_timeout_s * 2):
+            await asyncio.shield(written)  # shared with the rest of the batch
             await sub.confirm
         sub.ready = sub.confirmed and self._conn is conn
+
+    def _queue(self, conn: AbstractConnection, command: str, name: str) -> asyncio.Future[None]:
+        """Ask for `command name` on `conn`; the loop pass's requests go in one write.
+
+        Order is kept: a channel unsubscribed and subscribed again in one pass is
+        sent UNSUBSCRIBE then SUBSCRIBE, as asked.
+        """
+        box = self._outbox
+        if box is None or box.conn is not conn:
+            loop = asyncio.get_running_loop()
+            box = self._outbox = _Outbox(conn, loop.create_future())
+            loop.call_soon(self._flush, box)
+        if box.commands and box.commands[-1][0] == command:
+            box.commands[-1].append(name)
+        else:
+            box.commands.append([command, name])
+        return box.sent
+
+    def _flush(self, box: _Outbox) -> None:
+        if self._outbox is box:
+            self._outbox = None
+        if self._closing:
+            box.sent.cancel()
+            return
+        self._spawn(self._write(box), "wsfleet-pubsub-write")
+
+    async def _write(self, box: _Outbox) -> None:
+        try:
+            await self._send_many(box.conn, box.commands)
+        except asyncio.CancelledError:
+            box.sent.cancel()
+            raise
+        except Exception as exc:
+            box.sent.set_exception(exc)
+            box.sent.exception()  # mark retrieved: every waiter may be gone
+            raise
+        self.stats.writes += 1
+        box.sent.set_result(None)
 
     def note_offset(self, channel: str, offset: str) -> None:
         """A stream read of an attached `channel` saw `offset` as its newest.
@@ -456,11 +514,15 @@ class PubSubFanout:
             self._on_discontinuity(channel)
 
     async def _send(self, conn: AbstractConnection, *args: str) -> None:
+        await self._send_many(conn, [list(args)])
+
+    async def _send_many(self, conn: AbstractConnection, commands: list[list[str]]) -> None:
         # never let a dropped connection object reconnect by itself on send
         if conn is not self._conn or not conn.is_connected:
             raise BrokerUnavailableError("redis pub/sub connection is gone")
         async with asyncio.timeout(self.op_timeout_s):
-            await conn.send_command(*args)
+            packed = b"".join(pack_resp(tuple(command)) for command in commands)
+            await conn.send_packed_command(packed, check_health=False)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)

@@ -1,4 +1,4 @@
-"""`CommandLane`: raw request/reply on kept connections, against a real Redis."""
+"""`CommandLane`: pipelined request/reply on kept connections, against a real Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from wsfleet_gateway.redis_pool import CommandLane, make_client
+from wsfleet_gateway.redis_lane import CommandLane
+from wsfleet_gateway.redis_pool import make_client
 
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer
@@ -25,7 +26,9 @@ async def admin(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-def lane_for(server: RedisServer, max_idle: int = 4) -> tuple[CommandLane, aioredis.Redis]:
+def lane_for(
+    server: RedisServer, max_idle: int = 4, timeout_s: float = 5.0
+) -> tuple[CommandLane, aioredis.Redis]:
     client = make_client(server.url, 1.0, 4)
     pool = client.connection_pool
 
@@ -33,7 +36,7 @@ def lane_for(server: RedisServer, max_idle: int = 4) -> tuple[CommandLane, aiore
         conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
         return conn
 
-    return CommandLane(make, max_idle), client
+    return CommandLane(make, max_idle, timeout_s), client
 
 
 async def blocked_in_blpop(admin: aioredis.Redis) -> bool:
@@ -65,7 +68,7 @@ async def test_a_kept_connection_the_server_closed_is_replaced_once(
 ) -> None:
     lane, client = lane_for(redis_server)
     try:
-        await asyncio.gather(*(lane.execute("PING") for _ in range(3)))
+        await lane.warm(3)
         assert lane.opened == 3
         await admin.client_kill_filter(_type="normal", skipme=True)
         assert await lane.execute("PING") == "PONG"
@@ -88,8 +91,9 @@ async def test_a_cancelled_read_drops_its_connection_and_idle_ones_are_bounded(
             await blocked
         assert await lane.execute("PING") == "PONG"  # a new connection, not the one mid-read
         assert lane.opened == 2
-        await asyncio.gather(*(lane.execute("PING") for _ in range(3)))
-        assert len(lane._idle) == 1  # the others were closed, not kept
+        await wait_until(lambda: not lane._batches, 5.0, message="the cancelled batch ended")
+        await lane.warm(5)
+        assert len(lane._idle) == 1  # at most max_idle kept
     finally:
         await lane.close()
         await client.aclose()
@@ -104,4 +108,87 @@ async def test_a_fresh_connection_that_fails_raises(redis_server: RedisServer) -
         assert lane.stale == 0
     finally:
         await lane.close()
+        await client.aclose()
+
+
+async def test_commands_of_one_loop_pass_go_in_one_write_each_with_its_own_reply(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    lane, client = lane_for(redis_server)
+    try:
+        await admin.config_resetstat()
+        replies = await asyncio.gather(
+            *(lane.execute("ECHO", f"m{i}") for i in range(10)),
+            lane.execute("NOT-A-COMMAND"),
+            lane.execute("INCRBY", "lane-counter", 7),
+            return_exceptions=True,
+        )
+        assert replies[:10] == [f"m{i}" for i in range(10)]
+        assert isinstance(replies[10], ResponseError)  # fails alone: the rest are in step
+        assert replies[11] == 7
+        assert (lane.writes, lane.commands, lane.opened) == (1, 12, 1)
+        stats = await admin.info("commandstats")
+        assert stats["cmdstat_echo"]["calls"] == 10
+        assert await lane.execute("PING") == "PONG"  # the same connection, still in step
+        assert (lane.writes, lane.opened) == (2, 1)
+    finally:
+        await lane.close()
+        await client.aclose()
+
+
+async def test_a_caller_cancelled_alone_leaves_its_batch_answered(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    """Redis answers a pipeline in order: PING's reply waits behind the BLPOP's."""
+    lane, client = lane_for(redis_server)
+    try:
+        await admin.delete("lane-list")
+        blpop = asyncio.create_task(lane.execute("BLPOP", "lane-list", 10))
+        ping = asyncio.create_task(lane.execute("PING"))
+        await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="blocked in BLPOP")
+        assert lane.writes == 1
+        ping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ping
+        await admin.rpush("lane-list", "x")
+        assert await blpop == ["lane-list", "x"]
+        await wait_until(lambda: not lane._batches, 5.0, message="the batch ended")
+        assert len(lane._idle) == 1  # PING's reply was read and dropped: still in step
+        assert await lane.execute("ECHO", "after") == "after"
+        assert lane.opened == 1
+    finally:
+        await lane.close()
+        await client.aclose()
+
+
+async def test_a_batch_past_its_timeout_fails_and_drops_the_connection(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    lane, client = lane_for(redis_server, timeout_s=0.3)
+    try:
+        with pytest.raises(TimeoutError):
+            await lane.execute("BLPOP", "never-pushed", 30)
+        assert lane._idle == []
+        assert await lane.execute("PING") == "PONG"
+        assert lane.opened == 2
+    finally:
+        await lane.close()
+        await client.aclose()
+
+
+async def test_close_cancels_queued_and_running_batches(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    lane, client = lane_for(redis_server)
+    try:
+        running = asyncio.create_task(lane.execute("BLPOP", "never-pushed", 30))
+        await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="blocked in BLPOP")
+        queued = asyncio.create_task(lane.execute("PING"))
+        await asyncio.sleep(0)  # queued, not yet flushed
+        await lane.close()
+        for task in (running, queued):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert not lane._batches
+    finally:
         await client.aclose()
