@@ -397,6 +397,28 @@ async def test_one_redis_subscription_per_channel_lingers_after_last_detach(
     assert short.broker.stats.unsubscribes == 1
 
 
+async def test_subscribes_of_one_loop_pass_go_to_redis_in_one_write(
+    shared_redis: RedisServer, make_pod: PodFactory, raw: Any
+) -> None:
+    """A burst of clients reaching channels new to the pod: one write, every one confirmed."""
+    client = raw(shared_redis)
+    pod = await make_pod(shared_redis.url, linger_s=0)
+    channels = [new_channel() for _ in range(12)]
+    writes = pod.broker.stats.writes
+    await asyncio.gather(*(pod.broker.attach(channel) for channel in channels))
+    assert pod.broker.stats.writes == writes + 1
+    for channel in channels:
+        assert await numsub(client, channel) == 1
+    for channel in channels:
+        pod.broker.detach(channel)  # UNSUBSCRIBEs, batched the same way
+    for channel in channels:
+        await wait_until(lambda c=channel: _is_zero(numsub(client, c)), WAIT_S, message=channel)
+    again = channels[0]
+    await pod.broker.attach(again)  # subscribed again after its UNSUBSCRIBE went out
+    sent = await pod.broker.publish(again, "1")
+    await wait_until(lambda: pod.got[again] == [sent], WAIT_S, message="delivery")
+
+
 async def _is_zero(value: Awaitable[int]) -> bool:
     return await value == 0
 
