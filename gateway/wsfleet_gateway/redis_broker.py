@@ -55,6 +55,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 import redis.asyncio as aioredis
 import structlog
@@ -100,6 +101,10 @@ from wsfleet_gateway.redis_streams import (
 )
 
 log = structlog.get_logger("wsfleet_gateway.redis_broker")
+
+LANE_WARM: Final = 4
+"""Read-lane connections opened at start. The lane pipelines every read of one loop
+pass on one connection, so a burst of first visits needs a few, not one each."""
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
@@ -185,7 +190,7 @@ class RedisBroker:
         pays neither. Best effort: Redis may be down at start (the pod still starts)."""
         try:
             async with asyncio.timeout(self.op_timeout_s * 2):
-                await self._lane.warm(self._lane.max_idle)
+                await self._lane.warm(LANE_WARM)
                 await self._lane.execute("SCRIPT", "LOAD", HISTORY_LUA)
         except (RedisError, OSError, TimeoutError) as exc:
             log.info("redis_warm_up_skipped", error=type(exc).__name__)

@@ -22,6 +22,7 @@ from wsfleet_gateway.broker import (
     format_offset,
     parse_offset,
 )
+from wsfleet_gateway.redis_broker import LANE_WARM
 from wsfleet_gateway.redis_streams import (
     HISTORY_LUA,
     MISSING_STREAM,
@@ -627,9 +628,10 @@ async def test_start_opens_the_read_lane_and_loads_the_history_script(
     client = raw(redis_server)
     await client.script_flush()
     before = len(await client.client_list())
-    pod = await make_pod(redis_server.url, pool_size=4)
+    pod = await make_pod(redis_server.url, pool_size=16)
     assert await client.script_exists(hashlib.sha1(HISTORY_LUA.encode()).hexdigest()) == [True]
-    assert len(await client.client_list()) - before >= 4 + 1  # the lane's 4, the pub/sub link
+    assert pod.broker._lane.opened == LANE_WARM  # a few: the lane pipelines, pool size or not
+    assert len(await client.client_list()) - before >= LANE_WARM + 1  # and the pub/sub link
     await client.config_resetstat()
     await pod.broker.join(new_channel(), None, 5)
     calls = await command_calls(client)
