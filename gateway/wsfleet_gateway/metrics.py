@@ -7,6 +7,7 @@ default PromQL reads these names; `METRIC_NAMES` lists them for that check.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import (
@@ -17,6 +18,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
@@ -78,6 +81,34 @@ class LabelledCounter:
         child.inc()
 
 
+class CountsByLabels(Collector):
+    """A labelled counter kept as plain ints, exported when scraped.
+
+    For counts made on every request of the hot path (a cache lookup per switch):
+    `inc` is a dict update, where a `Counter` child takes a lock and several calls.
+    Not thread-safe: counted and scraped on the gateway's event loop (`render`).
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def inc(self, *labels: str) -> None:
+        counts = self.counts
+        counts[labels] = counts.get(labels, 0) + 1
+
+    def value(self, *labels: str) -> int:
+        return self.counts.get(labels, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, count in sorted(self.counts.items()):
+            family.add_metric(list(labels), count)
+        yield family
+
+
 class GatewayMetrics:
     """All metrics of one gateway, registered in `registry`."""
 
@@ -110,12 +141,12 @@ class GatewayMetrics:
         self.deliveries = Counter(
             "wsfleet_deliveries", "Message frames written to client sockets.", registry=r
         )
-        self.cache_requests = Counter(
+        self.cache_requests = CountsByLabels(
             "wsfleet_cache_requests",
             "Channel cache lookups by layer (l1, l2) and result (hit, miss).",
-            ["layer", "result"],
-            registry=r,
+            ("layer", "result"),
         )
+        r.register(self.cache_requests)
         self.rejections = Counter(
             "wsfleet_rejections",
             "Refused requests and connections by reason (an error code or close reason).",

@@ -7,8 +7,6 @@ lookups count in the contract's ``wsfleet_cache_requests_total``, which
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import Counter, Gauge, Histogram
 
 from wsfleet_gateway.breaker import CLOSED, HALF_OPEN, OPEN
@@ -23,8 +21,9 @@ class ProtectionMetrics:
 
     def __init__(self, gateway: GatewayMetrics) -> None:
         r = gateway.registry
-        self.cache_requests: Any = gateway.cache_requests
-        self._cache = LabelledCounter(gateway.cache_requests)
+        self.cache_requests = gateway.cache_requests
+        self.cache = gateway.cache_requests.inc
+        """Count one cache lookup: ``cache(layer, result)``."""
         self.cache_lookup_seconds = Histogram(
             "wsfleet_cache_lookup_seconds",
             "Time of one channel cache lookup through L1 (and L2 on a miss), seconds.",
@@ -61,9 +60,6 @@ class ProtectionMetrics:
             registry=r,
         )
         self.admission_results = LabelledCounter(self.admissions)
-
-    def cache(self, layer: str, result: str) -> None:
-        self._cache.inc(layer, result)
 
     def breaker_changed(self, old: str, new: str) -> None:
         self.breaker_state.set(BREAKER_VALUES.get(new, 0))

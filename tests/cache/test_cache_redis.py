@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from wsfleet_gateway.breaker import CircuitBreaker
 from wsfleet_gateway.broker import BrokerUnavailableError
 from wsfleet_gateway.cache import META, L1Cache
-from wsfleet_gateway.cache_layers import ChannelCache
+from wsfleet_gateway.cache_layers import L1_TIMING_EVERY, ChannelCache
 from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.prewarm import HOT_KEY, HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
@@ -90,8 +90,22 @@ async def test_l1_l2_fill_and_cross_pod_invalidation(shared_redis: RedisServer) 
         assert await b.cache.get_meta(ch) == {"title": "Ada & Bo"}
         assert b.count("l2", "hit") == 1
         assert await a.cache.get_meta(ch) == {"title": "Ada & Bo"}
-        samples = b.registry.get_sample_value("wsfleet_cache_lookup_seconds_count", {"layer": "l1"})
-        assert samples == 1
+
+
+async def test_every_l1_lookup_is_counted_and_one_in_n_hits_is_timed(
+    shared_redis: RedisServer,
+) -> None:
+    async with pods(shared_redis.url, n=1) as (pod,):
+        ch = "timed-hits"
+        assert await pod.cache.get_meta(ch) == {}  # lookup 1: a miss, filled from L2
+        for _ in range(2 * L1_TIMING_EVERY + 8):  # lookups 2..: hits
+            assert await pod.cache.get_meta(ch) == {}
+        assert pod.count("l1", "miss") == 1
+        assert pod.count("l1", "hit") == 2 * L1_TIMING_EVERY + 8
+        timed = pod.registry.get_sample_value("wsfleet_cache_lookup_seconds_count", {"layer": "l1"})
+        assert timed == 2  # lookups N + 1 and 2N + 1
+        l2 = pod.registry.get_sample_value("wsfleet_cache_lookup_seconds_count", {"layer": "l2"})
+        assert l2 == 1  # every L2 lookup is timed
 
 
 async def test_readers_never_see_metadata_older_than_the_invalidation_delay(
