@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 
 import structlog
 
@@ -37,6 +38,9 @@ from wsfleet_gateway.cache_layers import ChannelCache
 from wsfleet_gateway.redis_pool import is_redis_failure
 
 log = structlog.get_logger("wsfleet_gateway.cache_broker")
+
+JoinHeld = Callable[[str, str | None, int], History | None]
+"""`join_held(channel, since, limit)`: a reference and the history at once, or None."""
 
 MAX_TRACKED_OFFSETS = 100_000
 REATTACH_MIN_S = 0.05
@@ -58,6 +62,8 @@ class ProtectedBroker:
         self._reattach: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._on_delivery: OnDelivery | None = None
+        self._join_held: JoinHeld | None = getattr(inner, "join_held", None)
+        """The inner broker's join without awaiting, where it has one (`HoldsChannels`)."""
         breaker.on_change(self._on_breaker_change)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -213,6 +219,11 @@ class ProtectedBroker:
         falls back to what `attach`, `history` and the cache do on their own.
         """
         cached = self.cache.peek(channel) if meta else None
+        if attach and cached is not None and self._join_held is not None:
+            held = self._join_held(channel, since, limit)  # the common switch: nothing to await
+            if held is not None:
+                self._saw(channel, held.offset)
+                return Snapshot(held, cached.text)
         ask = meta and cached is None
         token = self.cache.load_token() if ask else 0
         snapshot: Snapshot | None = None

@@ -275,6 +275,15 @@ class RedisBroker:
     def detach(self, channel: str) -> None:
         self._fanout.detach(channel)
 
+    def join_held(self, channel: str, since: str | None, limit: int) -> History | None:
+        """`join` without metadata and without awaiting, for a channel this pod holds
+        (subscribed, caught up, its ring able to answer): the common switch back.
+        None, with nothing taken, when the ring cannot vouch: then await `join`."""
+        held = self._ring_read(channel, since, max(0, limit))
+        if held is None or not self._fanout.attach_held(channel):
+            return None
+        return held
+
     async def join(
         self, channel: str, since: str | None, limit: int, *, meta: bool = True
     ) -> Snapshot:

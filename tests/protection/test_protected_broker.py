@@ -10,7 +10,7 @@ import redis
 import redis.asyncio as aioredis
 from wsfleet_gateway.breaker import CircuitBreaker
 from wsfleet_gateway.broker import BrokerUnavailableError, Delivery, History, InvalidOffsetError
-from wsfleet_gateway.cache import L1Cache
+from wsfleet_gateway.cache import META, L1Cache
 from wsfleet_gateway.cache_broker import ProtectedBroker
 from wsfleet_gateway.cache_layers import ChannelCache
 from wsfleet_gateway.memory_broker import MemoryBroker
@@ -18,6 +18,7 @@ from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.prewarm import HOT_KEY, HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
 from wsfleet_gateway.ratelimit import RATE_LUA, RateLimiter, decide
+from wsfleet_gateway.redis_broker import RedisBroker
 
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer
@@ -181,6 +182,55 @@ async def test_detach_during_reattach_releases_the_store() -> None:
         assert inner.attached["gone"] == 0
     finally:
         await broker.close()
+
+
+async def redis_calls(client: aioredis.Redis) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def test_a_switch_back_to_a_held_channel_asks_redis_nothing(
+    redis_server: RedisServer,
+) -> None:
+    """L1 hit + a channel this pod holds: history from the ring, nothing awaited."""
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    inner = RedisBroker(redis_server.url, linger_s=600)
+    metrics = ProtectionMetrics(GatewayMetrics())
+    cache = ChannelCache(L1Cache(), metrics, redis=client)
+    broker = ProtectedBroker(inner, cache, CircuitBreaker())
+    await broker.start(lambda delivery: None)
+    ch = "held-switch"
+    try:
+        await broker.set_meta(ch, {"couple": "Ana & Bo"})
+        sent = [await broker.publish(ch, str(i)) for i in range(3)]
+        cold = await broker.join(ch, None, 2)  # new to the pod: SUBSCRIBE + one script
+        broker.detach(ch)  # lingering: still subscribed, its ring kept
+        await client.config_resetstat()
+        warm = await broker.join(ch, None, 2)
+        assert (warm.history, warm.meta_json) == (cold.history, cold.meta_json)
+        assert [d.offset for d in warm.history.messages] == [d.offset for d in sent[1:]]
+        assert warm.meta_json == '{"couple":"Ana & Bo"}'
+        assert await redis_calls(client) == {"config|resetstat": 1}  # nothing since
+        assert inner.attached_channels() == {ch: 1}
+        assert broker.last_offsets[ch] == sent[-1].offset
+        # a since older than the ring holds: the ring cannot vouch, the script answers
+        broker.detach(ch)
+        await client.config_resetstat()
+        back = await broker.join(ch, "0-1", 10)
+        assert [d.offset for d in back.history.messages] == [d.offset for d in sent]
+        assert (await redis_calls(client)).get("evalsha") == 1
+        assert inner.attached_channels() == {ch: 1}
+        # an L1 miss: the metadata is read along (one GET), not served without Redis
+        broker.detach(ch)
+        cache.l1.invalidate(META, ch)
+        await client.config_resetstat()
+        missed = await broker.join(ch, None, 2)
+        assert missed.meta_json == warm.meta_json
+        assert (await redis_calls(client)).get("get") == 1
+    finally:
+        await broker.close()
+        await cache.close()
+        await client.aclose()
 
 
 async def test_rate_limit_is_shared_through_redis_and_falls_back_to_memory(
