@@ -9,6 +9,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)  # bench --instructions; its test
 # The dashboard's browser test drives Debian's headless Chromium.
 if [[ "${WSFLEET_WITHOUT_BROWSER:-0}" != "1" ]]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import datetime as dt
+import json
 import sys
 from pathlib import Path
 
@@ -19,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="< 1 minute smoke, one run")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead of the suite: instructions per operation under callgrind, features "
+        "on vs off (about 10 minutes; writes <date>-instructions.json and .md)",
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="results dir")
     parser.add_argument("--name", default=None, help="file stem (default: the date)")
@@ -28,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated server kinds to measure (default: all three)",
     )
     args = parser.parse_args(argv)
+    if args.instructions:
+        return count_instructions(args.out, args.name, tiny=args.tiny)
     config = (
         SuiteConfig.tiny() if args.tiny else SuiteConfig.quick() if args.quick else SuiteConfig()
     )
@@ -51,6 +62,44 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print("servers failed to be measured:\n" + "\n".join(failed), file=sys.stderr)
         return 1
+    return 0
+
+
+def count_instructions(out_dir: Path, name: str | None, tiny: bool = False) -> int:
+    """`--instructions`: see `wsfleet.bench.instructions`."""
+    import uvloop
+
+    from wsfleet.bench import instructions
+    from wsfleet.bench.results import ON_OFF_BOUND, provenance
+    from wsfleet.bench.suite import gateway_env, secret_for, start_redis
+
+    reason = instructions.unavailable()
+    if reason is not None:
+        print(f"cannot count instructions: {reason}", file=sys.stderr)
+        return 2
+    sizes = instructions.Sizes(30, 10, 3, 10) if tiny else instructions.Sizes()
+
+    async def run() -> dict[str, object]:
+        redis = await asyncio.to_thread(start_redis, None)
+        try:
+            return await instructions.measure(
+                redis.url,
+                gateway_env,
+                secret_for,
+                sizes,
+                log=lambda line: print(line, file=sys.stderr),
+            )
+        finally:
+            await asyncio.to_thread(redis.stop)
+
+    doc = {"provenance": provenance(), **uvloop.run(run())}
+    stem = name or dt.date.today().isoformat() + "-instructions"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    markdown = instructions.to_markdown(doc, ON_OFF_BOUND)
+    commit = doc["provenance"]["commit"]  # type: ignore[index]
+    (out_dir / f"{stem}.md").write_text(f"Commit `{commit}`.\n\n{markdown}")
+    print(markdown)
     return 0
 
 

@@ -108,14 +108,21 @@ def cpu_plan() -> tuple[int | None, int | None]:
     return cpus[0], cpus[1]
 
 
+def gateway_env(kind: str) -> dict[str, str]:
+    """The environment of a gateway kind: its features off, or on (with a JWT key)."""
+    if kind == GATEWAY_OFF:
+        return {**BENCH_LIMITS, "WSFLEET_AUTH": "disabled", "WSFLEET_PROTECTION": "false"}
+    return {**BENCH_LIMITS, "WSFLEET_JWT_SECRET": BENCH_JWT_SECRET}
+
+
 def start_server(kind: str, cpu: int | None, redis_url: str | None) -> ServerProcess:
     if kind == BASELINE:
         return reference_server(cpu=cpu).start()
     if kind == GATEWAY_OFF:
-        off = {**BENCH_LIMITS, "WSFLEET_AUTH": "disabled", "WSFLEET_PROTECTION": "false"}
-        return gateway_server(cpu=cpu, kind=GATEWAY_OFF, env=off).start()
-    on = {**BENCH_LIMITS, "WSFLEET_JWT_SECRET": BENCH_JWT_SECRET}
-    return gateway_server(cpu=cpu, redis_url=redis_url, api_key=BENCH_API_KEY, env=on).start()
+        return gateway_server(cpu=cpu, kind=GATEWAY_OFF, env=gateway_env(kind)).start()
+    return gateway_server(
+        cpu=cpu, redis_url=redis_url, api_key=BENCH_API_KEY, env=gateway_env(kind)
+    ).start()
 
 
 def secret_for(kind: str) -> str | None:

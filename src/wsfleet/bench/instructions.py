@@ -1,0 +1,219 @@
+"""Instructions per operation, counted by callgrind: features on vs off, without the noise.
+
+On a shared machine the suite's latencies and rates move by ±20 % between runs,
+more than the 15 % that features on may cost (issue 4). Valgrind's callgrind
+counts the instructions a process executes, which repeats to well under 1 %
+whatever else runs. Here each gateway kind runs under callgrind four times, one
+client driving it strictly sequentially (one request in flight, so no run
+batches differently from another):
+
+- a base run: `Sizes.switches` warm switches (round 15 channels the gateway
+  already holds), `Sizes.first_visits` switches to channels new to it, and
+  `Sizes.messages` publishes fanned out to `Sizes.subscribers` subscribers;
+- three runs each tripling one of those counts.
+
+A tripled run minus the base run, divided by the extra operations, is the
+instructions one operation costs, everything fixed (start-up, connections,
+warm-up, shutdown) cancelled out. The gateway process only: Redis's own work is
+not in it. Instructions are not time (a cache miss costs more than an add), but
+the features' extra work is extra instructions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsfleet.bench.figures import bench_options
+from wsfleet.bench.servers import GATEWAY, GATEWAY_OFF
+from wsfleet.gatewayproc import ServerProcess, gateway_process
+from wsfleet.loadtest.engine import Engine
+from wsfleet.services import stop_process
+
+KINDS = (GATEWAY_OFF, GATEWAY)
+WORKLOADS = ("switch", "first_visit", "delivery")
+STOP_TIMEOUT_S = 180.0
+"""A gateway under callgrind shuts down slowly; the counts are written only at its exit."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Operations of one run (see the module docstring)."""
+
+    switches: int = 300
+    first_visits: int = 100
+    messages: int = 30
+    subscribers: int = 100
+
+    def tripled(self, workload: str) -> Sizes:
+        field = {"switch": "switches", "first_visit": "first_visits", "delivery": "messages"}
+        return dataclasses.replace(self, **{field[workload]: 3 * getattr(self, field[workload])})
+
+    def operations(self, workload: str) -> int:
+        """How many operations of `workload` the run makes (deliveries for fan-out)."""
+        if workload == "switch":
+            return self.switches
+        if workload == "first_visit":
+            return self.first_visits
+        return self.messages * self.subscribers
+
+
+def unavailable() -> str | None:
+    """Why callgrind cannot run here (None: it can)."""
+    return None if shutil.which("valgrind") else "valgrind is not installed (apt: valgrind)"
+
+
+_TOTALS = re.compile(r"^(?:totals|summary):\s+(\d+)", re.MULTILINE)
+
+
+def callgrind_total(path: Path) -> int:
+    """The instruction count of a callgrind output file."""
+    found = _TOTALS.search(path.read_text(errors="replace"))
+    if found is None:
+        raise ValueError(f"no totals in callgrind output {path}")
+    return int(found.group(1))
+
+
+def per_operation(base: int, tripled: int, extra_operations: int) -> float:
+    """Instructions per operation from a base run and a run with `extra_operations` more."""
+    if extra_operations <= 0:
+        raise ValueError("the tripled run must make more operations")
+    return (tripled - base) / extra_operations
+
+
+def gateway_under_callgrind(
+    kind: str, redis_url: str | None, out: Path, env: dict[str, str]
+) -> ServerProcess:
+    server = gateway_process(
+        kind=kind,
+        redis_url=redis_url if kind == GATEWAY else None,
+        env={**env, "PYTHONHASHSEED": "0"},  # the same dict layouts in every run
+        env_drop=("COVERAGE_",),  # measured untraced
+    )
+    server.argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *server.argv]
+    return server
+
+
+async def drive(url: str, sizes: Sizes, jwt_secret: str | None) -> None:
+    """The run's operations, one request in flight at a time (see the module docstring)."""
+    engine = Engine(url, bench_options(jwt_secret=jwt_secret))
+    try:
+        subscribers = await engine.open_many(sizes.subscribers)
+        mover, publisher = await engine.open_many(2)
+        for conn in subscribers:
+            await engine.call(conn, "subscribe", channel="fan")
+        current = "sw-0"
+        await engine.call(mover, "subscribe", channel=current)
+
+        async def switch(to: str) -> None:
+            nonlocal current
+            await engine.call(mover, "switch", **{"from": current, "to": to})
+            current = to
+
+        async def publish(seq: int) -> None:
+            expected = engine.stats.delivered + sizes.subscribers
+            await engine.call(publisher, "publish", channel="fan", data={"s": seq})
+            deadline = time.monotonic() + 60.0
+            while engine.stats.delivered < expected and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
+
+        for k in range(1, 31):  # warm-up, the same in every run: all 15 channels held
+            await switch(f"sw-{k % 15}")
+        for seq in range(3):
+            await publish(seq)
+        for k in range(sizes.switches):
+            await switch(f"sw-{(k + 1) % 15}")
+        for k in range(sizes.first_visits):
+            await switch(f"new-{k}")
+        for seq in range(sizes.messages):
+            await publish(seq)
+        owed = (sizes.messages + 3) * sizes.subscribers
+        if engine.stats.delivered < owed:
+            raise RuntimeError(f"fan-out delivered {engine.stats.delivered} of {owed}")
+        if engine.stats.errors:  # a failed request would count as a cheap one
+            raise RuntimeError(f"requests failed: {dict(engine.stats.errors)}")
+    finally:
+        await engine.close_all()
+
+
+async def count_run(
+    kind: str,
+    sizes: Sizes,
+    redis_url: str | None,
+    env: dict[str, str],
+    jwt_secret: str | None,
+    work_dir: Path,
+) -> int:
+    """One gateway under callgrind driven through `sizes`: its instruction count."""
+    out = Path(tempfile.mkstemp(prefix=f"callgrind-{kind}-", dir=work_dir)[1])
+    server = gateway_under_callgrind(kind, redis_url, out, env)
+    await asyncio.to_thread(server.start, STOP_TIMEOUT_S)
+    try:
+        await drive(server.ws_url, sizes, jwt_secret)
+    finally:
+        if server.proc is not None:
+            await asyncio.to_thread(stop_process, server.proc, STOP_TIMEOUT_S)  # type: ignore[arg-type]
+        await asyncio.to_thread(server.stop)
+    return callgrind_total(out)
+
+
+async def measure(
+    redis_url: str,
+    env_for: Callable[[str], dict[str, str]],
+    secret_for: Callable[[str], str | None],
+    sizes: Sizes | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Instructions per operation of each workload for both kinds, and on ÷ off."""
+    sizes = sizes or Sizes()
+    per_op: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="wsfleet-callgrind-") as tmp:
+        for kind in KINDS:
+            log(f"  {kind}: base run under callgrind")
+            base = await count_run(
+                kind, sizes, redis_url, env_for(kind), secret_for(kind), Path(tmp)
+            )
+            per_op[kind] = {}
+            for workload in WORKLOADS:
+                log(f"  {kind}: {workload} x3 under callgrind")
+                more = sizes.tripled(workload)
+                total = await count_run(
+                    kind, more, redis_url, env_for(kind), secret_for(kind), Path(tmp)
+                )
+                extra = more.operations(workload) - sizes.operations(workload)
+                per_op[kind][workload] = per_operation(base, total, extra)
+    ratios = {w: per_op[GATEWAY][w] / per_op[GATEWAY_OFF][w] for w in WORKLOADS}
+    return {"sizes": dataclasses.asdict(sizes), "per_operation": per_op, "on_off": ratios}
+
+
+def to_markdown(doc: dict[str, Any], bound: float) -> str:
+    labels = {
+        "switch": "warm switch (channel the gateway holds)",
+        "first_visit": "first-visit switch (channel new to the gateway)",
+        "delivery": "fan-out delivery",
+    }
+    lines = [
+        "## Instructions per operation (callgrind; gateway process only)",
+        "",
+        "One client, one request in flight; each figure is a run with three times the "
+        "operations minus a base run, over the extra operations (see "
+        "`wsfleet.bench.instructions`). Repeats to well under 1 %, unlike the timings.",
+        "",
+        f"| operation | features off | features on | on ÷ off | within {bound:.0%} |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for workload in WORKLOADS:
+        off = doc["per_operation"][GATEWAY_OFF][workload]
+        on = doc["per_operation"][GATEWAY][workload]
+        ratio = doc["on_off"][workload]
+        verdict = "yes" if ratio <= 1 + bound else "no"
+        lines.append(f"| {labels[workload]} | {off:,.0f} | {on:,.0f} | {ratio:.3f} | {verdict} |")
+    return "\n".join(lines) + "\n"
