@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -26,9 +27,11 @@ async def admin(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-def lane_for(
+@contextlib.asynccontextmanager
+async def lane_on(
     server: RedisServer, max_idle: int = 4, timeout_s: float = 5.0
-) -> tuple[CommandLane, aioredis.Redis]:
+) -> AsyncIterator[CommandLane]:
+    """A lane on `server`'s connections, closed (with its client) afterwards."""
     client = make_client(server.url, 1.0, 4)
     pool = client.connection_pool
 
@@ -36,7 +39,12 @@ def lane_for(
         conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
         return conn
 
-    return CommandLane(make, max_idle, timeout_s), client
+    lane = CommandLane(make, max_idle, timeout_s)
+    try:
+        yield lane
+    finally:
+        await lane.close()
+        await client.aclose()
 
 
 async def blocked_in_blpop(admin: aioredis.Redis) -> bool:
@@ -46,8 +54,7 @@ async def blocked_in_blpop(admin: aioredis.Redis) -> bool:
 async def test_evalsha_loads_the_script_once_and_reuses_one_connection(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
-    lane, client = lane_for(redis_server)
-    try:
+    async with lane_on(redis_server) as lane:
         await admin.script_flush()
         sha = await admin.script_load(SCRIPT)
         await admin.script_flush()  # the server forgot it: the lane must load it itself
@@ -58,32 +65,24 @@ async def test_evalsha_loads_the_script_once_and_reuses_one_connection(
             await lane.execute("NOT-A-COMMAND")
         assert await lane.execute("PING") == "PONG"
         assert lane.opened == 1
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_a_kept_connection_the_server_closed_is_replaced_once(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
-    lane, client = lane_for(redis_server)
-    try:
+    async with lane_on(redis_server) as lane:
         await lane.warm(3)
         assert lane.opened == 3
         await admin.client_kill_filter(_type="normal", skipme=True)
         assert await lane.execute("PING") == "PONG"
         assert lane.stale == 3  # every killed connection found out and dropped
         assert lane.opened == 4
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_a_cancelled_read_drops_its_connection_and_idle_ones_are_bounded(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
-    lane, client = lane_for(redis_server, max_idle=1)
-    try:
+    async with lane_on(redis_server, max_idle=1) as lane:
         blocked = asyncio.create_task(lane.execute("BLPOP", "nothing-here", 10))
         await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="blocked in BLPOP")
         blocked.cancel()
@@ -94,28 +93,20 @@ async def test_a_cancelled_read_drops_its_connection_and_idle_ones_are_bounded(
         await wait_until(lambda: not lane._batches, 5.0, message="the cancelled batch ended")
         await lane.warm(5)
         assert len(lane._idle) == 1  # at most max_idle kept
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_a_fresh_connection_that_fails_raises(redis_server: RedisServer) -> None:
-    lane, client = lane_for(redis_server)
-    redis_server.stop()
-    try:
+    async with lane_on(redis_server) as lane:
+        redis_server.stop()
         with pytest.raises(RedisConnectionError):
             await lane.execute("PING")
         assert lane.stale == 0
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_commands_of_one_loop_pass_go_in_one_write_each_with_its_own_reply(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
-    lane, client = lane_for(redis_server)
-    try:
+    async with lane_on(redis_server) as lane:
         await admin.config_resetstat()
         replies = await asyncio.gather(
             *(lane.execute("ECHO", f"m{i}") for i in range(10)),
@@ -131,17 +122,13 @@ async def test_commands_of_one_loop_pass_go_in_one_write_each_with_its_own_reply
         assert stats["cmdstat_echo"]["calls"] == 10
         assert await lane.execute("PING") == "PONG"  # the same connection, still in step
         assert (lane.writes, lane.opened) == (2, 1)
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_a_caller_cancelled_alone_leaves_its_batch_answered(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
     """Redis answers a pipeline in order: PING's reply waits behind the BLPOP's."""
-    lane, client = lane_for(redis_server)
-    try:
+    async with lane_on(redis_server) as lane:
         await admin.delete("lane-list")
         blpop = asyncio.create_task(lane.execute("BLPOP", "lane-list", 10))
         ping = asyncio.create_task(lane.execute("PING"))
@@ -156,31 +143,23 @@ async def test_a_caller_cancelled_alone_leaves_its_batch_answered(
         assert len(lane._idle) == 1  # PING's reply was read and dropped: still in step
         assert await lane.execute("ECHO", "after") == "after"
         assert lane.opened == 1
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_a_batch_past_its_timeout_fails_and_drops_the_connection(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
-    lane, client = lane_for(redis_server, timeout_s=0.3)
-    try:
+    async with lane_on(redis_server, timeout_s=0.3) as lane:
         with pytest.raises(TimeoutError):
             await lane.execute("BLPOP", "never-pushed", 30)
         assert lane._idle == []
         assert await lane.execute("PING") == "PONG"
         assert lane.opened == 2
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_close_cancels_queued_and_running_batches(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
-    lane, client = lane_for(redis_server)
-    try:
+    async with lane_on(redis_server) as lane:
         running = asyncio.create_task(lane.execute("BLPOP", "never-pushed", 30))
         await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="blocked in BLPOP")
         queued = asyncio.create_task(lane.execute("PING"))
@@ -190,5 +169,3 @@ async def test_close_cancels_queued_and_running_batches(
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert not lane._batches
-    finally:
-        await client.aclose()
