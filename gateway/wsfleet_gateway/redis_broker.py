@@ -134,7 +134,7 @@ class RedisBroker:
         self._redis: aioredis.Redis = make_client(url, op_timeout_s, pool_size)
         self.gate = RedisGate(pool_size, queue_timeout_s)
         """Bounds the commands in flight; a burst queues here instead of opening connections."""
-        self._publish_script = self._redis.register_script(PUBLISH_LUA)
+        self._publish_sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
         self._history_sha = hashlib.sha1(HISTORY_LUA.encode()).hexdigest()
         self._lane = CommandLane(self._command_connection, pool_size, op_timeout_s)
         """The history script's connections (the subscribe/switch hot path)."""
@@ -192,6 +192,7 @@ class RedisBroker:
             async with asyncio.timeout(self.op_timeout_s * 2):
                 await self._lane.warm(LANE_WARM)
                 await self._lane.execute("SCRIPT", "LOAD", HISTORY_LUA)
+                await self._lane.execute("SCRIPT", "LOAD", PUBLISH_LUA)
         except (RedisError, OSError, TimeoutError) as exc:
             log.info("redis_warm_up_skipped", error=type(exc).__name__)
 
@@ -261,9 +262,12 @@ class RedisBroker:
 
     async def publish(self, channel: str, data_json: str) -> Delivery:
         async with self._op("publish"):
-            offset = await self._publish_script(
-                keys=[stream_key(channel), pubsub_name(channel)],
-                args=[data_json, self.history_max_len, self.history_max_age_ms],
+            offset = await self._lane.evalsha(  # not repeatable: a second run publishes twice
+                self._publish_sha,
+                PUBLISH_LUA,
+                [stream_key(channel), pubsub_name(channel)],
+                [data_json, self.history_max_len, self.history_max_age_ms],
+                repeatable=False,
             )
         offset = str(offset)
         self.rings.published(channel, parse_offset(offset))

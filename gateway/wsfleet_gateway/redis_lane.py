@@ -11,9 +11,12 @@ own, which on a shared core also means a switch to Redis and back.
   connection, replies read back in order (Redis answers a pipeline in order).
 - An error reply fails its own command only: the connection stays in step.
 - A kept connection the server closed while it sat idle (a restart, ``CLIENT
-  KILL``, an idle timeout) is found out by using it; the batch is then sent
-  again on another connection, once per stale connection. So only commands
-  safe to run twice belong here (reads; ``SCRIPT LOAD``).
+  KILL``, an idle timeout) is found out before use when its end of stream has
+  arrived (as the client's own pool does), or by using it: a batch of
+  commands safe to run twice (reads, ``SCRIPT LOAD``; `execute`'s
+  ``repeatable``) is then sent again on another connection, once per stale
+  connection. A batch holding any other command (a publish) fails instead:
+  it may have run.
 - Any other failure (I/O error, `timeout_s` passing, every caller of a batch
   cancelled before its reply) drops the connection: its position in the reply
   stream is unknown. A caller cancelled alone leaves the others answered.
@@ -51,6 +54,7 @@ def pack_resp(args: tuple[Arg, ...]) -> bytes:
 class _Request:
     args: tuple[Arg, ...]
     reply: asyncio.Future[Any]
+    repeatable: bool
 
 
 class CommandLane:
@@ -74,25 +78,37 @@ class CommandLane:
         self.commands = 0
         """Commands sent (a batch sent again counts again)."""
 
-    async def execute(self, *args: Arg) -> Any:
-        """One command's reply; error replies raise as `ResponseError`."""
+    async def execute(self, *args: Arg, repeatable: bool = True) -> Any:
+        """One command's reply; error replies raise as `ResponseError`.
+
+        `repeatable`: the command may run twice (see the module docstring).
+        """
         loop = asyncio.get_running_loop()
         queued = self._queued
         if queued is None:
             queued = self._queued = []
             loop.call_soon(self._flush)
-        request = _Request(args, loop.create_future())
+        request = _Request(args, loop.create_future(), repeatable)
         queued.append(request)
         return await request.reply
 
-    async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Arg]) -> Any:
-        """EVALSHA, loading the script once when the server does not know it yet."""
+    async def evalsha(
+        self,
+        sha: str,
+        script: str,
+        keys: list[str],
+        args: list[Arg],
+        *,
+        repeatable: bool = True,
+    ) -> Any:
+        """EVALSHA, loading the script once when the server does not know it yet (a
+        NOSCRIPT reply means it did not run: sent again either way)."""
         command = ("EVALSHA", sha, len(keys), *keys, *args)
         try:
-            return await self.execute(*command)
+            return await self.execute(*command, repeatable=repeatable)
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script)
-            return await self.execute(*command)
+            return await self.execute(*command, repeatable=repeatable)
 
     async def warm(self, count: int) -> None:
         """Open connections until `count` (at most `max_idle`) are kept idle."""
@@ -138,15 +154,20 @@ class CommandLane:
 
     async def _run(self, batch: list[_Request]) -> None:
         packed = b"".join(pack_resp(request.args) for request in batch)
+        repeatable = all(request.repeatable for request in batch)
         while True:
             reused = bool(self._idle)
             conn = self._idle.pop() if reused else self._new()
             answered = 0
+            sent = False
             try:
+                if reused and await conn.can_read():  # closed while idle (or out of step)
+                    raise RedisConnectionError("kept connection closed while idle")
                 async with asyncio.timeout(self.timeout_s):
                     if not conn.is_connected:
                         opener: Callable[[], Awaitable[None]] = conn.connect  # untyped
                         await opener()
+                    sent = True  # from here on the commands may have run
                     await conn.send_packed_command(packed, check_health=False)
                     self.writes += 1
                     self.commands += len(batch)
@@ -160,7 +181,7 @@ class CommandLane:
                         answered += 1
             except RedisConnectionError as exc:
                 await conn.disconnect(nowait=True)
-                if reused and not answered:
+                if reused and not answered and (repeatable or not sent):
                     self.stale += 1
                     continue
                 _fail(batch, exc)

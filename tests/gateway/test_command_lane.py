@@ -169,3 +169,37 @@ async def test_close_cancels_queued_and_running_batches(
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert not lane._batches
+
+
+async def all_idle_closed(lane: CommandLane) -> bool:
+    return all([await conn.can_read() for conn in lane._idle])
+
+
+async def test_a_command_not_repeatable_is_never_sent_twice(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    """A publish must not run twice; a read may be sent again after a lost connection."""
+    async with lane_on(redis_server) as lane:
+        await lane.warm(1)
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        await wait_until(lambda: all_idle_closed(lane), 5.0, message="the kill seen")
+        # closed while idle: found out before anything is sent, so even this one is safe
+        assert await lane.execute("INCR", "once", repeatable=False) == 1
+        assert lane.stale == 1
+
+        for repeatable, expected_calls in ((True, 2), (False, 1)):
+            await admin.config_resetstat()
+            blocked = asyncio.create_task(
+                lane.execute("BLPOP", "lane-kill", 10, repeatable=repeatable)
+            )
+            await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="blocked in BLPOP")
+            await admin.client_kill_filter(_type="normal", skipme=True)  # lost mid-command
+            if repeatable:  # sent again on a new connection: answered there
+                await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="sent again")
+                await admin.rpush("lane-kill", "x")
+                assert await blocked == ["lane-kill", "x"]
+            else:  # it may have run: the caller learns, nothing is sent again
+                with pytest.raises(RedisConnectionError):
+                    await blocked
+            stats = await admin.info("commandstats")
+            assert stats["cmdstat_blpop"]["calls"] == expected_calls
