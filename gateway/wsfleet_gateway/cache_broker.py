@@ -63,7 +63,7 @@ class ProtectedBroker:
         self._wake = asyncio.Event()
         self._on_delivery: OnDelivery | None = None
         self._join_held: JoinHeld | None = getattr(inner, "join_held", None)
-        """The inner broker's join without awaiting, where it has one (`HoldsChannels`)."""
+        """The inner broker's join without awaiting, where it has one (`RedisBroker`)."""
         breaker.on_change(self._on_breaker_change)
 
     # --- lifecycle -------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_report_gives_ratios_and_the_verdict() -> None:
         },
         "on_off": {"switch": 1.1, "first_visit": 3.0, "delivery": 1.0},
     }
-    markdown = to_markdown(doc, 0.15)
+    markdown = to_markdown(doc)
     assert "| warm switch (channel the gateway holds) | 200,000 | 220,000 | 1.100 | yes |" in (
         markdown
     )

@@ -70,7 +70,7 @@ def count_instructions(out_dir: Path, name: str | None, tiny: bool = False) -> i
     import uvloop
 
     from wsfleet.bench import instructions
-    from wsfleet.bench.results import ON_OFF_BOUND, provenance
+    from wsfleet.bench.results import provenance
     from wsfleet.bench.suite import gateway_env, secret_for, start_redis
 
     reason = instructions.unavailable()
@@ -92,13 +92,14 @@ def count_instructions(out_dir: Path, name: str | None, tiny: bool = False) -> i
         finally:
             await asyncio.to_thread(redis.stop)
 
-    doc = {"provenance": provenance(), **uvloop.run(run())}
+    made = provenance()
+    doc = {"provenance": made, **uvloop.run(run())}
     stem = name or dt.date.today().isoformat() + "-instructions"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    markdown = instructions.to_markdown(doc, ON_OFF_BOUND)
-    commit = doc["provenance"]["commit"]  # type: ignore[index]
-    (out_dir / f"{stem}.md").write_text(f"Commit `{commit}`.\n\n{markdown}")
+    markdown = instructions.to_markdown(doc)
+    dirty = " (uncommitted changes)" if made["dirty"] else ""
+    (out_dir / f"{stem}.md").write_text(f"Commit `{made['commit']}`{dirty}.\n\n{markdown}")
     print(markdown)
     return 0
 

@@ -24,7 +24,7 @@ from wsfleet.loadtest.scenarios import record_delivery, run_coordinator
 LONG = 3600.0
 
 CpuClock = Callable[[], float]
-"""CPU seconds the server under test has used so far (its /proc entry)."""
+"""CPU seconds the server under test has used so far (`gatewayproc.cpu_seconds`)."""
 
 
 def cpu_per_op_us(clock: CpuClock | None, before: float, ops: float) -> float:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from wsfleet.bench.figures import bench_options
+from wsfleet.bench.results import ON_OFF_BOUND, on_off_verdict
 from wsfleet.bench.servers import GATEWAY, GATEWAY_OFF
 from wsfleet.gatewayproc import ServerProcess, gateway_process
 from wsfleet.loadtest.engine import Engine
@@ -208,7 +209,8 @@ async def measure(
     return {"sizes": dataclasses.asdict(sizes), "per_operation": per_op, "on_off": ratios}
 
 
-def to_markdown(doc: dict[str, Any], bound: float) -> str:
+def to_markdown(doc: dict[str, Any]) -> str:
+    bound = ON_OFF_BOUND
     labels = {
         "switch": "warm switch (channel the gateway holds)",
         "first_visit": "first-visit switch (channel new to the gateway)",
@@ -228,6 +230,6 @@ def to_markdown(doc: dict[str, Any], bound: float) -> str:
         off = doc["per_operation"][GATEWAY_OFF][workload]
         on = doc["per_operation"][GATEWAY][workload]
         ratio = doc["on_off"][workload]
-        verdict = "yes" if ratio <= 1 + bound else "no"
+        verdict = "yes" if on_off_verdict(ratio, "lower") else "no"
         lines.append(f"| {labels[workload]} | {off:,.0f} | {on:,.0f} | {ratio:.3f} | {verdict} |")
     return "\n".join(lines) + "\n"
