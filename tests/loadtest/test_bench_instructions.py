@@ -11,11 +11,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 
 from wsfleet.bench import __main__ as bench_main
 from wsfleet.bench import instructions
 from wsfleet.bench.instructions import Sizes, callgrind_total, per_operation, to_markdown
 from wsfleet.bench.servers import GATEWAY, GATEWAY_OFF
+from wsfleet.bench.suite import gateway_env, secret_for
+from wsfleet.services import RedisServer
 
 
 def test_a_tripled_workload_and_its_operations() -> None:
@@ -73,3 +76,37 @@ def test_without_valgrind_the_mode_says_why_and_fails(
     assert bench_main.main(["--instructions", "--out", str(tmp_path)]) == 2
     assert "cannot count instructions: valgrind is not installed" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def _callgrind_files(directory: Path) -> dict[str, Path]:
+    """Callgrind's files in `directory` by suffix ("1" for the first dump)."""
+    return {path.name.rsplit(".", 1)[-1]: path for path in directory.glob("callgrind-*")}
+
+
+async def test_a_counted_run_ends_at_its_checkpoint_from_an_empty_redis(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """One real features-on gateway under callgrind, a few operations: the count is
+    the one callgrind wrote at the checkpoint (before the connections closed), and
+    what an earlier run left in Redis is gone before the gateway starts."""
+    if instructions.unavailable() is not None:
+        pytest.skip(f"cannot count instructions here: {instructions.unavailable()}")
+    leftover = redis.Redis.from_url(redis_server.url)
+    try:
+        leftover.set("left-by-an-earlier-run", "1")
+        total = await instructions.count_run(
+            GATEWAY,
+            Sizes(switches=2, first_visits=1, messages=1, subscribers=3),
+            redis_server.url,
+            gateway_env(GATEWAY),
+            secret_for(GATEWAY),
+            tmp_path,
+        )
+        assert leftover.get("left-by-an-earlier-run") is None
+    finally:
+        leftover.close()
+    dumps = _callgrind_files(tmp_path)
+    assert set(dumps) >= {"1"}, "no dump written at the checkpoint"
+    assert total == callgrind_total(dumps["1"])
+    at_exit = next(path for suffix, path in dumps.items() if suffix != "1")
+    assert callgrind_total(at_exit) > 0  # teardown, counted apart and not used
