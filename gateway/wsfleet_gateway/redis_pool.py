@@ -86,18 +86,21 @@ class RedisGate:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot for the body; `RedisBusyError` when none frees up in time."""
-        self.waiting += 1
-        self.peak_waiting = max(self.peak_waiting, self.waiting)
-        try:
-            async with asyncio.timeout(self.queue_timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            self.busy_total += 1
-            raise RedisBusyError(
-                f"redis busy: no connection free within {self.queue_timeout_s}s"
-            ) from None
-        finally:
-            self.waiting -= 1
+        if self._slots.locked():  # queue, for at most queue_timeout_s
+            self.waiting += 1
+            self.peak_waiting = max(self.peak_waiting, self.waiting)
+            try:
+                async with asyncio.timeout(self.queue_timeout_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                self.busy_total += 1
+                raise RedisBusyError(
+                    f"redis busy: no connection free within {self.queue_timeout_s}s"
+                ) from None
+            finally:
+                self.waiting -= 1
+        else:  # free now (locked() is true while others queue, so none is overtaken)
+            await self._slots.acquire()
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:

@@ -25,6 +25,7 @@ from wsfleet_gateway.redis_pool import (
     make_client,
 )
 
+from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer
 
 
@@ -65,6 +66,30 @@ async def test_gate_bounds_in_flight_and_queue_wait_raises_busy() -> None:
     assert (gate.in_flight, gate.peak_in_flight, gate.peak_waiting) == (0, 2, 1)
     async with gate.slot():  # free again
         assert gate.in_flight == 1
+
+
+async def test_gate_takes_a_free_slot_at_once_and_queues_in_order() -> None:
+    gate = RedisGate(1, 5.0)
+    order: list[str] = []
+    first_in = asyncio.Event()
+    release = asyncio.Event()
+
+    async def user(name: str, hold: bool) -> None:
+        async with gate.slot():
+            order.append(name)
+            if hold:
+                first_in.set()
+                await release.wait()
+
+    first = asyncio.create_task(user("first", hold=True))
+    await first_in.wait()
+    assert gate.peak_waiting == 0  # a free slot is taken without queueing
+    queued = [asyncio.create_task(user(name, hold=False)) for name in ("second", "third")]
+    await wait_until(lambda: gate.waiting == 2)
+    release.set()
+    await asyncio.gather(first, *queued)
+    assert order == ["first", "second", "third"]
+    assert (gate.waiting, gate.peak_waiting, gate.in_flight) == (0, 2, 0)
 
 
 async def test_single_flight_shares_runs_forgets_and_cancels() -> None:
