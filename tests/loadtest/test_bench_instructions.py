@@ -1,6 +1,6 @@
 """`wsfleet.bench.instructions`: the arithmetic, the callgrind file, the report.
 
-A whole measurement runs eight gateways under callgrind (about ten minutes), so
+A whole measurement runs eight gateways under callgrind (about fifteen minutes), so
 it is run by hand (`python -m wsfleet.bench --instructions`), not here.
 """
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         "--instructions",
         action="store_true",
         help="instead of the suite: instructions per operation under callgrind, features "
-        "on vs off (about 10 minutes; writes <date>-instructions.json and .md)",
+        "on vs off (about 15 minutes; writes <date>-instructions.json and .md)",
     )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="results dir")

@@ -84,9 +84,9 @@ cycles). What is counted is the work of the operations themselves."""
 class Sizes:
     """Operations of one run (see the module docstring)."""
 
-    switches: int = 300
+    switches: int = 1000
     first_visits: int = 200
-    messages: int = 10
+    messages: int = 30
     subscribers: int = 1000
 
     def tripled(self, workload: str) -> Sizes:
