@@ -63,7 +63,7 @@ WORKLOADS = ("switch", "first_visit", "delivery")
 DUMP_POLL_S = 0.2
 DUMP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 180.0
-"""A gateway under callgrind shuts down slowly; the counts are written only at its exit."""
+"""A gateway under callgrind starts and shuts down slowly (writing its exit counts, unused)."""
 QUIET = {
     "WSFLEET_GC_GEN0_THRESHOLD": "1000000000",
     "WSFLEET_GC_CHECK_INTERVAL_S": "3600",
@@ -193,9 +193,9 @@ def empty_redis(url: str) -> None:
     """Every run starts from an empty Redis.
 
     Otherwise what earlier runs left (the fan-out channel's history, above all)
-    makes a later run's subscribes dearer than the base run's: a hundred
-    subscribers each sent the history the base run published, charged to
-    whichever workload was tripled.
+    makes a later run's subscribes dearer than the base run's: every subscriber
+    is sent the history the earlier runs published, charged to whichever
+    workload was tripled.
     """
     client = redis.Redis.from_url(url)
     try:
@@ -226,7 +226,9 @@ async def checkpoint(pid: int, engine: Engine, conn: LoadConnection) -> None:
         if time.monotonic() > deadline:
             control.kill()
             raise RuntimeError(f"callgrind did not dump within {DUMP_TIMEOUT_S}s")
-        await engine.call(conn, "ping")  # wakes the gateway, so callgrind sees the request
+        # wakes the gateway, so callgrind sees the request (how many pings that
+        # takes may differ by one or two between runs)
+        await engine.call(conn, "ping")
         await asyncio.sleep(DUMP_POLL_S)
     output = control.communicate()[0]
     if control.returncode != 0 or "OK" not in output:
