@@ -7,6 +7,7 @@ import contextlib
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tests.support.waiting import wait_until, wait_until_sync
@@ -73,7 +74,14 @@ async def test_the_loop_survives_a_failing_tick_and_reports_only_changes() -> No
 
 
 def _sleeper(seconds: int = 60) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    """A child that sleeps, returned once it runs its program (until it has exec'd, its
+    command line is still this process's, which the reaper would rightly not stop)."""
+    proc = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    wait_until_sync(
+        lambda: b"time.sleep" in Path(f"/proc/{proc.pid}/cmdline").read_bytes(),
+        message=f"pid {proc.pid} running its program",
+    )
+    return proc
 
 
 def test_reaper_stops_only_processes_that_still_are_what_they_were() -> None:
