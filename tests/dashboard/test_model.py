@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from wsfleet_operator.dashboard_model import (
     FleetSnapshot,
@@ -238,6 +238,8 @@ status_keys = st.sampled_from(
 @given(
     st.dictionaries(status_keys, json_values), st.dictionaries(st.text(max_size=10), json_values)
 )
+@example({"desiredReplicas": float("inf"), "readyReplicas": float("-inf")}, {})  # found once
+@example({"currentReplicas": float("nan")}, {"replicas": {"max": float("inf")}})
 def test_any_status_gives_a_snapshot(status: dict[str, Any], spec: dict[str, Any]) -> None:
     snap = snapshot_from_resource({"metadata": {"name": "f"}, "spec": spec, "status": status})
     assert snap.name == "f"
