@@ -21,12 +21,18 @@
   recorded-first-entry-id, max-deleted-entry-id) and the entries after
   ``since`` atomically; `assess_recovery` decides `recovered`.
 - **meta**: a JSON object in a string key.
+- **connections**: every command goes through a `CommandLane`
+  (``redis_lane.py``) on connections of this broker's own (``resp.py``: an
+  ``asyncio.Protocol`` with hiredis), pipelined per loop pass; the pub/sub
+  connection is one more such connection.
 - **bursts**: commands go through a `RedisGate` (``redis_pool.py``): at most
-  ``pool_size`` in flight on a bounded pool, the rest queue (up to
-  ``queue_timeout_s``, then `RedisBusyError`, which the breaker does not
-  count); the op timeout starts once a slot is held.
-- **outages**: every command is bounded by ``op_timeout_s`` (socket and
-  asyncio timeouts, no client retries); failures raise
+  ``pool_size`` in flight, the rest queue (up to ``queue_timeout_s``, then
+  `RedisBusyError`, which the breaker does not count); a command's
+  ``op_timeout_s`` starts once it is written.
+- **outages**: every command is bounded by ``op_timeout_s`` (the lane aborts a
+  connection whose oldest command waited that long; opening one is bounded
+  the same; no client retries, only a read sent again when the server closed
+  its connection); failures raise
   `BrokerUnavailableError` and `available` turns False until Redis answers
   again (a background ``PING`` probe notices, so an idle pod becomes ready
   again too). The pub/sub reader reconnects by itself: no restart needed.
@@ -53,15 +59,11 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
-import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsfleet_gateway.broker import (
@@ -77,12 +79,7 @@ from wsfleet_gateway.broker import (
 )
 from wsfleet_gateway.history_ring import HistoryRings
 from wsfleet_gateway.redis_lane import CommandLane
-from wsfleet_gateway.redis_pool import (
-    RedisBusyError,
-    RedisGate,
-    SingleFlight,
-    make_client,
-)
+from wsfleet_gateway.redis_pool import RedisGate, SingleFlight
 from wsfleet_gateway.redis_pubsub import FanoutStats, PubSubFanout
 from wsfleet_gateway.redis_streams import (
     HISTORY_LUA,
@@ -99,12 +96,13 @@ from wsfleet_gateway.redis_streams import (
     stream_key,
     ts_of,
 )
+from wsfleet_gateway.resp import Arg, Endpoint
 
 log = structlog.get_logger("wsfleet_gateway.redis_broker")
 
 LANE_WARM: Final = 4
-"""Read-lane connections opened at start. The lane pipelines every read of one loop
-pass on one connection, so a burst of first visits needs a few, not one each."""
+"""Command connections, all opened at start. The lane pipelines every command of one
+loop pass in one write and multiplexes writes, so a burst needs a few, not one each."""
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
@@ -131,13 +129,13 @@ class RedisBroker:
         self.history_max_len = history_max_len
         self.history_max_age_ms = max(1, int(history_max_age_s * 1000))
         self.op_timeout_s = op_timeout_s
-        self._redis: aioredis.Redis = make_client(url, op_timeout_s, pool_size)
+        self.endpoint = Endpoint.from_url(url)
         self.gate = RedisGate(pool_size, queue_timeout_s)
         """Bounds the commands in flight; a burst queues here instead of opening connections."""
         self._publish_sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
         self._history_sha = hashlib.sha1(HISTORY_LUA.encode()).hexdigest()
-        self._lane = CommandLane(self._command_connection, pool_size, op_timeout_s)
-        """The history script's connections (the subscribe/switch hot path)."""
+        self._lane = CommandLane(self.endpoint, LANE_WARM, op_timeout_s)
+        """Every command's connections."""
         self.reads: SingleFlight[tuple[str, str | None, int, bool], tuple[History, str | None]] = (
             SingleFlight()
         )
@@ -150,7 +148,7 @@ class RedisBroker:
         )
         """Recent messages of attached channels (history reads without Redis)."""
         self._fanout = PubSubFanout(
-            self._pubsub_connection,
+            self.endpoint,
             self,
             linger_s=linger_s,
             op_timeout_s=op_timeout_s,
@@ -158,19 +156,6 @@ class RedisBroker:
             backoff_max_s=reconnect_max_s,
             on_discontinuity=self.rings.invalidate,
         )
-
-    def _command_connection(self) -> AbstractConnection:
-        # each lane call runs under `_op`'s timeout: no socket timeout (a wait_for per write)
-        pool = self._redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        connection: AbstractConnection = pool.connection_class(**kwargs)
-        return connection
-
-    def _pubsub_connection(self) -> AbstractConnection:
-        pool = self._redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        connection: AbstractConnection = pool.connection_class(**kwargs)
-        return connection
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -207,7 +192,6 @@ class RedisBroker:
         await self._lane.close()
         await self._fanout.close()
         self.rings.clear()
-        await self._redis.aclose()
 
     @property
     def available(self) -> bool:
@@ -222,26 +206,38 @@ class RedisBroker:
         """Subscribed (or lingering) channel → local reference count."""
         return self._fanout.channels()
 
-    @asynccontextmanager
-    async def _op(self, what: str) -> AsyncIterator[None]:
-        """Queue for a gate slot (`RedisBusyError` when none frees up), then bound the
-        command by `op_timeout_s`; map failures to `BrokerUnavailableError`."""
-        async with self.gate.slot():
-            try:
-                async with asyncio.timeout(self.op_timeout_s):
-                    yield
-            except MaxConnectionsError as exc:  # local congestion, Redis itself is fine
-                raise RedisBusyError(f"redis busy during {what}: {exc}") from exc
-            except _CONNECTION_ERRORS as exc:
-                self._command_failed()
-                raise BrokerUnavailableError(
-                    f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
-                ) from exc
-            except RedisError as exc:
-                raise BrokerUnavailableError(
-                    f"redis error during {what}: {type(exc).__name__}: {exc}"
-                ) from exc
+    async def _call(
+        self,
+        what: str,
+        *args: Arg,
+        repeatable: bool = True,
+        script: tuple[str, str] | None = None,
+    ) -> Any:
+        """One command on the lane (``script``: EVALSHA of ``(sha, source)`` with ``args``
+        as its keys count, keys and arguments), once a gate slot is held
+        (`RedisBusyError` when none frees up). Failures become
+        `BrokerUnavailableError`; a lost or stuck connection also marks Redis
+        unavailable until it answers again."""
+        gate = self.gate
+        await gate.acquire()
+        try:
+            if script is None:
+                reply = await self._lane.execute(*args, repeatable=repeatable)
+            else:
+                reply = await self._lane.evalsha(script[0], script[1], *args, repeatable=repeatable)
+        except _CONNECTION_ERRORS as exc:
+            self._command_failed()
+            raise BrokerUnavailableError(
+                f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except RedisError as exc:
+            raise BrokerUnavailableError(
+                f"redis error during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            gate.release()
         self._commands_ok = True
+        return reply
 
     def _command_failed(self) -> None:
         """Mark Redis unavailable; a probe marks it available again once it answers."""
@@ -255,20 +251,22 @@ class RedisBroker:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._fanout.backoff_max_s)
             with contextlib.suppress(BrokerUnavailableError):
-                async with self._op("probe"):
-                    await self._redis.ping()
+                await self._call("probe", "PING")
 
     # -- the Broker protocol -----------------------------------------------
 
     async def publish(self, channel: str, data_json: str) -> Delivery:
-        async with self._op("publish"):
-            offset = await self._lane.evalsha(  # not repeatable: a second run publishes twice
-                self._publish_sha,
-                PUBLISH_LUA,
-                [stream_key(channel), pubsub_name(channel)],
-                [data_json, self.history_max_len, self.history_max_age_ms],
-                repeatable=False,
-            )
+        offset = await self._call(
+            "publish",
+            2,
+            stream_key(channel),
+            pubsub_name(channel),
+            data_json,
+            self.history_max_len,
+            self.history_max_age_ms,
+            script=(self._publish_sha, PUBLISH_LUA),
+            repeatable=False,  # a second run would publish twice
+        )
         offset = str(offset)
         self.rings.published(channel, parse_offset(offset))
         return Delivery(channel, offset, data_json, ts_of(offset))
@@ -311,8 +309,7 @@ class RedisBroker:
             return Snapshot(held, None)
         else:
             history = held
-            async with self._op("get_meta"):
-                got = await self._redis.get(meta_key(channel))
+            got = await self._call("get_meta", "GET", meta_key(channel))
             raw = got if isinstance(got, str) else None
         if not meta:
             return Snapshot(history, None)
@@ -347,15 +344,17 @@ class RedisBroker:
         if seed:
             count = max(count, self.rings.capacity)
             token = self.rings.begin_seed(channel)
-        keys = [stream_key(channel), meta_key(channel)] if with_meta else [stream_key(channel)]
+        keys = (stream_key(channel), meta_key(channel)) if with_meta else (stream_key(channel),)
         try:
-            async with self._op("history"):
-                reply = await self._lane.evalsha(
-                    self._history_sha,
-                    HISTORY_LUA,
-                    keys,
-                    [since or "", count, self.history_max_age_ms],
-                )
+            reply = await self._call(
+                "history",
+                len(keys),
+                *keys,
+                since or "",
+                count,
+                self.history_max_age_ms,
+                script=(self._history_sha, HISTORY_LUA),
+            )
         except BaseException:
             if seed:
                 self.rings.abort_seed(channel, token)
@@ -374,22 +373,20 @@ class RedisBroker:
         return History(messages, offset, assess_recovery(state, since, len(rows), limit)), raw
 
     async def get_meta(self, channel: str) -> dict[str, JSONValue]:
-        async with self._op("get_meta"):
-            raw = await self._redis.get(meta_key(channel))
+        raw = await self._call("get_meta", "GET", meta_key(channel))
         return decode_meta(raw if isinstance(raw, str) else None)
 
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
         encoded = encode_json(meta)
-        async with self._op("set_meta"):
-            await self._redis.set(meta_key(channel), encoded)
+        await self._call("set_meta", "SET", meta_key(channel), encoded)  # repeatable: a value
 
     # -- what PubSubFanout reads when it catches up ------------------------
 
     async def read_after(self, channel: str, offset: str, count: int) -> list[Delivery]:
-        async with self._op("catch_up"):
-            rows = await self._redis.xrange(stream_key(channel), f"({offset}", "+", count=count)
-            if channel in self.rings:
-                await self._check_not_trimmed(channel, offset)
+        key = stream_key(channel)
+        rows = await self._call("catch_up", "XRANGE", key, f"({offset}", "+", "COUNT", count)
+        if channel in self.rings:
+            await self._check_not_trimmed(channel, offset)
         return [delivery_from_entry(channel, row) for row in rows or []]
 
     async def _check_not_trimmed(self, channel: str, offset: str) -> None:
@@ -400,12 +397,13 @@ class RedisBroker:
         this conservative).
         """
         try:
-            info = await self._redis.xinfo_stream(stream_key(channel))
-        except RedisError as exc:
+            reply = await self._call("catch_up", "XINFO", "STREAM", stream_key(channel))
+        except BrokerUnavailableError as exc:
             if "no such key" not in str(exc).lower():
                 raise
             self.rings.invalidate(channel)
             return
+        info = dict(zip(reply[::2], reply[1::2], strict=True))
         state = StreamState(
             exists=True,
             length=int(info.get("length") or 0),
@@ -418,6 +416,7 @@ class RedisBroker:
             self.rings.invalidate(channel)
 
     async def latest_offset(self, channel: str) -> str:
-        async with self._op("latest_offset"):
-            rows = await self._redis.xrevrange(stream_key(channel), "+", "-", count=1)
+        rows = await self._call(
+            "latest_offset", "XREVRANGE", stream_key(channel), "+", "-", "COUNT", 1
+        )
         return str(rows[0][0]) if rows else ZERO_OFFSET

@@ -1,233 +1,235 @@
 """`CommandLane`: the hot path's Redis commands, pipelined on connections kept here.
 
-The subscribe/switch path reads a channel's history with one script call. A
-burst of clients reaching channels new to the pod makes many such calls at
-once; through the client (pool lock, retry wrapper, response callbacks, a
-``wait_for`` per write for the socket timeout, the general argument encoder)
-each cost several times the round trip itself, and each was a write of its
-own, which on a shared core also means a switch to Redis and back.
+A publish and the history read of a first visit each cost one Redis round
+trip. Through a client library each also cost a pool checkout, a timeout
+context, a stream read and a task wakeup; here a command is a future, and its
+reply settles it straight from the connection's `data_received`
+(``resp.py``).
 
-- Commands asked for in one pass of the event loop go out in one write on one
-  connection, replies read back in order (Redis answers a pipeline in order).
+- Commands asked for in one pass of the event loop go out in one write, on
+  the kept connection with the fewest replies outstanding; replies come back
+  in order (Redis answers a pipeline in order) and settle their futures.
+  Connections are multiplexed: a write does not wait for the replies of
+  earlier ones. While every kept connection has replies outstanding another
+  is opened, up to `max_conns`. (So this lane is for commands Redis answers
+  at once, never for blocking ones such as ``BLPOP``: they would hold up the
+  replies behind them.)
 - An error reply fails its own command only: the connection stays in step.
-- A kept connection the server closed while it sat idle (a restart, ``CLIENT
-  KILL``, an idle timeout) is found out before use when its end of stream has
-  arrived (as the client's own pool does), or by using it: a batch of
-  commands safe to run twice (reads, ``SCRIPT LOAD``; `execute`'s
-  ``repeatable``) is then sent again on another connection, once per stale
-  connection. A batch holding any other command (a publish) fails instead:
-  it may have run.
-- Any other failure (I/O error, `timeout_s` passing, every caller of a batch
-  cancelled before its reply) drops the connection: its position in the reply
-  stream is unknown. A caller cancelled alone leaves the others answered.
-- At most `max_idle` connections are kept between batches. Callers bound each
-  command with a `redis_pool.RedisGate` slot and a timeout like any other, and
-  `timeout_s` bounds a batch too, so the connections need no socket timeout.
+  A caller that gives up (cancelled, or its own timeout) leaves it in step
+  too: its reply is read and dropped.
+- A connection the server closes (a restart, ``CLIENT KILL``, an idle
+  timeout) is dropped the moment its end of stream arrives, and counted in
+  `stale`. Its unanswered commands that are safe to run twice (reads,
+  ``SCRIPT LOAD``; `execute`'s ``repeatable``) are sent once more on another
+  connection; any other (a publish) fails with `RedisConnectionError`, as it
+  may have run.
+- A connection whose oldest unanswered command waited `timeout_s` is aborted:
+  its commands fail with `TimeoutError` (the server, or the path to it, is
+  stuck). Opening a connection is bounded by `timeout_s` too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
-Arg = str | int
-
-
-def pack_resp(args: tuple[Arg, ...]) -> bytes:
-    """One command in the Redis protocol (RESP2 array of bulk strings)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else str(arg).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-@dataclass(slots=True, eq=False)
-class _Request:
-    args: tuple[Arg, ...]
-    reply: asyncio.Future[Any]
-    repeatable: bool
+from wsfleet_gateway.resp import (
+    Arg,
+    Endpoint,
+    Request,
+    RespConnection,
+    fail_requests,
+    open_connection,
+    pack_resp,
+)
 
 
 class CommandLane:
     """Pipelined request/reply on connections kept here (see the module docstring)."""
 
-    def __init__(
-        self, make: Callable[[], AbstractConnection], max_idle: int, timeout_s: float = 5.0
-    ) -> None:
-        self._make = make
-        self.max_idle = max_idle
+    def __init__(self, endpoint: Endpoint, max_conns: int, timeout_s: float = 5.0) -> None:
+        if max_conns < 1 or timeout_s <= 0:
+            raise ValueError("max_conns >= 1 and timeout_s > 0 are required")
+        self.endpoint = endpoint
+        self.max_conns = max_conns
         self.timeout_s = timeout_s
-        self._idle: list[AbstractConnection] = []
-        self._queued: list[_Request] | None = None
-        self._batches: set[asyncio.Task[None]] = set()
+        self._conns: list[RespConnection] = []
+        self._queued: list[Request] | None = None
+        self._awaiting: list[Request] = []
+        """Requests flushed while no connection was open: written once one is."""
+        self._opening: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closing = False
         self.opened = 0
-        """Connections made so far (reused ones are not counted again)."""
+        """Connections opened so far."""
         self.stale = 0
-        """Kept connections found closed by the server when next used."""
+        """Connections the server closed while kept here."""
         self.writes = 0
-        """Batches written (each carries every command asked for in one loop pass)."""
+        """Writes (each carries every command asked for in one loop pass)."""
         self.commands = 0
-        """Commands sent (a batch sent again counts again)."""
+        """Commands sent (a command sent again counts again)."""
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._conns)
 
     async def execute(self, *args: Arg, repeatable: bool = True) -> Any:
-        """One command's reply; error replies raise as `ResponseError`.
+        """One command's reply; error replies raise (`ResponseError` and its kinds).
 
         `repeatable`: the command may run twice (see the module docstring).
         """
+        if self._closing:
+            raise RedisConnectionError("command lane closed")
         loop = asyncio.get_running_loop()
         queued = self._queued
         if queued is None:
             queued = self._queued = []
             loop.call_soon(self._flush)
-        request = _Request(args, loop.create_future(), repeatable)
+        request = Request(args, loop.create_future(), repeatable)
         queued.append(request)
         return await request.reply
 
-    async def evalsha(
-        self,
-        sha: str,
-        script: str,
-        keys: list[str],
-        args: list[Arg],
-        *,
-        repeatable: bool = True,
-    ) -> Any:
-        """EVALSHA, loading the script once when the server does not know it yet (a
-        NOSCRIPT reply means it did not run: sent again either way)."""
-        command = ("EVALSHA", sha, len(keys), *keys, *args)
+    async def evalsha(self, sha: str, script: str, *args: Arg, repeatable: bool = True) -> Any:
+        """``EVALSHA sha *args`` (`args`: the number of keys, the keys, the arguments),
+        loading `script` once when the server does not know it yet (a NOSCRIPT reply
+        means it did not run: sent again either way)."""
         try:
-            return await self.execute(*command, repeatable=repeatable)
+            return await self.execute("EVALSHA", sha, *args, repeatable=repeatable)
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script)
-            return await self.execute(*command, repeatable=repeatable)
+            return await self.execute("EVALSHA", sha, *args, repeatable=repeatable)
 
     async def warm(self, count: int) -> None:
-        """Open connections until `count` (at most `max_idle`) are kept idle."""
-        wanted = min(count, self.max_idle) - len(self._idle)
-        if wanted <= 0:
-            return
-        fresh = [self._new() for _ in range(wanted)]
-        openers: list[Callable[[], Awaitable[None]]] = [c.connect for c in fresh]  # untyped
-        try:
-            await asyncio.gather(*(opener() for opener in openers))
-        except BaseException:
-            for conn in fresh:
-                await conn.disconnect(nowait=True)
-            raise
-        self._idle.extend(fresh)
+        """Open connections until `count` (at most `max_conns`) are kept."""
+        wanted = min(count, self.max_conns) - len(self._conns) - len(self._opening)
+        if wanted > 0:
+            async with asyncio.timeout(self.timeout_s):
+                await asyncio.gather(*(self._open() for _ in range(wanted)))
 
     async def close(self) -> None:
+        self._closing = True
         queued, self._queued = self._queued or [], None
-        for request in queued:
-            request.reply.cancel()
-        batches = list(self._batches)
-        for task in batches:
+        awaiting, self._awaiting = self._awaiting, []
+        fail_requests(queued + awaiting, asyncio.CancelledError())
+        for task in list(self._opening):
             task.cancel()
-        for task in batches:
             with contextlib.suppress(BaseException):
                 await task
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.disconnect(nowait=True)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.abort(asyncio.CancelledError())
+        for conn in conns:
+            await conn.lost
 
-    # -- batches -------------------------------------------------------------
+    # -- writes --------------------------------------------------------------
 
     def _flush(self) -> None:
         batch, self._queued = self._queued or [], None
         live = [request for request in batch if not request.reply.done()]  # not cancelled
-        if not live:
-            return
-        task = asyncio.get_running_loop().create_task(self._run(live), name="wsfleet-redis-lane")
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
-        for request in live:
-            request.reply.add_done_callback(partial(_abandon_if_unwanted, live, task))
+        if live:
+            self._write(live)
 
-    async def _run(self, batch: list[_Request]) -> None:
-        packed = b"".join(pack_resp(request.args) for request in batch)
-        repeatable = all(request.repeatable for request in batch)
-        while True:
-            reused = bool(self._idle)
-            conn = self._idle.pop() if reused else self._new()
-            answered = 0
-            sent = False
-            try:
-                if reused and await conn.can_read():  # closed while idle (or out of step)
-                    raise RedisConnectionError("kept connection closed while idle")
-                async with asyncio.timeout(self.timeout_s):
-                    if not conn.is_connected:
-                        opener: Callable[[], Awaitable[None]] = conn.connect  # untyped
-                        await opener()
-                    sent = True  # from here on the commands may have run
-                    await conn.send_packed_command(packed, check_health=False)
-                    self.writes += 1
-                    self.commands += len(batch)
-                    for request in batch:
-                        try:
-                            value = await conn.read_response()
-                        except ResponseError as exc:  # an error reply: still in step
-                            _settle(request.reply, error=exc)
-                        else:
-                            _settle(request.reply, value)
-                        answered += 1
-            except RedisConnectionError as exc:
-                await conn.disconnect(nowait=True)
-                if reused and not answered and (repeatable or not sent):
-                    self.stale += 1
-                    continue
-                _fail(batch, exc)
-                return
-            except BaseException as exc:
-                await conn.disconnect(nowait=True)
-                _fail(batch, exc)
-                raise
-            await self._release(conn)
+    def _write(self, batch: list[Request]) -> None:
+        conn = self._pick()
+        if conn is None:
+            self._awaiting.extend(batch)
+            if not self._opening:
+                self._spawn_open()
             return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for request in batch:
+            request.sends += 1
+            request.sent_at = now
+        conn.send(b"".join([pack_resp(request.args) for request in batch]), batch)
+        self.writes += 1
+        self.commands += len(batch)
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(now + self.timeout_s, self._watch)
 
-    def _new(self) -> AbstractConnection:
+    def _pick(self) -> RespConnection | None:
+        """The open connection with the fewest replies outstanding; another is opened
+        in the background when even that one has some (up to `max_conns`)."""
+        best: RespConnection | None = None
+        for conn in self._conns:
+            if best is None or conn.pending < best.pending:
+                best = conn
+                if not best.pending:
+                    return best
+        if len(self._conns) + len(self._opening) < self.max_conns:
+            self._spawn_open()
+        return best
+
+    # -- connections ---------------------------------------------------------
+
+    def _spawn_open(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._open_for_awaiting())
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _open_for_awaiting(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._open()
+        except Exception as exc:  # the requests waiting for it learn; nothing else does
+            awaiting, self._awaiting = self._awaiting, []
+            fail_requests(awaiting, exc)
+            return
+        awaiting, self._awaiting = self._awaiting, []
+        live = [request for request in awaiting if not request.reply.done()]
+        if live:
+            self._write(live)
+
+    async def _open(self) -> None:
+        conn = await open_connection(self.endpoint, on_lost=self._lost)
         self.opened += 1
-        return self._make()
+        if not conn.is_open:  # closed by the server right after the handshake
+            raise RedisConnectionError("redis closed a new connection")
+        self._conns.append(conn)
 
-    async def _release(self, conn: AbstractConnection) -> None:
-        if len(self._idle) < self.max_idle and conn.is_connected:
-            self._idle.append(conn)
-        else:
-            await conn.disconnect(nowait=True)
+    def _lost(
+        self,
+        conn: RespConnection,
+        unanswered: list[Request],
+        error: BaseException,
+        by_peer: bool,
+    ) -> None:
+        if conn in self._conns:
+            self._conns.remove(conn)
+        if self._closing:
+            fail_requests(unanswered, asyncio.CancelledError())
+            return
+        if by_peer:
+            self.stale += 1
+            again = [r for r in unanswered if r.repeatable and r.sends == 1]
+            if again:
+                self._write(again)
+                unanswered = [r for r in unanswered if not (r.repeatable and r.sends == 1)]
+        fail_requests(unanswered, error)
 
-
-def _settle(reply: asyncio.Future[Any], value: Any = None, error: Exception | None = None) -> None:
-    if reply.done():  # its caller was cancelled: the reply is read and dropped
-        return
-    if error is not None:
-        reply.set_exception(error)
-    else:
-        reply.set_result(value)
-
-
-def _fail(batch: list[_Request], exc: BaseException) -> None:
-    """Every unanswered request of `batch` fails with `exc` (cancelled with a cancel)."""
-    for request in batch:
-        if request.reply.done():
-            continue
-        if isinstance(exc, Exception):
-            request.reply.set_exception(exc)
-            request.reply.exception()  # retrieved: its caller may be gone
-        else:
-            request.reply.cancel()
-
-
-def _abandon_if_unwanted(
-    batch: list[_Request], task: asyncio.Task[None], reply: asyncio.Future[Any]
-) -> None:
-    """A caller was cancelled: once no request of the batch waits any more, stop it."""
-    if reply.cancelled() and not task.done() and all(r.reply.done() for r in batch):
-        task.cancel()
+    def _watch(self) -> None:
+        """Abort connections whose oldest unanswered command waited `timeout_s`."""
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        next_due: float | None = None
+        for conn in list(self._conns):
+            oldest = conn.oldest
+            if oldest is None:
+                continue
+            due = oldest.sent_at + self.timeout_s
+            if due <= now:
+                what = oldest.args[0] if oldest.args else "?"
+                conn.abort(TimeoutError(f"redis did not answer {what} within {self.timeout_s}s"))
+            elif next_due is None or due < next_due:
+                next_due = due
+        if next_due is not None:
+            self._watchdog = loop.call_at(next_due, self._watch)

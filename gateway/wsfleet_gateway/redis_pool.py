@@ -15,13 +15,15 @@ congestion, not a Redis failure, and must never open the circuit breaker.
 - `SingleFlight`: concurrent identical reads (the same channel's metadata or
   history) share one Redis round trip.
 
-The hot path's own connections (the history script) are `redis_lane.CommandLane`.
+The message store's own commands (`RedisBroker`: publish, history, pub/sub) do not use
+the client: they run on `redis_lane.CommandLane` connections (``resp.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import Final, Generic, TypeVar
@@ -68,14 +70,19 @@ def make_client(url: str, timeout_s: float, pool_size: int) -> aioredis.Redis:
 
 
 class RedisGate:
-    """At most `size` Redis commands in flight; the others queue (see the module docstring)."""
+    """At most `size` Redis commands in flight; the others queue (see the module docstring).
+
+    `acquire`/`release` for the hot path (a free slot is taken with no await
+    suspension and no timeout), `slot` as a context manager for the rest.
+    """
 
     def __init__(self, size: int, queue_timeout_s: float) -> None:
         if size < 1 or queue_timeout_s <= 0:
             raise ValueError("size >= 1 and queue_timeout_s > 0 are required")
         self.size = size
         self.queue_timeout_s = queue_timeout_s
-        self._slots = asyncio.Semaphore(size)
+        self._free = size
+        self._queue: deque[asyncio.Future[None]] = deque()
         self.in_flight = 0
         self.peak_in_flight = 0
         self.waiting = 0
@@ -83,31 +90,61 @@ class RedisGate:
         self.busy_total = 0
         """Requests that gave up queueing (`RedisBusyError`)."""
 
+    async def acquire(self) -> None:
+        """Take a slot: at once when one is free and nobody queues, else queue (FIFO) for
+        at most `queue_timeout_s`, then `RedisBusyError`. Pair with `release`."""
+        if self._free > 0 and not self._queue:
+            self._free -= 1
+        else:
+            await self._wait_for_slot()
+        self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._hand_on()
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot for the body; `RedisBusyError` when none frees up in time."""
-        if self._slots.locked():  # queue, for at most queue_timeout_s
-            self.waiting += 1
-            self.peak_waiting = max(self.peak_waiting, self.waiting)
-            try:
-                async with asyncio.timeout(self.queue_timeout_s):
-                    await self._slots.acquire()
-            except TimeoutError:
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def _wait_for_slot(self) -> None:
+        handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(handed)
+        self.waiting += 1
+        self.peak_waiting = max(self.peak_waiting, self.waiting)
+        try:
+            async with asyncio.timeout(self.queue_timeout_s):
+                await handed
+        except BaseException as exc:
+            if handed.done() and not handed.cancelled():
+                self._hand_on()  # handed a slot as the wait ended: pass it on
+            else:
+                handed.cancel()  # `_hand_on` skips it
+            if isinstance(exc, TimeoutError):
                 self.busy_total += 1
                 raise RedisBusyError(
                     f"redis busy: no connection free within {self.queue_timeout_s}s"
                 ) from None
-            finally:
-                self.waiting -= 1
-        else:  # free now (locked() is true while others queue, so none is overtaken)
-            await self._slots.acquire()
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
-            yield
+            raise
         finally:
-            self.in_flight -= 1
-            self._slots.release()
+            self.waiting -= 1
+
+    def _hand_on(self) -> None:
+        """A slot came free: to the longest queued request, else back to the free ones."""
+        queue = self._queue
+        while queue:
+            handed = queue.popleft()
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self._free += 1
 
 
 class SingleFlight(Generic[K, T]):

@@ -12,10 +12,11 @@
   offset at that point (where a reconnect's catch-up starts) comes from the
   history read the subscriber makes next (`note_offset`), or, for an attach
   with ``baseline=True``, from a read of the stream's newest entry.
-- One reader task dispatches messages in connection order, which is each
-  channel's offset order (the publish script is atomic), and never
-  dispatches an offset at or below the last one it dispatched on that channel.
-- When the connection drops, the reader reconnects with backoff, subscribes
+- Messages are dispatched straight from the connection's `data_received`
+  (``resp.py``: no reader task, no wakeup per message), in connection order,
+  which is each channel's offset order (the publish script is atomic); an
+  offset at or below the last one dispatched on its channel is dropped.
+- When the connection drops, a supervising task reconnects with backoff, subscribes
   every channel again and, before any live message, catches each channel up
   from the last offset it dispatched by reading the stream, so messages
   published by other pods during the gap arrive exactly once, in order.
@@ -27,14 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from wsfleet_gateway.broker import (
     BrokerUnavailableError,
@@ -42,8 +42,8 @@ from wsfleet_gateway.broker import (
     OnDelivery,
     parse_offset,
 )
-from wsfleet_gateway.redis_lane import pack_resp
 from wsfleet_gateway.redis_streams import decode_payload, pubsub_name
+from wsfleet_gateway.resp import Endpoint, RespConnection, open_connection, pack_resp
 
 log = structlog.get_logger("wsfleet_gateway.redis_pubsub")
 
@@ -72,7 +72,7 @@ class _Sub:
     last: tuple[int, int] | None = None
     """The last offset dispatched (or read after the subscription was confirmed)."""
     confirm: asyncio.Future[None] | None = None
-    sent_on: AbstractConnection | None = None
+    sent_on: RespConnection | None = None
     """The connection a SUBSCRIBE was last sent on."""
     activation: asyncio.Task[None] | None = None
     idle_since: float | None = None
@@ -83,11 +83,22 @@ class _Sub:
 class _Outbox:
     """(UN)SUBSCRIBEs for one connection asked for in one loop pass, written together."""
 
-    conn: AbstractConnection
+    conn: RespConnection
     sent: asyncio.Future[None]
     """Done once the write went out (or failed: every command in it did)."""
     commands: list[list[str]] = field(default_factory=list)
     """Each ``[command, name, ...]``: consecutive requests of one command share one."""
+
+
+@dataclass(slots=True, eq=False)
+class _Syncing:
+    """A (re)connection's subscribe-and-catch-up, before messages are dispatched live."""
+
+    pending: set[str]
+    """Pub/sub names whose SUBSCRIBE is not confirmed yet."""
+    confirmed: asyncio.Future[None]
+    buffered: list[list[Any]] = field(default_factory=list)
+    """Messages that arrived meanwhile, dispatched (duplicates dropped) once caught up."""
 
 
 @dataclass(slots=True)
@@ -109,7 +120,7 @@ class PubSubFanout:
 
     def __init__(
         self,
-        connect: Callable[[], AbstractConnection],
+        endpoint: Endpoint,
         streams: StreamReader,
         *,
         linger_s: float = 5.0,
@@ -119,7 +130,7 @@ class PubSubFanout:
         backoff_max_s: float = 1.0,
         on_discontinuity: Callable[[str], None] | None = None,
     ) -> None:
-        self._connect = connect
+        self._endpoint = endpoint
         self._on_discontinuity = on_discontinuity
         """Called with a channel whose dispatched sequence stops being continuous."""
         self._streams = streams
@@ -132,13 +143,13 @@ class PubSubFanout:
         self._subs: dict[str, _Sub] = {}
         self._by_name: dict[str, _Sub] = {}
         self._on_delivery: OnDelivery | None = None
-        self._conn: AbstractConnection | None = None
+        self._conn: RespConnection | None = None
+        self._syncing: _Syncing | None = None
         self._live = False
         self._live_event = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self._last_rx = 0.0
         self._idle: dict[str, _Sub] = {}
         """Lingering subscriptions, oldest first (one sweeper task, no timer per detach)."""
         self._sweeper: asyncio.Task[None] | None = None
@@ -298,7 +309,7 @@ class PubSubFanout:
             await sub.confirm
         sub.ready = sub.confirmed and self._conn is conn
 
-    def _queue(self, conn: AbstractConnection, command: str, name: str) -> asyncio.Future[None]:
+    def _queue(self, conn: RespConnection, command: str, name: str) -> asyncio.Future[None]:
         """Ask for `command name` on `conn`; the loop pass's requests go in one write.
 
         Order is kept: a channel unsubscribed and subscribed again in one pass is
@@ -321,18 +332,12 @@ class PubSubFanout:
         if self._closing:
             box.sent.cancel()
             return
-        self._spawn(self._write(box), "wsfleet-pubsub-write")
-
-    async def _write(self, box: _Outbox) -> None:
         try:
-            await self._send_many(box.conn, box.commands)
-        except asyncio.CancelledError:
-            box.sent.cancel()
-            raise
+            self._send_many(box.conn, box.commands)
         except Exception as exc:
             box.sent.set_exception(exc)
             box.sent.exception()  # mark retrieved: every waiter may be gone
-            raise
+            return
         self.stats.writes += 1
         box.sent.set_result(None)
 
@@ -349,16 +354,15 @@ class PubSubFanout:
         if sub is not None and sub.last is None:
             sub.last = parse_offset(offset)
 
-    # -- the reader --------------------------------------------------------
+    # -- the connection ----------------------------------------------------
 
     async def _run(self) -> None:
         backoff = self.backoff_min_s
         while not self._closing:
-            conn = self._connect()
+            conn: RespConnection | None = None
             try:
-                opener: Callable[[], Awaitable[None]] = conn.connect
                 async with asyncio.timeout(self.op_timeout_s):
-                    await opener()
+                    conn = await open_connection(self._endpoint, on_push=self._on_push)
                 self._conn = conn
                 async with asyncio.timeout(self.op_timeout_s * 4 + len(self._subs) * 0.01):
                     await self._sync(conn)
@@ -374,8 +378,8 @@ class PubSubFanout:
                 )
             finally:
                 self._drop_connection()
-                with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
+                if conn is not None:
+                    conn.abort()
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self.backoff_max_s)
 
@@ -383,6 +387,7 @@ class PubSubFanout:
         self._live = False
         self._live_event.clear()
         self._conn = None
+        self._syncing = None
         self._stale_confirms.clear()
         for sub in self._subs.values():
             sub.confirmed = False
@@ -391,30 +396,25 @@ class PubSubFanout:
                 sub.confirm.set_exception(BrokerUnavailableError("redis pub/sub lost"))
                 sub.confirm.exception()  # mark retrieved: the attacher may be gone
 
-    async def _sync(self, conn: AbstractConnection) -> None:
+    async def _sync(self, conn: RespConnection) -> None:
         """Subscribe every known channel, then catch each up before live messages."""
-        pending = {name for name in self._by_name}
+        syncing = _Syncing(set(self._by_name), asyncio.get_running_loop().create_future())
+        self._syncing = syncing
         for sub in self._subs.values():
             sub.sent_on = conn
-        if pending:
-            self.stats.subscribes += len(pending)
-            await self._send(conn, "SUBSCRIBE", *sorted(pending))
-        buffered: list[list[Any]] = []
-        while pending:
-            reply = await conn.read_response(timeout=math.inf)
-            if not isinstance(reply, list) or len(reply) < 3:
-                continue
-            if reply[0] == "subscribe":
-                pending.discard(reply[1])
-                self._confirmed(reply[1])
-            elif reply[0] == "message":
-                buffered.append(reply)
+        if syncing.pending:
+            self.stats.subscribes += len(syncing.pending)
+            self._send(conn, "SUBSCRIBE", *sorted(syncing.pending))
+            await asyncio.wait([syncing.confirmed, conn.lost], return_when=asyncio.FIRST_COMPLETED)
+            if not syncing.confirmed.done():
+                raise conn.error or RedisConnectionError("redis pub/sub lost while subscribing")
         for sub in list(self._subs.values()):
             if not sub.confirmed:
                 continue
             await self._catch_up(sub)
             sub.ready = True
-        for reply in buffered:
+        self._syncing = None  # from here on messages are dispatched as they arrive
+        for reply in syncing.buffered:
             self._on_message(reply[1], reply[2])
 
     async def _catch_up(self, sub: _Sub) -> None:
@@ -431,42 +431,60 @@ class PubSubFanout:
             if len(page) < CATCH_UP_PAGE or self._subs.get(sub.channel) is not sub:
                 return
 
-    async def _serve(self, conn: AbstractConnection) -> None:
-        """Read live messages until the connection fails or goes silent."""
-        loop = asyncio.get_running_loop()
-        self._last_rx = loop.time()
-        async with asyncio.timeout(None) as deadline:
-            pinger = self._spawn(self._ping(conn, deadline), "wsfleet-redis-ping")
-            try:
-                while True:
-                    reply = await conn.read_response(timeout=math.inf)
-                    self._last_rx = loop.time()  # any reply (a PONG too) proves liveness
-                    if not isinstance(reply, list) or len(reply) < 2:
-                        continue
-                    kind = reply[0]
-                    if kind == "message":
-                        self._on_message(reply[1], reply[2])
-                    elif kind == "subscribe":
-                        self._confirmed(reply[1])
-            finally:
-                pinger.cancel()
+    async def _serve(self, conn: RespConnection) -> None:
+        """Keep the connection until it fails or goes silent (messages arrive meanwhile
+        through `_on_push`)."""
+        pinger = self._spawn(self._ping(conn), "wsfleet-redis-ping")
+        try:
+            await conn.lost
+        finally:
+            pinger.cancel()
+        raise conn.error or RedisConnectionError("redis pub/sub connection closed")
 
-    async def _ping(self, conn: AbstractConnection, deadline: asyncio.Timeout) -> None:
-        """PING every `ping_interval_s`; end the reader when a PING got no reply.
+    async def _ping(self, conn: RespConnection) -> None:
+        """PING every `ping_interval_s`; abort the connection when it went silent.
 
-        Silent means nothing at all for two intervals plus `op_timeout_s` (the
-        time a PONG may take).
+        Silent means nothing at all received for two intervals plus `op_timeout_s`
+        (the time a PONG may take), as seen at the interval ticks.
         """
         loop = asyncio.get_running_loop()
         silent_s = 2 * self.ping_interval_s + self.op_timeout_s
+        seen, heard_at = conn.reads, loop.time()
         while True:
             await asyncio.sleep(self.ping_interval_s)
-            if loop.time() - self._last_rx > silent_s:
-                log.warning("redis_pubsub_silent", silent_s=round(loop.time() - self._last_rx, 3))
-                deadline.reschedule(loop.time())
+            now = loop.time()
+            if conn.reads != seen:
+                seen, heard_at = conn.reads, now
+            elif now - heard_at > silent_s:
+                log.warning("redis_pubsub_silent", silent_s=round(now - heard_at, 3))
+                conn.abort(RedisConnectionError("redis pub/sub went silent"))
                 return
-            await self._send(conn, "PING")
+            self._send(conn, "PING")
             self.stats.pings += 1
+
+    def _on_push(self, reply: Any) -> None:
+        """Every reply of the pub/sub connection, in order, as it is parsed."""
+        try:
+            self._on_reply(reply)
+        except Exception:  # never into the connection's parser loop: the next replies wait
+            log.exception("redis_pubsub_reply_failed")
+
+    def _on_reply(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return  # a PONG, or an (un)subscribe's count only
+        kind = reply[0]
+        syncing = self._syncing
+        if kind == "message":
+            if syncing is None:
+                self._on_message(reply[1], reply[2])
+            else:
+                syncing.buffered.append(reply)
+        elif kind == "subscribe":
+            if syncing is not None:
+                syncing.pending.discard(reply[1])
+                if not syncing.pending and not syncing.confirmed.done():
+                    syncing.confirmed.set_result(None)
+            self._confirmed(reply[1])
 
     def _confirmed(self, name: str) -> None:
         stale = self._stale_confirms.get(name, 0)
@@ -513,16 +531,13 @@ class PubSubFanout:
         if self._on_discontinuity is not None:
             self._on_discontinuity(channel)
 
-    async def _send(self, conn: AbstractConnection, *args: str) -> None:
-        await self._send_many(conn, [list(args)])
+    def _send(self, conn: RespConnection, *args: str) -> None:
+        self._send_many(conn, [list(args)])
 
-    async def _send_many(self, conn: AbstractConnection, commands: list[list[str]]) -> None:
-        # never let a dropped connection object reconnect by itself on send
-        if conn is not self._conn or not conn.is_connected:
+    def _send_many(self, conn: RespConnection, commands: list[list[str]]) -> None:
+        if conn is not self._conn or not conn.is_open:
             raise BrokerUnavailableError("redis pub/sub connection is gone")
-        async with asyncio.timeout(self.op_timeout_s):
-            packed = b"".join(pack_resp(tuple(command)) for command in commands)
-            await conn.send_packed_command(packed, check_health=False)
+        conn.send(b"".join([pack_resp(tuple(command)) for command in commands]))
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)

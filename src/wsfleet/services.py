@@ -77,6 +77,8 @@ class RedisServer:
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    """More ``--name value`` options, after (so overriding) the ones above."""
 
     @property
     def url(self) -> str:
@@ -105,6 +107,7 @@ class RedisServer:
                 "no",
                 "--loglevel",
                 "warning",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

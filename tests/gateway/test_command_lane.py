@@ -1,4 +1,5 @@
-"""`CommandLane`: pipelined request/reply on kept connections, against a real Redis."""
+"""`CommandLane`: pipelined, multiplexed request/reply on kept connections, against a real
+Redis."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from wsfleet_gateway.redis_lane import CommandLane
-from wsfleet_gateway.redis_pool import make_client
+from wsfleet_gateway.resp import Endpoint
 
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer
@@ -29,26 +29,30 @@ async def admin(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 
 @contextlib.asynccontextmanager
 async def lane_on(
-    server: RedisServer, max_idle: int = 4, timeout_s: float = 5.0
+    server: RedisServer, max_conns: int = 4, timeout_s: float = 5.0
 ) -> AsyncIterator[CommandLane]:
-    """A lane on `server`'s connections, closed (with its client) afterwards."""
-    client = make_client(server.url, 1.0, 4)
-    pool = client.connection_pool
-
-    def make() -> AbstractConnection:
-        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-        return conn
-
-    lane = CommandLane(make, max_idle, timeout_s)
+    """A lane on `server`, closed afterwards."""
+    lane = CommandLane(Endpoint.from_url(server.url), max_conns, timeout_s)
     try:
         yield lane
     finally:
         await lane.close()
-        await client.aclose()
 
 
 async def blocked_in_blpop(admin: aioredis.Redis) -> bool:
     return any(c.get("cmd") == "blpop" for c in await admin.client_list())
+
+
+async def blpop_calls(admin: aioredis.Redis) -> int:
+    stats = await admin.info("commandstats")
+    return int(stats.get("cmdstat_blpop", {}).get("calls", 0))
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_conns"):
+        CommandLane(Endpoint(), 0)
+    with pytest.raises(ValueError, match="timeout_s"):
+        CommandLane(Endpoint(), 1, 0)
 
 
 async def test_evalsha_loads_the_script_once_and_reuses_one_connection(
@@ -59,48 +63,27 @@ async def test_evalsha_loads_the_script_once_and_reuses_one_connection(
         sha = await admin.script_load(SCRIPT)
         await admin.script_flush()  # the server forgot it: the lane must load it itself
         for i in range(5):
-            assert await lane.evalsha(sha, SCRIPT, ["k"], [i]) == ["k", str(i)]
+            assert await lane.evalsha(sha, SCRIPT, 1, "k", i) == ["k", str(i)]
         assert lane.opened == 1
         with pytest.raises(ResponseError):  # an error reply: the connection stays in step
             await lane.execute("NOT-A-COMMAND")
         assert await lane.execute("PING") == "PONG"
-        assert lane.opened == 1
+        assert (lane.opened, lane.connections) == (1, 1)
 
 
-async def test_a_kept_connection_the_server_closed_is_replaced_once(
+async def test_connections_the_server_closed_are_dropped_at_once_and_replaced(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
     async with lane_on(redis_server) as lane:
         await lane.warm(3)
-        assert lane.opened == 3
+        assert (lane.opened, lane.connections) == (3, 3)
         await admin.client_kill_filter(_type="normal", skipme=True)
+        await wait_until(lambda: lane.stale == 3, 5.0, message="every kill seen")
+        assert lane.connections == 0
         assert await lane.execute("PING") == "PONG"
-        assert lane.stale == 3  # every killed connection found out and dropped
-        assert lane.opened == 4
-
-
-async def test_a_cancelled_read_drops_its_connection_and_idle_ones_are_bounded(
-    redis_server: RedisServer, admin: aioredis.Redis
-) -> None:
-    async with lane_on(redis_server, max_idle=1) as lane:
-        blocked = asyncio.create_task(lane.execute("BLPOP", "nothing-here", 10))
-        await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="blocked in BLPOP")
-        blocked.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await blocked
-        assert await lane.execute("PING") == "PONG"  # a new connection, not the one mid-read
-        assert lane.opened == 2
-        await wait_until(lambda: not lane._batches, 5.0, message="the cancelled batch ended")
-        await lane.warm(5)
-        assert len(lane._idle) == 1  # at most max_idle kept
-
-
-async def test_a_fresh_connection_that_fails_raises(redis_server: RedisServer) -> None:
-    async with lane_on(redis_server) as lane:
-        redis_server.stop()
-        with pytest.raises(RedisConnectionError):
-            await lane.execute("PING")
-        assert lane.stale == 0
+        assert (lane.opened, lane.connections) == (4, 1)
+        await lane.warm(9)
+        assert lane.connections == 4  # at most max_conns
 
 
 async def test_commands_of_one_loop_pass_go_in_one_write_each_with_its_own_reply(
@@ -124,7 +107,7 @@ async def test_commands_of_one_loop_pass_go_in_one_write_each_with_its_own_reply
         assert (lane.writes, lane.opened) == (2, 1)
 
 
-async def test_a_caller_cancelled_alone_leaves_its_batch_answered(
+async def test_a_caller_that_gives_up_leaves_the_connection_in_step(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
     """Redis answers a pipeline in order: PING's reply waits behind the BLPOP's."""
@@ -139,40 +122,64 @@ async def test_a_caller_cancelled_alone_leaves_its_batch_answered(
             await ping
         await admin.rpush("lane-list", "x")
         assert await blpop == ["lane-list", "x"]
-        await wait_until(lambda: not lane._batches, 5.0, message="the batch ended")
-        assert len(lane._idle) == 1  # PING's reply was read and dropped: still in step
+        # PING's reply was read and dropped: the connection is in step for the next
         assert await lane.execute("ECHO", "after") == "after"
         assert lane.opened == 1
 
 
-async def test_a_batch_past_its_timeout_fails_and_drops_the_connection(
+async def test_writes_are_multiplexed_and_a_busy_lane_opens_another_connection(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    async with lane_on(redis_server, max_conns=2) as lane:
+        await admin.delete("lane-mux")
+        blpop = asyncio.create_task(lane.execute("BLPOP", "lane-mux", 10))
+        await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="blocked in BLPOP")
+        # written behind the BLPOP (no waiting for its reply), which opens a second one
+        behind = asyncio.create_task(lane.execute("ECHO", "behind"))
+        await wait_until(lambda: lane.connections == 2, 5.0, message="a second connection")
+        assert await lane.execute("ECHO", "beside") == "beside"  # not held up
+        assert not behind.done()
+        await admin.rpush("lane-mux", "x")
+        assert await blpop == ["lane-mux", "x"]
+        assert await behind == "behind"
+        assert lane.opened == 2
+
+
+async def test_a_fresh_connection_that_fails_raises(redis_server: RedisServer) -> None:
+    async with lane_on(redis_server) as lane:
+        redis_server.stop()
+        with pytest.raises(RedisConnectionError, match="cannot connect"):
+            await lane.execute("PING")
+        assert (lane.stale, lane.opened) == (0, 0)
+
+
+async def test_a_connection_stuck_past_the_timeout_is_aborted(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
     async with lane_on(redis_server, timeout_s=0.3) as lane:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match="BLPOP"):
             await lane.execute("BLPOP", "never-pushed", 30)
-        assert lane._idle == []
+        assert lane.connections == 0
+        assert lane.stale == 0  # closed here, not by the server
         assert await lane.execute("PING") == "PONG"
         assert lane.opened == 2
 
 
-async def test_close_cancels_queued_and_running_batches(
+async def test_close_cancels_queued_and_written_commands(
     redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
     async with lane_on(redis_server) as lane:
-        running = asyncio.create_task(lane.execute("BLPOP", "never-pushed", 30))
+        written = asyncio.create_task(lane.execute("BLPOP", "never-pushed", 30))
         await wait_until(lambda: blocked_in_blpop(admin), 5.0, message="blocked in BLPOP")
         queued = asyncio.create_task(lane.execute("PING"))
         await asyncio.sleep(0)  # queued, not yet flushed
         await lane.close()
-        for task in (running, queued):
+        for task in (written, queued):
             with pytest.raises(asyncio.CancelledError):
                 await task
-        assert not lane._batches
-
-
-async def all_idle_closed(lane: CommandLane) -> bool:
-    return all([await conn.can_read() for conn in lane._idle])
+        assert lane.connections == 0
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await lane.execute("PING")
 
 
 async def test_a_command_not_repeatable_is_never_sent_twice(
@@ -182,10 +189,9 @@ async def test_a_command_not_repeatable_is_never_sent_twice(
     async with lane_on(redis_server) as lane:
         await lane.warm(1)
         await admin.client_kill_filter(_type="normal", skipme=True)
-        await wait_until(lambda: all_idle_closed(lane), 5.0, message="the kill seen")
-        # closed while idle: found out before anything is sent, so even this one is safe
+        await wait_until(lambda: lane.stale == 1, 5.0, message="the kill seen")
+        # dropped while idle: nothing was sent on it, so even this one runs once, here
         assert await lane.execute("INCR", "once", repeatable=False) == 1
-        assert lane.stale == 1
 
         for repeatable, expected_calls in ((True, 2), (False, 1)):
             await admin.config_resetstat()
@@ -201,5 +207,23 @@ async def test_a_command_not_repeatable_is_never_sent_twice(
             else:  # it may have run: the caller learns, nothing is sent again
                 with pytest.raises(RedisConnectionError):
                     await blocked
-            stats = await admin.info("commandstats")
-            assert stats["cmdstat_blpop"]["calls"] == expected_calls
+            assert await blpop_calls(admin) == expected_calls
+
+
+async def test_a_read_is_sent_again_once_only(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    async with lane_on(redis_server) as lane:
+        await admin.config_resetstat()
+        blocked = asyncio.create_task(lane.execute("BLPOP", "lane-twice", 10))
+        for sent in (1, 2):
+
+            async def blocked_again(sent: int = sent) -> bool:
+                return await blpop_calls(admin) == sent and await blocked_in_blpop(admin)
+
+            await wait_until(blocked_again, 5.0, message=f"BLPOP sent {sent} time(s)")
+            await admin.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(RedisConnectionError):
+            await blocked
+        assert await blpop_calls(admin) == 2
+        assert lane.stale == 2
