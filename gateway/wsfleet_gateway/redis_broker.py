@@ -44,8 +44,10 @@ hash tag ``{<channel>}`` puts all three in one cluster slot.
 Moving to Redis Cluster with sharded pub/sub: because a channel's keys and
 its pub/sub channel share a slot, the publish script stays a single-slot
 script once it calls ``SPUBLISH`` instead of ``PUBLISH`` (the pub/sub name is
-already passed as ``KEYS[2]``, as cluster scripts require); the command
-client becomes ``redis.asyncio.RedisCluster``; and `PubSubFanout` keeps one
+already passed as ``KEYS[2]``, as cluster scripts require); the broker keeps
+one `CommandLane` per shard node (from ``CLUSTER SHARDS``), sends a channel's
+commands to the lane of the node owning its slot (CRC16 of the hash tag) and
+refreshes the map on a ``MOVED`` reply; and `PubSubFanout` keeps one
 connection per shard node, sending ``SSUBSCRIBE``/``SUNSUBSCRIBE`` for a
 channel to the node owning ``CLUSTER KEYSLOT wsf:{<channel>}:p`` and
 re-subscribing on ``MOVED``/slot migration (``sunsubscribe`` pushes). Per

@@ -74,7 +74,6 @@ class _Sub:
     confirm: asyncio.Future[None] | None = None
     sent_on: RespConnection | None = None
     """The connection a SUBSCRIBE was last sent on."""
-    activation: asyncio.Task[None] | None = None
     idle_since: float | None = None
     """Loop time the last reference went (None while referenced)."""
 
@@ -84,8 +83,6 @@ class _Outbox:
     """(UN)SUBSCRIBEs for one connection asked for in one loop pass, written together."""
 
     conn: RespConnection
-    sent: asyncio.Future[None]
-    """Done once the write went out (or failed: every command in it did)."""
     commands: list[list[str]] = field(default_factory=list)
     """Each ``[command, name, ...]``: consecutive requests of one command share one."""
 
@@ -185,9 +182,6 @@ class PubSubFanout:
 
     async def close(self) -> None:
         self._closing = True
-        for sub in self._subs.values():
-            if sub.activation is not None:
-                sub.activation.cancel()
         tasks = [t for t in (self._reader, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -238,10 +232,9 @@ class PubSubFanout:
             if not sub.ready:
                 if not self._live:
                     raise BrokerUnavailableError("redis pub/sub is not connected")
-                if sub.activation is None or sub.activation.done():
-                    sub.activation = self._spawn(self._activate(sub), f"wsfleet-attach-{channel}")
+                confirm = self._subscribe(sub)
                 async with asyncio.timeout(self.op_timeout_s):
-                    await asyncio.shield(sub.activation)
+                    await asyncio.shield(confirm)  # shared: one caller giving up ends no other
             if baseline and sub.last is None:
                 self.note_offset(channel, await self._streams.latest_offset(channel))
         except BaseException as exc:
@@ -287,8 +280,6 @@ class PubSubFanout:
         del self._subs[sub.channel]
         del self._by_name[sub.name]
         self._discontinuity(sub.channel)
-        if sub.activation is not None and not sub.activation.done():
-            sub.activation.cancel()
         conn = self._conn
         if conn is not None:
             if sub.sent_on is conn and not sub.confirmed:
@@ -296,20 +287,20 @@ class PubSubFanout:
             self.stats.unsubscribes += 1
             self._queue(conn, "UNSUBSCRIBE", sub.name)
 
-    async def _activate(self, sub: _Sub) -> None:
+    def _subscribe(self, sub: _Sub) -> asyncio.Future[None]:
+        """The confirmation of `sub`'s SUBSCRIBE on the live connection, sent now unless
+        one is on its way (it fails when the connection is lost first)."""
         conn = self._conn
-        if conn is None or not self._live:
-            raise BrokerUnavailableError("redis pub/sub is not connected")
-        sub.confirm = asyncio.get_running_loop().create_future()
-        self.stats.subscribes += 1
-        sub.sent_on = conn
-        written = self._queue(conn, "SUBSCRIBE", sub.name)
-        async with asyncio.timeout(self.op_timeout_s * 2):
-            await asyncio.shield(written)  # shared with the rest of the batch
-            await sub.confirm
-        sub.ready = sub.confirmed and self._conn is conn
+        assert conn is not None  # live
+        confirm = sub.confirm
+        if confirm is None or confirm.done() or sub.sent_on is not conn:
+            confirm = sub.confirm = asyncio.get_running_loop().create_future()
+            self.stats.subscribes += 1
+            sub.sent_on = conn
+            self._queue(conn, "SUBSCRIBE", sub.name)  # a failed write: the connection is gone
+        return confirm
 
-    def _queue(self, conn: RespConnection, command: str, name: str) -> asyncio.Future[None]:
+    def _queue(self, conn: RespConnection, command: str, name: str) -> None:
         """Ask for `command name` on `conn`; the loop pass's requests go in one write.
 
         Order is kept: a channel unsubscribed and subscribed again in one pass is
@@ -318,28 +309,20 @@ class PubSubFanout:
         box = self._outbox
         if box is None or box.conn is not conn:
             loop = asyncio.get_running_loop()
-            box = self._outbox = _Outbox(conn, loop.create_future())
+            box = self._outbox = _Outbox(conn)
             loop.call_soon(self._flush, box)
         if box.commands and box.commands[-1][0] == command:
             box.commands[-1].append(name)
         else:
             box.commands.append([command, name])
-        return box.sent
 
     def _flush(self, box: _Outbox) -> None:
         if self._outbox is box:
             self._outbox = None
-        if self._closing:
-            box.sent.cancel()
-            return
-        try:
-            self._send_many(box.conn, box.commands)
-        except Exception as exc:
-            box.sent.set_exception(exc)
-            box.sent.exception()  # mark retrieved: every waiter may be gone
-            return
+        if self._closing or box.conn is not self._conn or not box.conn.is_open:
+            return  # the connection is gone: its pending confirmations failed with it
+        self._send_many(box.conn, box.commands)
         self.stats.writes += 1
-        box.sent.set_result(None)
 
     def note_offset(self, channel: str, offset: str) -> None:
         """A stream read of an attached `channel` saw `offset` as its newest.
@@ -498,6 +481,8 @@ class PubSubFanout:
         if sub is None:
             return
         sub.confirmed = True
+        if self._syncing is None:  # live: confirmed on the current connection
+            sub.ready = True
         if sub.confirm is not None and not sub.confirm.done():
             sub.confirm.set_result(None)
 
