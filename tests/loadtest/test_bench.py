@@ -70,8 +70,8 @@ def test_on_off_section_pairs_each_run_and_judges_the_bounded_figures() -> None:
     """Issue 4's check: per-run on ÷ off (same run, same machine state), median, verdict."""
     runs = [
         {
-            "gateway-off": {"deliveries_per_s": 100.0, "idle_switch_p99_ms": 1.0},
-            "gateway": {"deliveries_per_s": on_rate, "idle_switch_p99_ms": on_p99},
+            "gateway-off": {"deliveries_per_s": 100.0, "ab_switch_p99_ms": 1.0},
+            "gateway": {"deliveries_per_s": on_rate, "ab_switch_p99_ms": on_p99},
         }
         for on_rate, on_p99 in ((90.0, 1.1), (80.0, 1.3), (95.0, 1.2))
     ]
@@ -79,11 +79,12 @@ def test_on_off_section_pairs_each_run_and_judges_the_bounded_figures() -> None:
     doc = summarise({"runs": runs, "elapsed_s": 1.0, "pinning": {}}, SuiteConfig(), quick=False)
     fan = doc["figures"]["deliveries_per_s"]["on_off"]
     assert fan == {"runs": [0.9, 0.8, 0.95], "median": 0.9, "bounded": True, "within_bound": True}
-    p99 = doc["figures"]["idle_switch_p99_ms"]["on_off"]
+    p99 = doc["figures"]["ab_switch_p99_ms"]["on_off"]
     assert p99["runs"] == [1.1, 1.3, 1.2]
     assert p99["median"] == 1.2
     assert p99["within_bound"] is False  # 1.2 > 1.15
     assert doc["figures"]["switch_p99_ms"]["on_off"]["bounded"] is False
+    assert doc["figures"]["idle_switch_p99_ms"]["on_off"]["bounded"] is False  # sequential
     markdown = to_markdown({**doc, "pinning": {"server_cpu": 0, "load_cpu": 1}})
     section = markdown.split("## Features on vs off", 1)[1]
     rows = [line for line in section.splitlines() if line.startswith("| fan-out")]
@@ -151,6 +152,14 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
         for kind in ("baseline", "gateway-off", "gateway"):
             value = doc["figures"][key]["values"][kind]["median"]
             assert (value or 0) > 0, (key, kind, value)
+    for kind in ("gateway-off", "gateway"):  # both at once, switches interleaved
+        run = doc["raw_runs"][0][kind]
+        assert run["ab_switch_p50_ms"] > 0, kind
+        assert run["ab_switch_p99_ms"] >= run["ab_switch_p50_ms"], kind
+        assert run["ab_switches"] >= 4 * 5, kind  # every switcher in every window
+        assert run["ab_open"] == 100, kind  # the idle connections held by the child too
+    assert "ab_switch_p50_ms" not in doc["raw_runs"][0]["baseline"]
+    assert doc["figures"]["ab_switch_p99_ms"]["on_off"]["bounded"]
     crosspod = doc["figures"]["crosspod_delivery_p50_ms"]["values"]["gateway"]["median"]
     assert (crosspod or 0) > 0
     assert doc["figures"]["switch_p99_ms"]["ratios"]["gateway/baseline"] is not None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsfleet.bench import figures, probes
+from wsfleet.bench.interleave import Target, interleaved_switch, window_order
 from wsfleet.bench.servers import (
     BASELINE,
     GATEWAY,
@@ -62,6 +63,10 @@ class SuiteConfig:
     """Freeze the load process's long-lived objects after opening the fleet (all kinds)."""
     background_process: bool = True
     """Background traffic of the switch figure in its own load process (all kinds)."""
+    ab_windows: int = 40
+    """Window pairs of the interleaved on/off switch figure (``interleave.py``): 20 s of
+    switching per kind, so a few stalls of the machine land on both kinds alike."""
+    ab_window_s: float = 0.5
 
     @classmethod
     def quick(cls) -> SuiteConfig:
@@ -80,6 +85,8 @@ class SuiteConfig:
             photographer_users=20,
             photographer_duration_s=2.0,
             runs=1,
+            ab_windows=4,
+            ab_window_s=0.25,
         )
 
     @classmethod
@@ -237,6 +244,31 @@ async def measure_cross_pod(
     return {f"crosspod_{k}": v for k, v in result.items()}
 
 
+AB = (GATEWAY_OFF, GATEWAY)
+
+
+async def measure_interleaved(
+    config: SuiteConfig, cpu: int | None, redis_url: str, log: Log
+) -> dict[str, dict[str, float | str]]:
+    """Both gateways at once, their switches in alternating windows (``interleave.py``)."""
+    log(f"  interleaved: both gateways, {config.idle_connections} connections open on each")
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for kind in AB:
+            servers[kind] = await asyncio.to_thread(start_server, kind, cpu, redis_url)
+        targets = {kind: Target(servers[kind].ws_url, secret_for(kind)) for kind in AB}
+        return await interleaved_switch(
+            targets,
+            config.idle_connections,
+            config.switchers,
+            config.ab_windows,
+            config.ab_window_s,
+        )
+    finally:
+        for server in servers.values():
+            await asyncio.to_thread(server.stop)
+
+
 async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, Any]:
     """Every run of every figure: ``{"runs": [{kind: {figure: value}}], ...}``."""
     say: Log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -258,6 +290,15 @@ async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, An
                 except Exception as exc:  # one broken server must not hide the others
                     say(f"  {kind}: failed: {exc!r}")
                     figures_by_kind[kind] = {"suite_errors": f"{type(exc).__name__}: {exc}"}
+            if GATEWAY in config.kinds and GATEWAY_OFF in config.kinds:
+                both: dict[str, dict[str, float | str]]
+                try:
+                    both = await measure_interleaved(config, server_cpu, redis.url, say)
+                except Exception as exc:
+                    say(f"  interleaved: failed: {exc!r}")
+                    both = {kind: {"ab_errors": f"{type(exc).__name__}: {exc}"} for kind in AB}
+                for kind in AB:
+                    figures_by_kind[kind].update(both[kind])
             if GATEWAY in config.kinds:
                 try:
                     cross = await measure_cross_pod(config, server_cpu, redis.url, say)
@@ -282,7 +323,7 @@ def run_order(kinds: tuple[str, ...], run: int) -> tuple[str, ...]:
     gives each kind early and late slots alike, so a drift does not favour one of them
     in the per-run comparisons.
     """
-    return kinds if run % 2 == 0 else tuple(reversed(kinds))
+    return window_order(kinds, run)
 
 
 def median_of(values: list[float]) -> float:
