@@ -91,12 +91,11 @@ def figure_table(config: SuiteConfig) -> list[Figure]:
             "lower",
             bounded=True,
         ),
-        Figure(
+        Figure(  # no target: both gateways share the core here (the target is the above's)
             "ab_switch_p99_ms",
             f"switch p99 with {n} conns open, on and off interleaved (A/B)",
             "ms",
             "lower",
-            ("<=", 5),
             bounded=True,
         ),
         Figure(
@@ -370,8 +369,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "Interleaved (A/B) switch figures: both gateways run at once, each with its "
         "connections open (held by a child process per gateway), and the 20 switchers of "
         "each alternate in short windows (A B, B A, ...), so a stall of the machine hits "
-        "both alike; the on/off bound is judged on these. The other switch figures time "
-        "each kind in its own slot of the run.",
+        "both alike; the on/off bound is judged on these. Their absolute values are higher "
+        "than the sequential ones (the other gateway and its connections share the "
+        "machine), so the gateway issue's targets are read from the sequential figures, "
+        "which time each kind in its own slot of the run.",
         "Server CPU figures: user + system CPU of the server process over the figure's "
         "span, divided by its operations (for the gateway with features on, Redis's own "
         "CPU is not included: it is a separate process).",
