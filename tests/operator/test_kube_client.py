@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,41 +10,18 @@ from typing import Any
 import kopf
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from wsfleet_operator import cli, handlers, kube
 from wsfleet_operator.kube import ConflictError, Connection, KubeClient, KubeError
 from wsfleet_operator.spec import FleetSpec, parse_spec
 
 from tests.operator.harness import fleet_manifest, kube_api, user_client
+from tests.support.certs import write_certs
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wsfleet-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (tmp / "c.pem").write_bytes(pem)
-    (tmp / "k.pem").write_bytes(key_pem)
-    return tmp / "c.pem", tmp / "k.pem", pem.decode()
+    """A certificate, its key and the certificate's PEM text."""
+    certs = write_certs(tmp)
+    return certs.cert, certs.key, certs.cert.read_text()
 
 
 async def test_connection_from_kopf_info(tmp_path: Path) -> None:
