@@ -149,7 +149,11 @@ class CommandLane:
         for request in batch:
             request.sends += 1
             request.sent_at = now
-        conn.send(b"".join([pack_resp(request.args) for request in batch]), batch)
+        try:
+            conn.send(b"".join([pack_resp(request.args) for request in batch]), batch)
+        except RedisConnectionError as exc:  # `_pick` takes open ones only: never expected
+            fail_requests(batch, exc)
+            return
         self.writes += 1
         self.commands += len(batch)
         if self._watchdog is None:
@@ -160,6 +164,8 @@ class CommandLane:
         in the background when even that one has some (up to `max_conns`)."""
         best: RespConnection | None = None
         for conn in self._conns:
+            if not conn.is_open:  # closing here (aborted): its loss is reported next pass
+                continue
             if best is None or conn.pending < best.pending:
                 best = conn
                 if not best.pending:

@@ -227,3 +227,15 @@ async def test_a_read_is_sent_again_once_only(
             await blocked
         assert await blpop_calls(admin) == 2
         assert lane.stale == 2
+
+
+async def test_a_connection_closing_here_is_not_written_to(redis_server: RedisServer) -> None:
+    """Aborted (by the watchdog, or here) a connection is closing at once, but its loss is
+    reported a loop pass later: a write in between must go elsewhere, not be lost."""
+    async with lane_on(redis_server) as lane:
+        await lane.warm(1)
+        reply = asyncio.ensure_future(lane.execute("PING"))
+        await asyncio.sleep(0)  # the PING is queued; its write comes in the next pass
+        lane._conns[0].abort()
+        assert await asyncio.wait_for(reply, 5.0) == "PONG"
+        assert (lane.opened, lane.stale) == (2, 0)
