@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from pathlib import Path
+
+import aiohttp
 import pytest
 from wsfleet_operator.targets import ScaleTarget
 
 from tests.localfleet.traffic import Publisher, Subscriber, caught_up, connect, stream_truth, tally
 from tests.support.waiting import wait_until
 from wsfleet.localfleet.load import LoadUnavailableError, check_load, load_options, run_load
-from wsfleet.localfleet.supervisor import GatewayState, GatewaySupervisor
+from wsfleet.localfleet.supervisor import GatewayState, GatewaySupervisor, SupervisorConfig
 from wsfleet.localfleet.target import LocalProcessTarget
-from wsfleet.services import RedisServer
+from wsfleet.services import RedisServer, free_port
+
+from .conftest import GATEWAY_ENV
 
 
 def ws_url(sup: GatewaySupervisor) -> str:
@@ -139,3 +146,32 @@ async def test_the_load_tool_drives_the_fleet(supervisor: GatewaySupervisor) -> 
     with pytest.raises(LoadUnavailableError, match="unknown load scenario 'nope'"):
         check_load("nope")
     assert load_options("wedding-season")["duration_s"] is None
+
+
+async def test_a_scale_up_is_not_started_twice_by_the_supervise_loop(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`scale_up_to` raises `desired` at once; its starts must count from then, or the
+    supervise loop, running before they do, starts the same replicas again (a scale 2 → 4
+    once ended with 6 gateways)."""
+    config = SupervisorConfig(
+        port=free_port(),
+        workdir=tmp_path,
+        redis_url=redis_server.url,
+        env=GATEWAY_ENV,
+        ready_timeout_s=90.0,
+        supervise_interval_s=0.0,  # every loop pass: it always runs before the starts would
+    )
+    async with aiohttp.ClientSession() as session:
+        sup = GatewaySupervisor(config, session)
+        loop_task = asyncio.create_task(sup.supervise(), name="supervise")
+        try:
+            await asyncio.sleep(0)  # the loop has run once: it is scheduled every pass now
+            started = await sup.scale_up_to(2)
+            assert [g.name for g in started] == ["gw-1", "gw-2"]
+            assert sorted(sup.gateways) == ["gw-1", "gw-2"]  # nothing more was spawned
+        finally:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+            await sup.stop_all()

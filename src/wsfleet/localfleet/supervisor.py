@@ -161,21 +161,31 @@ class GatewaySupervisor:
 
     async def start_gateway(self, attempts: int = 2) -> Gateway:
         """Start one gateway and wait until its /readyz answers 200."""
+        return await self._reserved_start(attempts)
+
+    def _reserved_start(self, attempts: int = 2) -> asyncio.Task[Gateway]:
+        """A task starting one gateway, counted in `_starting` from now, not from when the
+        task first runs: `supervise` must not start the same replica again meanwhile."""
         self._starting += 1
-        try:
-            for attempt in range(1, attempts + 1):
-                gateway = self._spawn()
-                try:
-                    await self._wait_ready(gateway)
-                except GatewayStartError:
-                    if attempt == attempts or self._stopping:
-                        raise
-                    log.warning("gateway_start_retry", gateway=gateway.name)
-                    continue
-                return gateway
-            raise AssertionError("unreachable")
-        finally:
-            self._starting -= 1
+        task = asyncio.ensure_future(self._start(attempts))
+        task.add_done_callback(self._start_done)
+        return task
+
+    def _start_done(self, _task: asyncio.Task[Gateway]) -> None:
+        self._starting -= 1
+
+    async def _start(self, attempts: int) -> Gateway:
+        for attempt in range(1, attempts + 1):
+            gateway = self._spawn()
+            try:
+                await self._wait_ready(gateway)
+            except GatewayStartError:
+                if attempt == attempts or self._stopping:
+                    raise
+                log.warning("gateway_start_retry", gateway=gateway.name)
+                continue
+            return gateway
+        raise AssertionError("unreachable")
 
     def _spawn(self) -> Gateway:
         name = next(self._names)
@@ -226,10 +236,10 @@ class GatewaySupervisor:
     async def scale_up_to(self, count: int) -> list[Gateway]:
         """Start gateways (concurrently) until `count` are active; wait until ready."""
         self.desired = max(self.desired, count)
-        missing = count - len(self.active())
+        missing = count - len(self.active()) - self._starting
         if missing <= 0:
             return []
-        return list(await asyncio.gather(*(self.start_gateway() for _ in range(missing))))
+        return list(await asyncio.gather(*(self._reserved_start() for _ in range(missing))))
 
     # -- stopping ----------------------------------------------------------
     def begin_drain(self, gateway: Gateway, timeout_s: float | None = None) -> None:
