@@ -16,6 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from wsfleet_gateway.broker import BrokerUnavailableError
+from wsfleet_gateway.redis_broker import RedisBroker
 from wsfleet_gateway.resp import (
     Endpoint,
     Request,
@@ -111,6 +113,19 @@ async def test_auth_and_select_from_the_url() -> None:
                 await unauthenticated.call("GET", "where")
         finally:
             unauthenticated.abort()
+
+
+async def test_a_broker_with_a_wrong_password_is_unavailable_and_says_why() -> None:
+    with RedisServer(extra_args=["--requirepass", PASSWORD]) as server:
+        broker = RedisBroker(f"redis://:wrong@127.0.0.1:{server.port}/0", op_timeout_s=0.5)
+        await broker.start(lambda _: None)
+        try:
+            assert not broker.available
+            with pytest.raises(BrokerUnavailableError, match="AuthenticationError") as err:
+                await broker.publish("c", "1")
+            assert "wrong" not in str(err.value)  # the password is never in the message
+        finally:
+            await broker.close()
 
 
 async def test_a_unix_socket() -> None:
