@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
@@ -84,43 +85,63 @@ async def _traffic(plan: BackgroundPlan, out: Any, go: MpEvent, stop: MpEvent) -
         await engine.close_all()
 
 
-def _child(plan: BackgroundPlan, out: Any, go: MpEvent, stop: MpEvent) -> None:
+def run_child(main: Coroutine[Any, Any, None], out: Any) -> None:
+    """The body of a load child process: `main` on uvloop, at a lower priority, its
+    failure reported on `out`."""
     import uvloop
 
     os.nice(BACKGROUND_NICE)  # the switchers' process wins the shared load CPU when it wakes
-
     try:
-        uvloop.run(_traffic(plan, out, go, stop))
+        uvloop.run(main)
     except Exception as exc:  # reported to the parent
         out.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-class BackgroundTraffic:
-    """Parent side: `await ready()`, `start()`, run the switchers, `await finish()`."""
+def _child(plan: BackgroundPlan, out: Any, go: MpEvent, stop: MpEvent) -> None:
+    run_child(_traffic(plan, out, go, stop), out)
 
-    def __init__(self, plan: BackgroundPlan) -> None:
+
+class LoadChild:
+    """A spawned load process: it reports on `out` (``("error", text)`` on failure) and
+    ends when `stop` is set. `what` names it in errors."""
+
+    def __init__(self, what: str, target: Any, *args: Any) -> None:
         ctx = mp.get_context("spawn")
+        self.what = what
         self.out = ctx.Queue()
-        self.go = ctx.Event()
         self.stop = ctx.Event()
-        self.proc = ctx.Process(
-            target=_child, args=(plan, self.out, self.go, self.stop), daemon=True
-        )
+        self.proc = ctx.Process(target=target, args=(*args, self.out, self.stop), daemon=True)
+
+    async def ready(self, timeout_s: float = 180.0) -> int:
+        """Spawn the child; the count it reports once its connections are set up (the
+        background: subscribed; an idle fleet: open)."""
+        self.proc.start()
+        msg = await self._get(timeout_s)
+        return int(msg[1])
 
     async def _get(self, timeout_s: float) -> tuple[Any, ...]:
         try:
             msg: tuple[Any, ...] = await asyncio.to_thread(self.out.get, True, timeout_s)
         except queue_module.Empty as exc:
-            raise RuntimeError(f"background process silent for {timeout_s} s") from exc
+            raise RuntimeError(f"{self.what} process silent for {timeout_s} s") from exc
         if msg[0] == "error":
-            raise RuntimeError(f"background process failed: {msg[1]}")
+            raise RuntimeError(f"{self.what} process failed: {msg[1]}")
         return msg
 
-    async def ready(self, timeout_s: float = 120.0) -> int:
-        """Spawn the child; the subscribers it opened once all are subscribed."""
-        self.proc.start()
-        msg = await self._get(timeout_s)
-        return int(msg[1])
+    def close(self) -> None:
+        self.stop.set()
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+
+
+class BackgroundTraffic(LoadChild):
+    """Parent side: `await ready()`, `start()`, run the switchers, `await finish()`."""
+
+    def __init__(self, plan: BackgroundPlan) -> None:
+        self.go = mp.get_context("spawn").Event()
+        super().__init__("background", _child, plan, self.go)
 
     def start(self) -> None:
         self.go.set()
@@ -133,8 +154,4 @@ class BackgroundTraffic:
 
     def close(self) -> None:
         self.go.set()
-        self.stop.set()
-        self.proc.join(timeout=10)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=5)
+        super().close()

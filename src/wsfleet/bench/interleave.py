@@ -18,18 +18,16 @@ percentiles says what the servers cost, not when the machine stalled.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import os
-import queue as queue_module
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
-from wsfleet.bench.background import BACKGROUND_NICE
+from wsfleet.bench.background import LoadChild, run_child
+from wsfleet.bench.figures import bench_options
 from wsfleet.bench.probes import calm_gc, percentile
 from wsfleet.loadtest.engine import Engine
-from wsfleet.loadtest.options import ScenarioOptions
 
 CYCLE = 15
 """Channels each switcher cycles through (as in the suite's switch figures)."""
@@ -43,14 +41,8 @@ class Target:
     jwt_secret: str | None = None
 
 
-def _options(jwt_secret: str | None) -> ScenarioOptions:
-    return ScenarioOptions(
-        duration_s=None, max_requests=10**12, connect_concurrency=64, jwt_secret=jwt_secret
-    )
-
-
 async def _hold(target: Target, count: int, out: Any, stop: MpEvent) -> None:
-    engine = Engine(target.url, _options(target.jwt_secret))
+    engine = Engine(target.url, bench_options(jwt_secret=target.jwt_secret))
     try:
         conns = await engine.open_many(count)
         calm_gc()
@@ -62,43 +54,14 @@ async def _hold(target: Target, count: int, out: Any, stop: MpEvent) -> None:
 
 
 def _holder(target: Target, count: int, out: Any, stop: MpEvent) -> None:
-    import uvloop
-
-    os.nice(BACKGROUND_NICE)  # idle: the switchers' process wins the shared load CPU
-    try:
-        uvloop.run(_hold(target, count, out, stop))
-    except Exception as exc:  # reported to the parent
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
+    run_child(_hold(target, count, out, stop), out)
 
 
-class IdleFleetProcess:
+class IdleFleetProcess(LoadChild):
     """`count` idle connections to `target`, held by a spawned child process."""
 
     def __init__(self, target: Target, count: int) -> None:
-        ctx = mp.get_context("spawn")
-        self.out = ctx.Queue()
-        self.stop = ctx.Event()
-        self.proc = ctx.Process(
-            target=_holder, args=(target, count, self.out, self.stop), daemon=True
-        )
-
-    async def ready(self, timeout_s: float = 180.0) -> int:
-        """Spawn the child; the connections it opened, once all are open."""
-        self.proc.start()
-        try:
-            msg = await asyncio.to_thread(self.out.get, True, timeout_s)
-        except queue_module.Empty as exc:
-            raise RuntimeError(f"idle fleet process silent for {timeout_s} s") from exc
-        if msg[0] == "error":
-            raise RuntimeError(f"idle fleet process failed: {msg[1]}")
-        return int(msg[1])
-
-    def close(self) -> None:
-        self.stop.set()
-        self.proc.join(timeout=30)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=5)
+        super().__init__("idle fleet", _holder, target, count)
 
 
 def window_order(kinds: tuple[str, ...], window: int) -> tuple[str, ...]:
@@ -158,7 +121,8 @@ async def interleaved_switch(
         for kind in kinds
     }
     engines = {
-        kind: Engine(targets[kind].url, _options(targets[kind].jwt_secret)) for kind in kinds
+        kind: Engine(targets[kind].url, bench_options(jwt_secret=targets[kind].jwt_secret))
+        for kind in kinds
     }
     try:
         held = await asyncio.gather(*(holder.ready() for holder in holders.values()))
