@@ -44,7 +44,7 @@ class BackgroundPlan:
         return self.channels * (self.subscribers + 1)
 
 
-async def _traffic(plan: BackgroundPlan, out: Any, go: MpEvent, stop: MpEvent) -> None:
+async def _traffic(plan: BackgroundPlan, go: MpEvent, out: Any, stop: MpEvent) -> None:
     opts = ScenarioOptions(
         duration_s=LONG, max_requests=10**12, connect_concurrency=64, jwt_secret=plan.jwt_secret
     )
@@ -97,8 +97,9 @@ def run_child(main: Coroutine[Any, Any, None], out: Any) -> None:
         out.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def _child(plan: BackgroundPlan, out: Any, go: MpEvent, stop: MpEvent) -> None:
-    run_child(_traffic(plan, out, go, stop), out)
+def _child(plan: BackgroundPlan, go: MpEvent, out: Any, stop: MpEvent) -> None:
+    """`LoadChild` passes its own queue and stop event last."""
+    run_child(_traffic(plan, go, out, stop), out)
 
 
 class LoadChild:
