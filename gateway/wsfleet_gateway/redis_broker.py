@@ -138,10 +138,11 @@ class RedisBroker:
         self._history_sha = hashlib.sha1(HISTORY_LUA.encode()).hexdigest()
         self._lane = CommandLane(self.endpoint, LANE_WARM, op_timeout_s)
         """Every command's connections."""
-        self.reads: SingleFlight[tuple[str, str | None, int, bool], tuple[History, str | None]] = (
-            SingleFlight()
-        )
-        """Identical concurrent stream reads (a burst joining one channel) share one script."""
+        self.reads: SingleFlight[
+            tuple[str, str | None, int, bool, object], tuple[History, str | None]
+        ] = SingleFlight()
+        """Identical concurrent stream reads (a burst joining one channel) share one script,
+        as long as no message of the channel was dispatched since the read started."""
         self._commands_ok = True
         self._probe: asyncio.Task[None] | None = None
         self._closed = False
@@ -330,9 +331,15 @@ class RedisBroker:
     async def _read_stream_once(
         self, channel: str, since: str | None, limit: int, with_meta: bool
     ) -> tuple[History, str | None]:
-        """`_read_stream`, shared by identical concurrent reads."""
+        """`_read_stream`, shared by identical concurrent reads.
+
+        Only while no message of the channel was dispatched here since the shared read
+        started (the fan-out's `mark`): a joiner registers its buffer for live messages
+        before it reads, and a message published after the shared read ran at Redis but
+        dispatched before the joiner registered would be in neither (issue 17).
+        """
         return await self.reads.run(
-            (channel, since, limit, with_meta),
+            (channel, since, limit, with_meta, self._fanout.mark(channel)),
             lambda: self._read_stream(channel, since, limit, with_meta),
         )
 

@@ -70,7 +70,13 @@ class _Sub:
     ready: bool = False
     """Confirmed on the current connection: `attach` may return at once."""
     last: tuple[int, int] | None = None
-    """The last offset dispatched (or read after the subscription was confirmed)."""
+    """The last offset dispatched: later arrivals at or below it are duplicates."""
+    start: tuple[int, int] | None = None
+    """Where a reconnect's catch-up starts while nothing was dispatched yet (an offset a
+    stream read saw). Never a reason to drop a message: a read may run ahead of the
+    messages still on their way here, which local subscribers with older replies need."""
+    dispatched: int = 0
+    """Messages dispatched so far (see `PubSubFanout.mark`)."""
     confirm: asyncio.Future[None] | None = None
     sent_on: RespConnection | None = None
     """The connection a SUBSCRIBE was last sent on."""
@@ -226,7 +232,7 @@ class PubSubFanout:
         if sub.idle_since is not None:
             sub.idle_since = None
             del self._idle[channel]
-        if sub.ready and (sub.last is not None or not baseline):
+        if sub.ready and (sub.last is not None or sub.start is not None or not baseline):
             return
         try:
             if not sub.ready:
@@ -235,7 +241,7 @@ class PubSubFanout:
                 confirm = self._subscribe(sub)
                 async with asyncio.timeout(self.op_timeout_s):
                     await asyncio.shield(confirm)  # shared: one caller giving up ends no other
-            if baseline and sub.last is None:
+            if baseline and sub.last is None and sub.start is None:
                 self.note_offset(channel, await self._streams.latest_offset(channel))
         except BaseException as exc:
             self._release(sub)
@@ -331,11 +337,22 @@ class PubSubFanout:
         read before the subscription was confirmed is earlier than the true
         start, which only makes a catch-up re-read messages every subscriber
         drops as already seen; so any read will do, and a later one never
-        overrides a known offset.
+        overrides a known offset. It is not a de-duplication bound: the read's
+        reply may arrive before messages published just before it (another
+        connection), and those must still be dispatched to the subscribers
+        whose own reads were older.
         """
         sub = self._subs.get(channel)
-        if sub is not None and sub.last is None:
-            sub.last = parse_offset(offset)
+        if sub is not None and sub.last is None and sub.start is None:
+            sub.start = parse_offset(offset)
+
+    def mark(self, channel: str) -> object:
+        """Changes whenever a message of `channel` is dispatched (or its subscription is
+        replaced): a history read started under one mark may answer a joiner that
+        registered later only while the mark is unchanged, since a message dispatched
+        in between reached neither that read nor the joiner's buffer."""
+        sub = self._subs.get(channel)
+        return None if sub is None else (sub, sub.dispatched)
 
     # -- the connection ----------------------------------------------------
 
@@ -401,12 +418,13 @@ class PubSubFanout:
             self._on_message(reply[1], reply[2])
 
     async def _catch_up(self, sub: _Sub) -> None:
-        if sub.last is None:
+        start = sub.last or sub.start
+        if start is None:
             self._discontinuity(sub.channel)
-            sub.last = parse_offset(await self._streams.latest_offset(sub.channel))
+            sub.start = parse_offset(await self._streams.latest_offset(sub.channel))
             return
         while True:
-            offset = "{}-{}".format(*sub.last)
+            offset = "{}-{}".format(*(sub.last or start))
             page = await self._streams.read_after(sub.channel, offset, CATCH_UP_PAGE)
             for delivery in page:
                 self.stats.caught_up += 1
@@ -503,6 +521,7 @@ class PubSubFanout:
             self.stats.duplicates_dropped += 1
             return
         sub.last = key
+        sub.dispatched += 1
         if self._on_delivery is None:
             return
         try:

@@ -725,3 +725,66 @@ async def test_close_without_start_and_attach_after_close(
     await pod.broker.close()
     with pytest.raises(BrokerUnavailableError):
         await pod.broker.attach(new_channel())
+
+
+# -- issue 17: a read racing the live path -------------------------------------------
+
+
+def pause_reading(conns: list[Any]) -> None:
+    for conn in conns:
+        conn._transport.pause_reading()
+
+
+def resume_reading(conns: list[Any]) -> None:
+    for conn in conns:
+        conn._transport.resume_reading()
+
+
+async def test_a_read_that_overtakes_live_messages_never_makes_them_duplicates(
+    shared_redis: RedisServer, make_pod: PodFactory
+) -> None:
+    """A history read's reply can arrive before messages Redis published just before the
+    read ran (another connection). The fan-out must still dispatch them: local subscribers
+    whose own reads are older need them. Here the pub/sub connection is made to lag."""
+    a, b = await make_pod(shared_redis.url), await make_pod(shared_redis.url)
+    channel = new_channel()
+    await a.broker._fanout.attach(channel, baseline=False)  # as `join` does, before its read
+    pubsub = [a.broker._fanout._conn]
+    pause_reading(pubsub)
+    sent = [await b.broker.publish(channel, str(i)) for i in range(3)]
+    seen = await a.broker.history(channel, None, 10)  # the read overtakes the live path
+    assert [d.offset for d in seen.messages] == [d.offset for d in sent]
+    resume_reading(pubsub)
+    stats = a.broker.stats
+    await wait_until(
+        lambda: len(a.got[channel]) + stats.duplicates_dropped >= 3, WAIT_S, message="arrivals"
+    )
+    assert stats.duplicates_dropped == 0
+    assert a.got[channel] == sent
+
+
+async def test_a_read_started_after_a_dispatch_is_not_answered_by_an_older_read(
+    shared_redis: RedisServer, make_pod: PodFactory
+) -> None:
+    """Identical concurrent reads share one script only while no message of the channel was
+    dispatched since it started: a joiner that registered after that dispatch would find
+    the message neither in the shared (older) reply nor in its buffer of live messages."""
+    a, b = await make_pod(shared_redis.url), await make_pod(shared_redis.url)
+    channel = new_channel()
+    first = await b.broker.publish(channel, "first")
+    await a.broker._fanout.attach(channel, baseline=False)
+    lane = list(a.broker._lane._conns)
+    pause_reading(lane)  # replies wait in the socket: the first read stays in flight
+    older = asyncio.create_task(a.broker.history(channel, first.offset, 100))
+    await wait_until(lambda: any(c.pending for c in lane), WAIT_S, message="the read is sent")
+    racing = await b.broker.publish(channel, "racing")
+    await wait_until(lambda: a.got[channel] == [racing], WAIT_S, message="dispatched here")
+    newer = asyncio.create_task(a.broker.history(channel, first.offset, 100))
+    reads = a.broker.reads
+    await wait_until(
+        lambda: reads.shared or sum(c.pending for c in lane) >= 2, WAIT_S, message="2nd read"
+    )
+    resume_reading(lane)
+    assert reads.shared == 0
+    assert [d.offset for d in (await older).messages] == []
+    assert [d.offset for d in (await newer).messages] == [racing.offset]
