@@ -11,10 +11,10 @@ FLEET ?= examples/01-minimal-fleet.yaml
 LOAD ?=
 PYTEST_ARGS ?=
 
-.PHONY: help up test lint bench deps clean
+.PHONY: help up test lint bench deps clean cluster cluster-down cluster-build
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ lint: $(STAMP) ## ruff (format + lint) and mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+cluster-build: ## Build (or reuse) the pinned Kubernetes control plane, etcd and kwok (Go)
+	bash hack/cluster.sh build
+
+cluster: cluster-build ## A real Kubernetes control plane here (KUBECONFIG=.cluster/kubeconfig)
+	bash hack/cluster.sh up
+
+cluster-down: ## Stop the control plane of `make cluster` and remove .cluster/
+	bash hack/cluster.sh down
 
 bench: deps ## Run the benchmark suite; results under bench/results/
 	$(BIN)/python -m wsfleet.bench
