@@ -81,6 +81,8 @@ class LoadConnection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        if self.closing:  # the load tool gave up on it during the handshake
+            transport.disconnect(graceful=False)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         # the hot path of fan-out figures: keep it to a prefix test and two increments

@@ -2,6 +2,19 @@
 
 Scenarios drive it; it owns every connection it opened and closes them all in
 `close_all`, also when the run is cancelled.
+
+Cancellation must stop a run at once (issue 23), so every wait here is
+cancel-safe on Python 3.11:
+
+- Timeouts use ``asyncio.timeout``, never ``asyncio.wait_for``: on 3.11 a
+  cancel that arrives in the loop pass in which the awaited reply completes
+  is swallowed by ``wait_for``, which returns the reply instead (CPython
+  gh-86296, fixed only by 3.12's rewrite of ``wait_for`` on top of
+  ``asyncio.timeout``). The user loop then ran on until the run's end.
+- A connection is owned from the moment picows makes its listener, not from
+  when ``ws_connect`` returns: picows shields the handshake, so a cancelled
+  ``ws_connect`` leaves the connection to finish its handshake unseen. The
+  listener of an abandoned attempt closes itself as soon as it connects.
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ class Engine:
             {"Authorization": f"Bearer {options.token}"} if options.token is not None else None
         )
         self._run_tag = f"{secrets.token_hex(3)}-{options.process_index}"
+        self.halted = False
+        """True once the run is being torn down: nothing new starts, late connections close."""
 
     # bounds ------------------------------------------------------------------
 
@@ -52,7 +67,8 @@ class Engine:
 
     def should_stop(self) -> bool:
         return (
-            time.perf_counter() >= self.deadline
+            self.halted
+            or time.perf_counter() >= self.deadline
             or self.stats.sent >= self.options.max_requests
             or (self.options.stop is not None and self.options.stop.is_set())
         )
@@ -83,38 +99,50 @@ class Engine:
             self.stats.attempted += 1
             headers = self.headers_for(self.stats.attempted)
             started = time.perf_counter()
-            listener: LoadConnection | None = None
+            made: list[LoadConnection] = []
+            abandoned = False
+
+            def make_listener() -> LoadConnection:
+                # picows calls this when the handshake completes, which may be after a
+                # cancelled ws_connect gave up on it: own the connection from here on
+                conn = LoadConnection(self.stats)
+                made.append(conn)
+                self.connections.add(conn)
+                if abandoned or self.halted:
+                    conn.close()  # disconnects in on_ws_connected, right after the handshake
+                return conn
+
             try:
                 async with asyncio.timeout(self.options.connect_timeout_s):
-                    _transport, made_listener = await ws_connect(
-                        lambda: LoadConnection(self.stats),
+                    _transport, listener = await ws_connect(
+                        make_listener,
                         self.url,
                         websocket_handshake_timeout=self.options.connect_timeout_s,
                         extra_headers=headers,
                         read_buffer_init_size=CLIENT_READ_BUFFER_BYTES,
                         max_redirects=0,
                     )
-                    assert isinstance(made_listener, LoadConnection)
-                    made = listener = made_listener
-                    self.connections.add(made)
-                    await made.welcome
+                    assert isinstance(listener, LoadConnection)
+                    await listener.welcome
             except asyncio.CancelledError:
-                if listener is not None:
-                    self.close(listener)
+                abandoned = True
+                for conn in made:
+                    self.close(conn)
                 raise
             except (OSError, WSError, TimeoutError, ConnectionError, ValueError) as exc:
+                abandoned = True
                 self.stats.failed += 1
                 self.stats.errors[f"connect:{type(exc).__name__}"] += 1
-                if listener is not None:
-                    self.close(listener)
+                for conn in made:
+                    self.close(conn)
                 return None
             self.stats.latency("connect").record(time.perf_counter() - started)
-            made.counted = True
+            listener.counted = True
             self.stats.connection_opened()
-            if made.disconnected:  # closed between welcome and now
+            if listener.disconnected:  # closed between welcome and now
                 self.stats.connection_closed(by_server=True)
                 return None
-            return made
+            return listener
 
     async def open_many(self, count: int) -> list[LoadConnection]:
         """Open `count` connections concurrently (bounded); the ones that opened."""
@@ -125,8 +153,17 @@ class Engine:
         conn.close()
         self.connections.discard(conn)
 
+    def halt(self) -> None:
+        """Stop the run: `should_stop()` from now on, and close every connection now."""
+        self.halted = True
+        for conn in list(self.connections):
+            self.close(conn)
+
     async def close_all(self, timeout_s: float = 5.0) -> None:
-        """Close every connection and wait (bounded) until picows saw them go."""
+        """Close every connection and wait (bounded) until picows saw them go.
+
+        The engine stays usable (the benchmarks open more afterwards); `halt` ends a run.
+        """
         conns = list(self.connections)
         for conn in conns:
             self.close(conn)
@@ -137,10 +174,14 @@ class Engine:
     # requests ----------------------------------------------------------------
 
     async def call(self, conn: LoadConnection, op: str, **fields: Any) -> JSONDict | None:
-        """One request and its reply; None (counted) on error, timeout or disconnect."""
+        """One request and its reply; None (counted) on error, timeout or disconnect.
+
+        ``asyncio.timeout``, not ``asyncio.wait_for``: see the module docstring.
+        """
         future = conn.request(op, fields)
         try:
-            return await asyncio.wait_for(future, self.options.request_timeout_s)
+            async with asyncio.timeout(self.options.request_timeout_s):
+                return await future
         except TimeoutError:
             conn.forget(future)
             self.stats.request_timeouts += 1

@@ -8,7 +8,6 @@ the stats (percentiles over all samples) and prints one progress line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import multiprocessing as mp
 import queue as queue_module
@@ -42,8 +41,8 @@ async def _child_main(
         return await run_stats(name, url, opts)
     finally:
         watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        # not suppress(CancelledError): that would also swallow a cancel of this task
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 def _child(name: str, url: str, opts: ScenarioOptions, out: Any, stop: MpEvent) -> None:

@@ -71,8 +71,11 @@ async def run_stats(name: str, url: str, opts: ScenarioOptions) -> tuple[RunStat
         tasks = [t for t in (work, progress, stopper) if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await engine.close_all()
+        engine.halt()  # every connection closes now, whatever the tasks still do
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:  # cancelled again meanwhile: still wait for picows to see them go
+            await engine.close_all()
     if work.done() and not work.cancelled() and work.exception() is not None:
         raise work.exception()  # type: ignore[misc]
     if not engine.stats.timeline or engine.stats.timeline[-1]["t"] < final["t"]:

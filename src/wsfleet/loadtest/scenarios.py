@@ -201,6 +201,8 @@ async def wedding_season(engine: Engine) -> None:
     every = round(1.0 / opts.coordinator_share) if opts.coordinator_share > 0 else 0
     rng = random.Random(opts.seed)
     users: list[asyncio.Task[None]] = []
+    retired: list[asyncio.Task[None]] = []
+    """Users cancelled as the day winds down, until they have finished."""
     next_index = opts.process_index * 10_000_000
 
     def spawn(index: int) -> asyncio.Task[None]:
@@ -218,16 +220,19 @@ async def wedding_season(engine: Engine) -> None:
             )
             engine.target = target
             users = [u for u in users if not u.done()]
+            retired = [u for u in retired if not u.done()]
             while len(users) < target:
                 users.append(spawn(next_index))
                 next_index += 1
             while len(users) > target:
-                users.pop().cancel()
+                user = users.pop()
+                user.cancel()
+                retired.append(user)
             await engine.pause(0.2)
     finally:
         for user in users:
             user.cancel()
-        await asyncio.gather(*users, return_exceptions=True)
+        await asyncio.gather(*users, *retired, return_exceptions=True)
 
 
 SCENARIOS: dict[str, Scenario] = {
