@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from wsfleet_gateway.broker import BrokerUnavailableError, encode_json
+from wsfleet_gateway.broker import BadRequestError, BrokerUnavailableError, encode_data
 from wsfleet_gateway.protocol import (
     BAD_REQUEST,
     TOO_LARGE,
@@ -60,12 +60,21 @@ async def _read_json(request: web.Request, limit: int) -> Any:
             content_type="application/json",
         )
     try:
-        return json.loads(body)
-    except ValueError:
+        return json.loads(body.decode(), parse_constant=_reject_constant)  # strict UTF-8
+    except (ValueError, RecursionError) as exc:
+        message = "body is not valid JSON"
+        if isinstance(exc, UnicodeDecodeError):
+            message = "body is not valid UTF-8"
+        elif isinstance(exc, RecursionError):
+            message = "body is nested too deeply"
         raise web.HTTPBadRequest(
-            text=json.dumps({"error": BAD_REQUEST, "message": "body is not valid JSON"}),
+            text=json.dumps({"error": BAD_REQUEST, "message": message}),
             content_type="application/json",
         ) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _write_guard(
@@ -80,6 +89,9 @@ def _write_guard(
             async with asyncio.timeout(gateway.settings.redis_timeout_s * 3 + 1.0):
                 response: web.StreamResponse = await handler(request, gateway)
                 return response
+        except BadRequestError as exc:
+            gateway.metrics.reject(BAD_REQUEST)
+            return _error(400, BAD_REQUEST, str(exc))
         except (BrokerUnavailableError, TimeoutError) as exc:
             gateway.metrics.reject(UNAVAILABLE)
             return _error(503, UNAVAILABLE, f"message store unavailable: {exc or 'timeout'}")
@@ -95,7 +107,8 @@ async def _publish(request: web.Request, gateway: Gateway) -> web.Response:
         channel = validate_channel(body["channel"])
     except ValueError as exc:
         return _error(400, BAD_REQUEST, str(exc))
-    delivery = await gateway.store.publish(channel, encode_json(body["data"]))
+    data_json = encode_data(body["data"])  # BadRequestError: 400, as on the WebSocket
+    delivery = await gateway.store.publish(channel, data_json)
     gateway.metrics.messages.inc()
     return web.json_response({"channel": channel, "offset": delivery.offset})
 
@@ -108,6 +121,7 @@ async def _set_meta(request: web.Request, gateway: Gateway) -> web.Response:
     body = await _read_json(request, gateway.settings.max_message_bytes)
     if not isinstance(body, dict):
         return _error(400, BAD_REQUEST, "channel metadata must be a JSON object")
+    encode_data(body, "the metadata")  # BadRequestError: 400
     await gateway.store.set_meta(channel, body)
     return web.json_response({"channel": channel, "meta": body})
 

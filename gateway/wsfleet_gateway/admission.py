@@ -64,11 +64,14 @@ FLOOD: Final = Decision(AUTH_FLOOD, CLOSE_RATE_LIMITED, "too many failed logins"
 
 
 def client_ip(peer: object, headers: Mapping[str, str], trust_forwarded_for: bool) -> str:
-    """The client address: the first ``X-Forwarded-For`` hop when trusted, else the peer."""
+    """The client address: the first ``X-Forwarded-For`` hop when trusted, else the peer.
+
+    A hop that is not printable ASCII (header bytes arrive surrogate-escaped) is no
+    address: the peer is used, so no counter key ever lacks a UTF-8 form."""
     if trust_forwarded_for:
         forwarded = headers.get("x-forwarded-for", "")
         first = forwarded.split(",", 1)[0].strip()
-        if first:
+        if first and first.isascii() and first.isprintable():
             return first[:64]
     if isinstance(peer, tuple) and peer:
         return str(peer[0])

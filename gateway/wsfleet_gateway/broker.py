@@ -19,30 +19,85 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 JSONValue = Any  # any JSON-serialisable value
 
 encode_json: Callable[[JSONValue], str] = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":")
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
 ).encode
-"""Compact JSON text (UTF-8 kept as is): metadata, message data, every wire frame."""
+"""Compact JSON text (UTF-8 kept as is): metadata, message data, every wire frame.
+
+Raises `ValueError` for a non-finite float (``NaN``, ``Infinity`` are not JSON): the
+gateway never writes them. Client input goes through `encode_data`, which says why."""
+
+MAX_OFFSET_PART: Final = 2**64 - 1
+"""Each half of an offset is a Redis stream ID part: an unsigned 64-bit integer."""
 
 
 class BrokerUnavailableError(Exception):
     """The backing store cannot serve the request right now (maps to `unavailable`)."""
 
 
-class InvalidOffsetError(ValueError):
+class BadRequestError(ValueError):
+    """A request the store refuses on its own, whatever the state of Redis (maps to
+    `bad_request`); refused before it joins any batch, so it fails alone."""
+
+
+class InvalidOffsetError(BadRequestError):
     """A `since` value that is not an offset this server gave."""
 
 
 def parse_offset(offset: str) -> tuple[int, int]:
-    """``"<ms>-<seq>"`` → ``(ms, seq)``; raises `InvalidOffsetError`."""
+    """``"<ms>-<seq>"`` (ASCII digits, each part below 2^64) → ``(ms, seq)``; raises
+    `InvalidOffsetError`."""
     ms, sep, seq = offset.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit() or len(offset) > 41:
+    if not sep or len(offset) > 41 or not offset.isascii() or not ms.isdigit() or not seq.isdigit():
         raise InvalidOffsetError(f"invalid offset {offset!r}")
-    return int(ms), int(seq)
+    key = int(ms), int(seq)
+    if key[0] > MAX_OFFSET_PART or key[1] > MAX_OFFSET_PART:
+        raise InvalidOffsetError(f"invalid offset {offset!r}: a part above 2^64-1")
+    return key
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` unless it holds a lone surrogate (``"\\ud800"`` in JSON parses to one; it
+    has no UTF-8 form, so no frame or Redis command can carry it): `BadRequestError`."""
+    if not text.isascii():  # O(1): the common case costs nothing more
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise BadRequestError(
+                f"{what} holds a lone surrogate (\\ud800-\\udfff without its pair):"
+                " not valid Unicode"
+            ) from None
+    return text
+
+
+def is_text(text: str) -> bool:
+    """`check_text` as a test: False for a string holding a lone surrogate."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encode_data(value: JSONValue, what: str = "`data`") -> str:
+    """Client-given JSON (message data, metadata) as compact JSON text, or
+    `BadRequestError` when it cannot be sent on as JSON: a non-finite number (``1e999``
+    parses to infinity), a lone surrogate, nesting too deep to encode."""
+    try:
+        text = encode_json(value)
+    except ValueError:
+        raise BadRequestError(
+            f"{what} holds a number that is not finite (NaN and Infinity are not JSON)"
+        ) from None
+    except RecursionError:
+        raise BadRequestError(f"{what} is nested too deeply") from None
+    return check_text(text, what)
 
 
 def format_offset(ms: int, seq: int) -> str:

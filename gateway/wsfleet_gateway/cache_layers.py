@@ -30,7 +30,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from wsfleet_gateway.breaker import CircuitBreaker
-from wsfleet_gateway.broker import BrokerUnavailableError, JSONValue, encode_json
+from wsfleet_gateway.broker import BrokerUnavailableError, JSONValue, encode_data, encode_json
 from wsfleet_gateway.cache import META, MISSING, L1Cache
 from wsfleet_gateway.prewarm import HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
@@ -246,7 +246,11 @@ class ChannelCache:
     # --- writes ----------------------------------------------------------------------
 
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
-        """Write to L2 and invalidate every pod's L1 (this pod's at once)."""
+        """Write to L2 and invalidate every pod's L1 (this pod's at once).
+
+        `BadRequestError` (before any Redis call) for metadata that is not sendable JSON.
+        """
+        encode_data(meta, "the metadata")
         encoded = json.dumps(meta, separators=(",", ":"))
         if self._redis is None:
             if self._origin_write is not None:

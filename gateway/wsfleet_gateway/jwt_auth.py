@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.types import Options
 
 from wsfleet_gateway.auth import ANONYMOUS, Authenticator, Principal, Unauthorized
+from wsfleet_gateway.broker import is_text
 from wsfleet_gateway.protection_settings import ProtectionSettings
 from wsfleet_gateway.quotas import TierQuotas, UnknownTierError
 
@@ -122,8 +123,8 @@ class JwtAuthenticator:
 
     def principal_from(self, claims: Mapping[str, Any]) -> Principal:
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 256:
-            raise Unauthorized("the 'sub' claim must be a non-empty string")
+        if not isinstance(sub, str) or not sub or len(sub) > 256 or not is_text(sub):
+            raise Unauthorized("the 'sub' claim must be a non-empty string of valid Unicode")
         tier_claim = claims.get("tier")
         if tier_claim is not None and not isinstance(tier_claim, str):
             raise Unauthorized("the 'tier' claim must be a string")

@@ -19,6 +19,7 @@ from wsfleet_gateway.broker import (
     JoinByParts,
     JSONValue,
     OnDelivery,
+    encode_data,
     format_offset,
     parse_offset,
 )
@@ -132,4 +133,5 @@ class MemoryBroker(JoinByParts):
         return dict(self._meta.get(channel, {}))
 
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
+        encode_data(meta, "the metadata")  # BadRequestError, as the Redis broker
         self._meta[channel] = dict(meta)

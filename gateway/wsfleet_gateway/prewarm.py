@@ -20,6 +20,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.broker import is_text
 from wsfleet_gateway.redis_pool import is_redis_failure
 
 log = structlog.get_logger("wsfleet_gateway.prewarm")
@@ -50,6 +51,8 @@ class HotTracker:
         if self.breaker is not None and not self.breaker.allow():
             return 0
         batch, self.pending = self.pending, Counter()
+        for name in [name for name in batch if not is_text(name)]:
+            del batch[name]  # no UTF-8 form: it would fail the whole pipeline
         self._flushes += 1
         try:
             async with self._redis.pipeline(transaction=False) as pipe:

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from wsfleet_gateway.broker import (
+    BadRequestError,
     Delivery,
     History,
     InvalidOffsetError,
     JSONValue,
+    check_text,
+    encode_data,
     encode_json,
     parse_offset,
 )
@@ -118,8 +121,13 @@ def _request_id(obj: Mapping[str, Any]) -> RequestId:
     rid = obj.get("id")
     if isinstance(rid, bool) or not isinstance(rid, str | int):
         raise ProtocolError(BAD_REQUEST, "every request needs an `id` (string or integer)")
-    if isinstance(rid, str) and len(rid) > MAX_ID_LEN:
-        raise ProtocolError(BAD_REQUEST, f"`id` longer than {MAX_ID_LEN} characters")
+    if isinstance(rid, str):
+        if len(rid) > MAX_ID_LEN:
+            raise ProtocolError(BAD_REQUEST, f"`id` longer than {MAX_ID_LEN} characters")
+        try:
+            check_text(rid, "`id`")  # echoed in the reply: it must have a UTF-8 form
+        except BadRequestError as exc:
+            raise ProtocolError(BAD_REQUEST, str(exc)) from None
     if isinstance(rid, int) and not -(2**53) < rid < 2**53:
         raise ProtocolError(BAD_REQUEST, "integer `id` out of range (|id| < 2**53)")
     return rid
@@ -152,10 +160,24 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_request(text: str | bytes) -> Request:
-    """One client frame → a typed request, or `ProtocolError` (with the id when known)."""
+    """One client frame → a typed request, or `ProtocolError` (with the id when known).
+
+    Refused with `bad_request` before anything else sees it: a frame that is not UTF-8
+    (strictly: no encoded surrogates either), not JSON (``NaN``, ``Infinity`` included),
+    nested too deeply to parse; a string `id` or any part of a publish's `data` holding
+    a lone surrogate (``"\\ud800"`` parses to one: it has no UTF-8 form, so no frame and
+    no Redis command could carry it); a number in `data` that is not finite (``1e999``);
+    a `since` that is no offset (both parts ASCII digits below 2^64).
+    """
     try:
+        if not isinstance(text, str):
+            text = text.decode()  # strict: json.loads(bytes) would pass surrogates through
         obj = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+    except UnicodeDecodeError:
+        raise ProtocolError(BAD_REQUEST, "frame is not valid UTF-8") from None
+    except RecursionError:
+        raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from None
+    except ValueError:
         raise ProtocolError(BAD_REQUEST, "frame is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_REQUEST, "a request must be a JSON object")
@@ -171,7 +193,11 @@ def parse_request(text: str | bytes) -> Request:
         channel = _channel(obj, "channel", rid)
         if "data" not in obj:
             raise ProtocolError(BAD_REQUEST, "missing field `data`", rid)
-        return Publish(rid, channel, encode_json(obj["data"]))
+        try:
+            data_json = encode_data(obj["data"])
+        except BadRequestError as exc:
+            raise ProtocolError(BAD_REQUEST, str(exc), rid) from None
+        return Publish(rid, channel, data_json)
     if op == "ping":
         return Ping(rid)
     if op is None:

@@ -7,6 +7,9 @@ under-counted). `decide` is the pure rule; `MemoryCounter` and the Redis
 Lua script (`RATE_LUA`) both apply it. Keys: ``wsf:rl:{<name>}:<window>``
 (hash tag: both windows of a name in one cluster slot).
 
+A name with no UTF-8 form (a lone surrogate) is never sent to Redis: the memory
+counter decides for it alone, so it cannot fail a batch of other connects.
+
 `RateLimiter.hit` counts one event; with ``count_rejected=False`` only allowed
 events count (a connection flood does not lock a user out longer than the
 window), with True every attempt counts (failed authentications). When Redis
@@ -34,6 +37,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.broker import is_text
 from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, is_redis_failure
 
 KEY_PREFIX: Final = "wsf:rl:"
@@ -199,6 +203,8 @@ class RateLimiter:
         breaker = self.breaker
         if self._script is None or (breaker is not None and not breaker.allow()):
             return local
+        if not is_text(name):
+            return local
         index, weight = window_position(now, window_s)
         args = [inc, limit, weight, int(window_s * 1000), 1 if count_rejected else 0]
         reply = await self._guarded(self._script, window_keys(name, index), args)
@@ -236,7 +242,12 @@ class RateLimiter:
         now = self._clock()
         reply: list[int] | None = None
         breaker = self.breaker
-        if self._connect_script is not None and (breaker is None or not breaker.is_open):
+        sendable = is_text(ip_name) and is_text(user_name)  # else: never joins a batch
+        if (
+            self._connect_script is not None
+            and sendable
+            and (breaker is None or not breaker.is_open)
+        ):
             index, weight = window_position(now, window_s)
             ip_keys, user_keys = window_keys(ip_name, index), window_keys(user_name, index)
             future = self._enqueue(

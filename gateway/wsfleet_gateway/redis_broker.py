@@ -70,12 +70,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsfleet_gateway.broker import (
     ZERO_OFFSET,
+    BadRequestError,
     BrokerUnavailableError,
     Delivery,
     History,
     JSONValue,
     OnDelivery,
     Snapshot,
+    encode_data,
     encode_json,
     parse_offset,
 )
@@ -237,6 +239,8 @@ class RedisBroker:
             raise BrokerUnavailableError(
                 f"redis error during {what}: {type(exc).__name__}: {exc}"
             ) from exc
+        except UnicodeEncodeError:  # refused by the lane before it joined a batch
+            raise BadRequestError(f"{what}: an argument is not valid Unicode") from None
         finally:
             gate.release()
         self._commands_ok = True
@@ -386,7 +390,7 @@ class RedisBroker:
         return decode_meta(raw if isinstance(raw, str) else None)
 
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
-        encoded = encode_json(meta)
+        encoded = encode_data(meta, "the metadata")  # refused alone, before the lane
         await self._call("set_meta", "SET", meta_key(channel), encoded)  # repeatable: a value
 
     # -- what PubSubFanout reads when it catches up ------------------------

@@ -14,6 +14,9 @@ reply settles it straight from the connection's `data_received`
   is opened, up to `max_conns`. (So this lane is for commands Redis answers
   at once, never for blocking ones such as ``BLPOP``: they would hold up the
   replies behind them.)
+- Each command is encoded (RESP) when it is asked for, before it joins a batch: one
+  that cannot be (an argument with no UTF-8 form, such as a lone surrogate) raises in
+  its caller alone, and a batch never fails for a command it could have refused alone.
 - An error reply fails its own command only: the connection stays in step.
   A caller that gives up (cancelled, or its own timeout) leaves it in step
   too: its reply is read and dropped.
@@ -85,12 +88,13 @@ class CommandLane:
         """
         if self._closing:
             raise RedisConnectionError("command lane closed")
+        packed = pack_resp(args)  # UnicodeEncodeError here: this command alone
         loop = asyncio.get_running_loop()
         queued = self._queued
         if queued is None:
             queued = self._queued = []
             loop.call_soon(self._flush)
-        request = Request(args, loop.create_future(), repeatable)
+        request = Request(args, loop.create_future(), repeatable, packed)
         queued.append(request)
         return await request.reply
 
@@ -150,7 +154,7 @@ class CommandLane:
             request.sends += 1
             request.sent_at = now
         try:
-            conn.send(b"".join([pack_resp(request.args) for request in batch]), batch)
+            conn.send(b"".join([request.packed for request in batch]), batch)
         except RedisConnectionError as exc:  # `_pick` takes open ones only: never expected
             fail_requests(batch, exc)
             return

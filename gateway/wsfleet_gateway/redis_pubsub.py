@@ -6,7 +6,8 @@
   so rapid switching does not churn Redis).
 - SUBSCRIBEs and UNSUBSCRIBEs asked for in one pass of the event loop go out
   in one write, in the order asked (a burst of clients reaching new channels
-  costs one write, not one per channel).
+  costs one write, not one per channel). A channel whose name has no UTF-8 form
+  is refused by `attach` (`BadRequestError`) before it joins that write.
 - `attach` returns once Redis confirmed the subscription, so a history read
   made after it cannot miss a message published afterwards. The channel's
   offset at that point (where a reconnect's catch-up starts) comes from the
@@ -40,6 +41,7 @@ from wsfleet_gateway.broker import (
     BrokerUnavailableError,
     Delivery,
     OnDelivery,
+    check_text,
     parse_offset,
 )
 from wsfleet_gateway.redis_streams import decode_payload, pubsub_name
@@ -225,7 +227,7 @@ class PubSubFanout:
             raise BrokerUnavailableError("broker closed")
         sub = self._subs.get(channel)
         if sub is None:
-            sub = _Sub(channel, pubsub_name(channel))
+            sub = _Sub(channel, check_text(pubsub_name(channel), "the channel name"))
             self._subs[channel] = sub
             self._by_name[sub.name] = sub
         sub.refs += 1

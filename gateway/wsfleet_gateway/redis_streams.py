@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from wsfleet_gateway.broker import (
     ZERO_OFFSET,
     Delivery,
-    InvalidOffsetError,
     JSONValue,
+    encode_data,
     parse_offset,
 )
 
 KEY_PREFIX = "wsf"
 DATA_FIELD = "d"
-_MAX_ID_PART = 2**64 - 1
 
 
 def stream_key(channel: str) -> str:
@@ -108,22 +107,24 @@ return {1, f['length'], f['entries-added'], f['recorded-first-entry-id'],
 
 
 def decode_meta(raw: str | None) -> dict[str, JSONValue]:
-    """A stored metadata string as an object: {} when unset or not a JSON object."""
+    """A stored metadata string as an object: {} when unset, not a JSON object, or not
+    sendable as JSON (a non-finite number or a lone surrogate written by another client)."""
     if raw is None:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+        if not isinstance(value, dict):
+            return {}
+        encode_data(value)
+    except (ValueError, RecursionError):  # BadRequestError included
         return {}
-    return value if isinstance(value, dict) else {}
+    return value
 
 
 def check_since(since: str) -> tuple[int, int]:
-    """Parse a client's ``since``; reject what is no Redis stream ID."""
-    key = parse_offset(since)
-    if key[0] > _MAX_ID_PART or key[1] > _MAX_ID_PART:
-        raise InvalidOffsetError(f"invalid offset {since!r}")
-    return key
+    """Parse a client's ``since``; reject what is no Redis stream ID (`parse_offset`
+    refuses parts above 2^64-1, as Redis does)."""
+    return parse_offset(since)
 
 
 def ts_of(offset: str) -> int:

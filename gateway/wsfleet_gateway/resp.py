@@ -130,6 +130,9 @@ class Request:
     args: tuple[Arg, ...]
     reply: asyncio.Future[Any]
     repeatable: bool = True
+    packed: bytes = b""
+    """The command in RESP (`pack_resp`), encoded when asked for: an argument with no
+    UTF-8 form fails its own command there, never a batch written with others."""
     """The command may run twice (a read): `CommandLane` may send it again."""
     sends: int = 0
     sent_at: float = 0.0
@@ -255,8 +258,9 @@ class RespConnection(asyncio.Protocol):
 
     async def call(self, *args: Arg) -> Any:
         """One command's reply (error replies raise)."""
-        request = Request(args, asyncio.get_running_loop().create_future())
-        self.send(pack_resp(args), [request])
+        packed = pack_resp(args)
+        request = Request(args, asyncio.get_running_loop().create_future(), packed=packed)
+        self.send(packed, [request])
         return await request.reply
 
     def abort(self, error: BaseException | None = None) -> None:

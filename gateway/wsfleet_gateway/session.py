@@ -22,9 +22,10 @@ import structlog
 
 from wsfleet_gateway.audit import AuditLog
 from wsfleet_gateway.auth import Principal
-from wsfleet_gateway.broker import BrokerUnavailableError, History
+from wsfleet_gateway.broker import BadRequestError, BrokerUnavailableError, History
 from wsfleet_gateway.channels import Hub, SendFrame, Subscription
 from wsfleet_gateway.protocol import (
+    BAD_REQUEST,
     FORBIDDEN,
     NOT_SUBSCRIBED,
     QUOTA_EXCEEDED,
@@ -194,6 +195,8 @@ class Session:
                 await self._publish(request)
         except ProtocolError as exc:
             self.reject(request.id, exc.code, exc.message)
+        except BadRequestError as exc:  # the store refused it alone (parse_request should have)
+            self.reject(request.id, BAD_REQUEST, str(exc))
         except (BrokerUnavailableError, TimeoutError) as exc:
             self.reject(request.id, UNAVAILABLE, f"message store unavailable: {exc or 'timeout'}")
         except Exception:

@@ -19,6 +19,7 @@ from wsfleet_gateway.cache_layers import L1_TIMING_EVERY, ChannelCache
 from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.prewarm import HOT_KEY, HotTracker
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
+from wsfleet_gateway.redis_streams import meta_key
 
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer
@@ -247,3 +248,33 @@ async def test_without_redis_l1_fronts_the_origin() -> None:
         assert await cache.prewarm(["n"]) == 1
     finally:
         await cache.close()
+
+
+async def test_a_write_that_is_no_json_is_refused_alone(shared_redis: RedisServer) -> None:
+    """Issue 17 §2/§3: metadata with a non-finite number or a lone surrogate is refused
+    (`BadRequestError`, nothing sent); the writes beside it land, and a lone surrogate in the
+    popularity counts does not fail the flush of the others."""
+    async with pods(shared_redis.url, 1) as (pod,):
+        bad = [{"capacity": float("inf")}, {"x": [float("nan")]}, {"name": "\ud800"}]
+        results = await asyncio.gather(
+            *(pod.cache.set_meta(f"iso-{i}", meta) for i, meta in enumerate(bad)),
+            pod.cache.set_meta("iso-good", {"ok": True}),
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results[:3]] == ["BadRequestError"] * 3
+        assert results[3] is None
+        assert pod.breaker.state == "closed"
+        assert await pod.redis.get(meta_key("iso-good")) == '{"ok":true}'
+        assert all([await pod.redis.get(meta_key(f"iso-{i}")) is None for i in range(3)])
+        pod.hot.touch("iso-good")
+        pod.hot.touch("bad-\udc80")
+        assert await pod.hot.flush() == 1
+        assert await pod.redis.zscore(HOT_KEY, "iso-good") == 1.0
+
+
+async def test_stored_metadata_that_is_no_json_reads_as_none(shared_redis: RedisServer) -> None:
+    """Written by another client (not through the gateway): not sent on."""
+    async with pods(shared_redis.url, 1) as (pod,):
+        for i, raw in enumerate(['{"v": Infinity}', '{"v": 1e999}', '{"v": "\\ud800"}']):
+            await pod.redis.set(meta_key(f"iso-raw-{i}"), raw)
+            assert await pod.cache.get_meta(f"iso-raw-{i}") == {}

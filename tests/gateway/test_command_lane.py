@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,6 +19,7 @@ from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer
 
 SCRIPT = "return {KEYS[1], ARGV[1]}"
+SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 
 @pytest.fixture
@@ -239,3 +241,23 @@ async def test_a_connection_closing_here_is_not_written_to(redis_server: RedisSe
         lane._conns[0].abort()
         assert await asyncio.wait_for(reply, 5.0) == "PONG"
         assert (lane.opened, lane.stale) == (2, 0)
+
+
+async def test_a_command_that_cannot_be_encoded_fails_alone(redis_server: RedisServer) -> None:
+    """Issue 17 §2: asked for in the same loop pass as others, a command with a lone
+    surrogate raises in its own caller at once; the others are written and answered."""
+    async with lane_on(redis_server) as lane:
+        await lane.warm(1)
+        results = await asyncio.gather(
+            *(lane.execute("SET", f"iso-{i}", str(i)) for i in range(5)),
+            lane.execute("SET", "iso-bad", "\ud800"),
+            *(lane.evalsha(SHA, SCRIPT, 1, f"k{i}", i) for i in range(3)),
+            lane.execute("GET", "iso-3"),
+            return_exceptions=True,
+        )
+        assert results[:5] == ["OK"] * 5
+        assert isinstance(results[5], UnicodeEncodeError)
+        assert results[6:9] == [["k0", "0"], ["k1", "1"], ["k2", "2"]]
+        assert results[9] == "3"
+        assert lane.stale == 0
+        assert await lane.execute("EXISTS", "iso-bad") == 0

@@ -46,6 +46,10 @@ ids = st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=64)
 offsets = st.builds(lambda ms, seq: f"{ms}-{seq}", st.integers(0, 2**48), st.integers(0, 2**20))
 
 
+def _not_json(name: str) -> Any:
+    raise AssertionError(f"{name} is not JSON")
+
+
 def _parse(obj: Any) -> Any:
     return parse_request(json.dumps(obj))
 
@@ -88,8 +92,36 @@ def test_parses_every_op() -> None:
         ('{"id": 1, "op": "switch", "from": "a"}', "missing field `to`", 1),
         ('{"id": 1, "op": "publish", "channel": "a"}', "missing field `data`", 1),
         ('{"id": 1, "op": "publish", "channel": "a", "data": NaN}', "not valid JSON", None),
-        (b"\xff\xfe\x00", "not valid JSON", None),
-        ("[" * 100_000, "not valid JSON", None),
+        (b"\xff\xfe\x00", "not valid UTF-8", None),
+        ("[" * 100_000, "nested too deeply", None),
+        # issue 17: what has no UTF-8 or JSON form on the way out is refused on the way in
+        (b'{"id": 1, "op": "ping", "x": "\xed\xa0\x80"}', "not valid UTF-8", None),
+        (b'{"id": 1, "op": "ping"}\xc3', "not valid UTF-8", None),
+        ('{"id": "\\ud800", "op": "ping"}', "lone surrogate", None),
+        ('{"id": 1, "op": "publish", "channel": "a", "data": "\\ud800"}', "lone surrogate", 1),
+        ('{"id": 1, "op": "publish", "channel": "a", "data": {"\\udfff": 1}}', "surrogate", 1),
+        ('{"id": 1, "op": "publish", "channel": "a", "data": ["a\\udc00b"]}', "surrogate", 1),
+        ('{"id": 1, "op": "publish", "channel": "a", "data": 1e999}', "not finite", 1),
+        ('{"id": 1, "op": "publish", "channel": "a", "data": [-1e400]}', "not finite", 1),
+        ('{"id": 1, "op": "publish", "channel": "a", "data": Infinity}', "not valid JSON", None),
+        ('{"id": 1, "op": "publish", "channel": "a", "data": -Infinity}', "not valid JSON", None),
+        (
+            '{"id": 1, "op": "subscribe", "channel": "a", "since": "18446744073709551616-0"}',
+            "not an offset",
+            1,
+        ),
+        (
+            '{"id": 1, "op": "subscribe", "channel": "a", "since": "0-18446744073709551616"}',
+            "not an offset",
+            1,
+        ),
+        (
+            '{"id": 1, "op": "switch", "from": "a", "to": "b", "since": "9' + "9" * 22 + '-0"}',
+            "not an offset",
+            1,
+        ),
+        ('{"id": 1, "op": "subscribe", "channel": "a", "since": "\\u00b2-0"}', "not an offset", 1),
+        ('{"id": 1, "op": "subscribe", "channel": "a", "since": "\\u0661-0"}', "not an offset", 1),
     ],
 )
 def test_rejects_bad_frames(frame: str | bytes, fragment: str, rid: int | None) -> None:
@@ -135,6 +167,10 @@ def test_arbitrary_bytes_parse_or_fail_cleanly(frame: bytes) -> None:
         assert encode_error(error.request_id, error.code, error.message)
     else:
         assert isinstance(request, Subscribe | Unsubscribe | Switch | Publish | Ping)
+        assert encode_pong(request.id, 1)  # whatever parses can be answered
+        if isinstance(request, Publish):
+            json.loads(request.data_json, parse_constant=_not_json)  # JSON: no NaN, Infinity
+            request.data_json.encode()
 
 
 @given(

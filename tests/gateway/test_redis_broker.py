@@ -788,3 +788,50 @@ async def test_a_read_started_after_a_dispatch_is_not_answered_by_an_older_read(
     assert reads.shared == 0
     assert [d.offset for d in (await older).messages] == []
     assert [d.offset for d in (await newer).messages] == [racing.offset]
+
+
+async def test_a_request_with_no_utf8_form_fails_alone_in_every_batch(
+    shared_redis: RedisServer, make_pod: PodFactory
+) -> None:
+    """Issue 17 §2: SUBSCRIBEs, history scripts, publishes and metadata writes of one loop
+    pass are batched; a channel name or data with a lone surrogate (the protocol refuses
+    them before; this is the store's own guard) is refused alone, the rest go through."""
+    a, b = await make_pod(shared_redis.url), await make_pod(shared_redis.url)
+    good = [new_channel() for _ in range(4)]
+    bad = "bad-\ud800"
+    attached = await asyncio.gather(
+        *(a.broker.attach(ch) for ch in good[:2]),
+        a.broker.attach(bad),
+        *(a.broker.join(ch, None, 10) for ch in good[2:]),
+        a.broker.join(bad, None, 10),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in attached] == [
+        "NoneType",
+        "NoneType",
+        "BadRequestError",
+        "Snapshot",
+        "Snapshot",
+        "BadRequestError",
+    ]
+    assert bad not in a.broker.attached_channels()
+    published = await asyncio.gather(
+        *(b.broker.publish(ch, json.dumps(i)) for i, ch in enumerate(good)),
+        b.broker.publish(good[0], '"\ud800"'),
+        b.broker.history(bad, None, 10),
+        b.broker.set_meta(good[1], {"x": "\udfff"}),
+        b.broker.set_meta(good[2], {"x": float("inf")}),
+        b.broker.set_meta(good[3], {"x": 1}),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in published] == [
+        *["Delivery"] * 4,
+        *["BadRequestError"] * 4,
+        "NoneType",
+    ]
+    for i, ch in enumerate(good):
+        await wait_until(lambda c=ch: len(a.got[c]) == 1, WAIT_S, message="each good publish")
+        assert a.got[ch][0].data == i
+    assert a.broker.available
+    assert b.broker.available
+    assert (await b.broker.get_meta(good[3])) == {"x": 1}

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
+from wsfleet_gateway.admission import client_ip
 from wsfleet_gateway.app import Gateway
 from wsfleet_gateway.auth import Principal
 from wsfleet_gateway.breaker import CircuitBreaker
@@ -283,3 +284,30 @@ async def test_a_breaker_opened_before_the_batch_leaves_or_a_busy_gate_means_mem
         assert breaker.state == "closed"  # congestion is not a Redis failure
     finally:
         await client.aclose()
+
+
+async def test_a_name_with_no_utf8_form_never_fails_the_batch(shared_redis: RedisServer) -> None:
+    """Issue 17 §2: a user or address with a lone surrogate (a forwarded-for header arrives
+    surrogate-escaped) is decided by the memory counter alone; the connects batched with it
+    are decided by Redis, and the breaker hears of no failure."""
+    client = aioredis.Redis.from_url(shared_redis.url, decode_responses=True)
+    breaker = CircuitBreaker(1, 60.0)
+    limiter = RateLimiter(client, breaker)
+    try:
+        results = await asyncio.gather(
+            *(limiter.connect("authfail:iso", 20, f"conn:iso-{i}", 10, WINDOW) for i in range(5)),
+            limiter.connect("authfail:iso", 20, "conn:\ud800", 10, WINDOW),
+            limiter.connect("authfail:\udced", 20, "conn:iso-x", 10, WINDOW),
+        )
+        sources = [(ip.source, user.source if user else None) for ip, user in results]
+        assert sources == [("redis", "redis")] * 5 + [("memory", "memory")] * 2
+        assert (await limiter.hit("conn:\udfff", 3, WINDOW)).source == "memory"
+        assert (await limiter.hit("conn:iso-y", 3, WINDOW)).source == "redis"
+        assert breaker.state == "closed"
+    finally:
+        await client.aclose()
+
+
+def test_a_forwarded_address_that_is_no_address_is_not_used() -> None:
+    for forwarded in ("\udced\udca0\udc80, 1.2.3.4", "caf\u00e9", "a\tb"):
+        assert client_ip(("10.0.0.1", 5), {"x-forwarded-for": forwarded}, True) == "10.0.0.1"

@@ -1,6 +1,7 @@
 """Fuzz a protected gateway: random and oversized frames, bad, expired and wrong-channel
-tokens. Every case ends in a clear error or close code; afterwards nothing is left over
-(connections, sessions, admissions, workers, asyncio tasks) and the gateway still serves."""
+tokens, and the issue-17 corpus (``tests/gateway/fuzz_corpus.py``). Every case ends in a
+clear error or close code; afterwards nothing is left over (connections, sessions,
+admissions, workers, asyncio tasks) and the gateway still serves."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import struct
 
 from wsfleet_gateway.protocol import ERROR_CODES
 
+from tests.gateway.fuzz_corpus import CORPUS
 from tests.protection.support import RawClient, frame_bytes, protected_settings, running, token
 from tests.support.waiting import wait_until
 from wsfleet.client import Client
@@ -39,7 +41,7 @@ def random_token(rng: random.Random) -> tuple[str | None, str]:
 
 def random_frame(rng: random.Random) -> tuple[bytes, int, bool]:
     """``(payload, opcode, fin)``."""
-    kind = rng.randrange(9)
+    kind = rng.randrange(10)
     if kind == 0:
         return os.urandom(rng.randint(0, 300)), 0x1, True  # random bytes as text
     if kind == 1:
@@ -52,6 +54,8 @@ def random_frame(rng: random.Random) -> tuple[bytes, int, bool]:
         return os.urandom(20), 0x0, True  # ...or a stray continuation
     if kind == 5:
         return b"", rng.choice([0x3, 0x4, 0xB]), True  # reserved opcodes
+    if kind == 6:
+        return rng.choice(CORPUS).frame, 0x1, True  # issue 17: each one a bad_request
     channel = rng.choice(["allowed-1", "forbidden-1", "$sys", "a b", "", "allowed-" + "x" * 300])
     op = rng.choice(["subscribe", "publish", "switch", "unsubscribe", "ping", "nope"])
     request = {"id": rng.randint(1, 10**6), "op": op, "channel": channel, "from": channel}
@@ -168,3 +172,35 @@ async def test_frames_sent_before_the_welcome_are_held_then_answered(
         # more than may be held: refused with 1008 (policy), nothing answered
         assert await asyncio.to_thread(early, 200) == ([], 1008)
         await wait_until(lambda: gw.connections == 0, timeout_s=15)
+
+
+async def test_the_issue_17_corpus_gets_bad_request_on_a_protected_gateway(
+    shared_redis: RedisServer,
+) -> None:
+    """Each corpus frame on an authenticated connection: `bad_request`, why, the id when
+    usable, the connection kept (a ping answered after them all)."""
+    settings = protected_settings(redis_url=shared_redis.url, max_message_bytes=MAX_MESSAGE)
+    async with running(settings) as gw:
+
+        def replay() -> list[dict[str, object]]:
+            client = RawClient("127.0.0.1", gw.port)
+            try:
+                head = client.handshake({"Authorization": f"Bearer {token('corpus')}"})
+                assert head.startswith(b"HTTP/1.1 101"), head
+                assert client.recv_json()["type"] == "welcome"
+                for case in CORPUS:
+                    client.send_frame(case.frame)
+                client.send_json({"id": "end", "op": "ping"})
+                answers = []
+                while (frame := client.recv_json())["type"] != "pong":
+                    answers.append(frame)
+                return answers
+            finally:
+                client.close()
+
+        answers = await asyncio.to_thread(replay)
+        assert len(answers) == len(CORPUS)
+        for case, answer in zip(CORPUS, answers, strict=True):
+            assert (answer["code"], answer["id"]) == ("bad_request", case.rid), case.name
+            assert case.fragment in str(answer["message"]), case.name
+        assert gw.metrics.rejections.labels(reason="bad_request")._value.get() >= len(CORPUS)

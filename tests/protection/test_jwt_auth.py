@@ -108,6 +108,7 @@ def test_bad_tokens_are_refused_with_a_reason(token_value: str, reason: str) -> 
     [
         {"sub": 5},
         {"sub": ""},
+        {"sub": "ann\ud800"},  # a lone surrogate: no UTF-8 form for the Redis counter key
         {"sub": "a", "tier": 3},
         {"sub": "a", "channels": "*"},
         {"sub": "a", "channels": [1]},
