@@ -16,6 +16,7 @@
 #   bash hack/cluster.sh down     stop it; no process, port, lock or state left behind
 #   bash hack/cluster.sh status   say whether it runs (exit 0) or not (exit 3)
 #   bash hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` for a shell
+#   bash hack/cluster.sh built    exit 0 when the cached binaries are current, else say why
 #
 # RBAC authorization, TLS everywhere on the API server, service-account tokens issued
 # and signed by the API server (`kubectl create token` works), the real controllers
@@ -500,6 +501,24 @@ cmd_status() {
   return 3
 }
 
+cmd_built() {
+  local missing=()
+  local b
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
+    [[ -x "$K8S_BIN/$b" ]] || missing+=("$b")
+  done
+  [[ -x "$KWOK_BIN/kwok" && -f "$KWOK_BIN/stages.yaml" ]] || missing+=("kwok")
+  if ((${#missing[@]})); then
+    echo "not built in $CACHE: ${missing[*]}"
+    return 3
+  fi
+  if [[ "$(cat "$K8S_BIN/.module-hash" 2>/dev/null)" != "$(module_hash)" ]]; then
+    echo "the binaries in $K8S_BIN are of another hack/k8s/go.mod"
+    return 3
+  fi
+  echo "Kubernetes $K8S_VERSION, kwok $KWOK_VERSION in $CACHE"
+}
+
 cmd_env() {
   echo "export KUBECONFIG=$DIR/kubeconfig"
   echo "export PATH=$DIR/bin:\$PATH"
@@ -513,9 +532,10 @@ up)
 down) cmd_down ;;
 status) cmd_status ;;
 env) cmd_env ;;
+built) cmd_built ;;
 versions) echo "kubernetes=$K8S_VERSION kwok=$KWOK_VERSION" ;;
 *)
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

@@ -21,7 +21,7 @@ import structlog
 from wsfleet_operator import opmetrics
 from wsfleet_operator.prewarm import CachePrewarmer
 from wsfleet_operator.prometheus import MetricsSource
-from wsfleet_operator.scaling import Decision, History, Metrics, decide
+from wsfleet_operator.scaling import Decision, History, Metrics, ScaleChange, decide
 from wsfleet_operator.spec import (
     HISTORY_LIMIT,
     Condition,
@@ -36,8 +36,9 @@ from wsfleet_operator.status import (
     get_condition,
     observed_status,
     set_condition,
+    status_merge_patch,
 )
-from wsfleet_operator.targets import ReadyReplicas, ScaleTarget, deletion_costs
+from wsfleet_operator.targets import ReadyReplicas, RecordedTarget, ScaleTarget, deletion_costs
 
 log = structlog.get_logger("wsfleet.operator.autoscaler")
 
@@ -66,8 +67,8 @@ class TickResult:
     error: str | None = None
 
     def status_patch(self) -> dict[str, Any]:
-        """The status as a merge-patch body (wire names)."""
-        return self.status.to_wire()
+        """The status as a merge-patch body (wire names; unset fields as null)."""
+        return status_merge_patch(self.status)
 
 
 class Autoscaler:
@@ -272,11 +273,11 @@ class Autoscaler:
         errors = spec.semantic_errors()
         if errors:
             return self.invalid(errors, now)
-        if self.history is None:
-            self.history = History(started_at=now)
         events: list[FleetEvent] = []
         try:
-            current = await self.target.current_replicas()
+            if self.history is None:
+                self.history = History(started_at=now, changes=await self._recorded_changes())
+            current = await self._current(events)
         except Exception as exc:
             msg = f"scale target unavailable: {exc}"
             if self._cond(ConditionType.DEGRADED, True, "TargetUnavailable", msg, now):
@@ -289,8 +290,9 @@ class Autoscaler:
         decision = decide(spec, metrics, floor, current, self.history, now)
         self.last_decision = decision
         self._last_at = now
-        applied, error = await self._apply(decision, events)
-        self.history = self.history.record(decision, now, applied, metrics)
+        if_applied = self.history.record(decision, now, True, metrics)
+        applied, error = await self._apply(decision, events, if_applied.changes)
+        self.history = if_applied if applied else self.history.record(decision, now, False, metrics)
         dry_news = spec.dry_run and decision.desired != self._last_dry_run_desired
         if (applied or dry_news) and decision.desired != current:
             self.events.append(
@@ -324,12 +326,41 @@ class Autoscaler:
         self._forecast_condition(forecast, now, events)
         await self._prewarm(forecast, now, events)
         self._auth_condition(now, events)
-        after = decision.desired if applied else current
+        running = decision.desired if applied else current
         return TickResult(
-            decision, applied, self._status(after, ready, decision.desired, forecast), events, error
+            decision,
+            applied,
+            self._status(running, ready, decision.desired, forecast),
+            events,
+            error,
         )
 
-    async def _apply(self, decision: Decision, events: list[FleetEvent]) -> tuple[bool, str | None]:
+    async def _recorded_changes(self) -> tuple[ScaleChange, ...]:
+        """The changes a previous run recorded beside the count (none for other targets)."""
+        if not isinstance(self.target, RecordedTarget):
+            return ()
+        return tuple(await self.target.recorded_changes())
+
+    async def _current(self, events: list[FleetEvent]) -> int:
+        """The replica count now; a hand edit of it is put back (the operator owns it)."""
+        if not isinstance(self.target, RecordedTarget):
+            return await self.target.current_replicas()
+        actual, owned = await self.target.owned_replicas()
+        if owned is None or owned == actual or self.spec.dry_run:
+            return actual
+        assert self.history is not None
+        await self.target.set_replicas_recorded(owned, "replica drift", self.history.changes)
+        message = (
+            f"spec.replicas was set to {actual} by hand; put back to {owned} (the operator "
+            "owns the replica count: change spec.replicas.min/max instead)"
+        )
+        events.append(FleetEvent("DriftRepaired", message))
+        log.info("autoscaler.replica_drift_repaired", fleet=self.name, actual=actual, owned=owned)
+        return owned
+
+    async def _apply(
+        self, decision: Decision, events: list[FleetEvent], changes: tuple[ScaleChange, ...]
+    ) -> tuple[bool, str | None]:
         if decision.desired == decision.current or self.spec.dry_run:
             return False, None
         try:
@@ -337,7 +368,11 @@ class Autoscaler:
                 # emptiest pods first: costs before the count goes down
                 costs = deletion_costs(await self.target.pod_connections())
                 await self.target.set_deletion_costs(costs)
-            await self.target.set_replicas(decision.desired, decision.reason)
+            if isinstance(self.target, RecordedTarget):
+                # the change travels with the count: a restart can neither lose nor repeat it
+                await self.target.set_replicas_recorded(decision.desired, decision.reason, changes)
+            else:
+                await self.target.set_replicas(decision.desired, decision.reason)
         except Exception as exc:
             msg = f"scaling to {decision.desired} failed: {exc}"
             log.warning("autoscaler.apply_failed", fleet=self.name, error=repr(exc))

@@ -1,10 +1,17 @@
 """Thin kopf wiring: register handlers that delegate to reconcile/autoscaler.
 
 `build_registry(config)` returns a fresh `kopf.OperatorRegistry` with:
-login, startup/cleanup, create/update/resume (reconcile), delete (clean up
-owned objects), a daemon per fleet (the autoscaler tick every
-`behavior.intervalSeconds`), and an event handler on owned Deployments
-(drift repair).
+login, startup/cleanup, create/update/resume (reconcile), a daemon per fleet
+(the autoscaler tick every `behavior.intervalSeconds`), and event handlers on
+the owned Deployments, Services, ConfigMaps and PodDisruptionBudgets (drift
+repair, recreation). Deleting a fleet needs no handler: the owned objects
+carry owner references and the API server's garbage collector removes them
+(kopf's finalizer is there only to stop the fleet's daemon).
+
+Nothing is written while nothing changes: the status is patched only when it
+differs from what was last written (timestamps of an unchanged decision do
+not count), and drift is computed from the watch event's body, so status
+updates of the owned objects cost no API call at all.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ from wsfleet_operator.autoscaler import Autoscaler, FleetEvent, ForecastProvider
 from wsfleet_operator.kube import Connection, KubeClient
 from wsfleet_operator.prewarm import kubernetes_prewarmer
 from wsfleet_operator.prometheus import PrometheusClient, PrometheusMetricsSource
-from wsfleet_operator.reconcile import FleetRef, delete_owned, reconcile, validate
+from wsfleet_operator.reconcile import FleetRef, is_drifted, reconcile, validate
 from wsfleet_operator.resources import FLEET_LABEL, MANAGED_BY
 from wsfleet_operator.scaling import Metrics
 from wsfleet_operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, FleetSpec
+from wsfleet_operator.status import status_essence
 from wsfleet_operator.targets import KubernetesTarget
 
 log = structlog.get_logger("wsfleet.operator.handlers")
@@ -46,6 +54,8 @@ class OperatorConfig:
     forecaster_factory: ForecasterFactory | None = None
     """Builds the forecast floor of a fleet; None: no forecast (metrics only)."""
     min_interval_s: float = 0.1
+    identity: str | None = None
+    """Who this operator instance is (User-Agent of its API calls; default: the host name)."""
 
 
 @dataclass
@@ -55,7 +65,8 @@ class _Shared:
     config: OperatorConfig
     client: KubeClient | None = None
     autoscalers: dict[tuple[str, str], Autoscaler] = field(default_factory=dict)
-    generations: dict[tuple[str, str], int] = field(default_factory=dict)
+    fleets: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    """(namespace, name) -> (uid, spec) of every fleet seen: drift is checked against it."""
 
     def reporter(self, namespace: str, name: str) -> Autoscaler:
         """The fleet's autoscaler, or a report-only one while its spec is unusable."""
@@ -98,7 +109,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             )
         if info is not None:
             if shared.client is None:
-                shared.client = KubeClient(Connection.from_kopf(info))
+                shared.client = KubeClient(
+                    Connection.from_kopf(info), user_agent=kube.user_agent(shared.config.identity)
+                )
             else:
                 await shared.client.reconnect(Connection.from_kopf(info))
         return info
@@ -142,41 +155,50 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
     async def fleet_changed(
         name: str, namespace: str | None, uid: str, spec: kopf.Spec, **_: Any
     ) -> None:
-        await _reconcile(name, namespace or "default", uid, dict(spec))
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def fleet_deleted(name: str, namespace: str | None, uid: str, **_: Any) -> None:
         namespace = namespace or "default"
-        shared.autoscalers.pop((namespace, name), None)
-        await delete_owned(shared.kube(), FleetRef(name, namespace, uid))
+        shared.fleets[(namespace, name)] = (uid, dict(spec))
+        await _reconcile(name, namespace, uid, dict(spec))
 
-    @kopf.on.event(
-        "apps",
-        "v1",
-        "deployments",
-        labels={"app.kubernetes.io/managed-by": MANAGED_BY},
-        registry=registry,
-    )
-    async def owned_deployment_event(
-        type: str, body: kopf.Body, namespace: str | None, **_: Any
-    ) -> None:
+    async def owned_changed(type: str, body: kopf.Body, namespace: str | None) -> None:
+        """Drift repair: an owned object edited by hand is patched back, a deleted one made anew."""
         namespace = namespace or "default"
-        fleet = (body.get("metadata", {}).get("labels") or {}).get(FLEET_LABEL)
-        if not fleet or type not in ("MODIFIED", "DELETED"):
+        meta = body.get("metadata", {})
+        fleet = (meta.get("labels") or {}).get(FLEET_LABEL)
+        if not fleet or type not in ("MODIFIED", "DELETED") or meta.get("deletionTimestamp"):
             return
-        # status-only changes (pods becoming ready) keep the generation: nothing to repair
-        key = (namespace, str(body.get("metadata", {}).get("name")))
-        generation = body.get("metadata", {}).get("generation")
-        if type == "MODIFIED" and generation is not None:
-            if shared.generations.get(key) == generation:
-                return
-            shared.generations[key] = generation
-        client = shared.kube()
-        cr = await client.get(kube.FLEETS, namespace, fleet)
+        key = (namespace, fleet)
+        known = shared.fleets.get(key)
+        if type == "MODIFIED" and known is not None:
+            uid, spec = known
+            if not is_drifted(FleetRef(fleet, namespace, uid), spec, dict(body)):
+                return  # a status update, or our own patch coming back: no call at all
+        # drift or a deletion: act only for a fleet that still exists and is not going away
+        # (the garbage collector deletes the owned objects of a deleted fleet: those stay
+        # deleted)
+        cr = await shared.kube().get(kube.FLEETS, namespace, fleet)
         if cr is None or cr.get("metadata", {}).get("deletionTimestamp"):
+            shared.fleets.pop(key, None)
             return
-        meta = cr["metadata"]
-        await _reconcile(fleet, namespace, meta.get("uid", ""), cr.get("spec") or {})
+        uid, spec = cr["metadata"].get("uid", ""), dict(cr.get("spec") or {})
+        shared.fleets[key] = (uid, spec)
+        if type == "MODIFIED" and not is_drifted(FleetRef(fleet, namespace, uid), spec, dict(body)):
+            return
+        await _reconcile(fleet, namespace, uid, spec)
+
+    for group, version, plural in (
+        ("apps", "v1", "deployments"),
+        ("", "v1", "services"),
+        ("", "v1", "configmaps"),
+        ("policy", "v1", "poddisruptionbudgets"),
+    ):
+        kopf.on.event(
+            group,
+            version,
+            plural,
+            labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+            registry=registry,
+            id=f"owned-{plural}",
+        )(_owned_event(owned_changed))
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def autoscale(
@@ -194,6 +216,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         involved = _involved(name, namespace, uid)
         prom: PrometheusClient | None = None
         scaler: Autoscaler | None = None
+        # what the status holds now: an unchanged status is never written again (not even
+        # after an operator restart)
+        written = status_essence(dict(status or {}))
         try:
             while not stopped:
                 parsed, errors = validate(dict(spec))
@@ -220,17 +245,33 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                     tick = await scaler.tick()
                 await _post(client, involved, tick.events)
                 tick.status.observed_generation = meta.get("generation")
-                with contextlib.suppress(kube.KubeError):
-                    await client.patch(
-                        kube.FLEETS, namespace, name, {"status": tick.status_patch()}, sub="status"
-                    )
+                patch = tick.status_patch()
+                essence = status_essence(patch)
+                if essence != written:
+                    with contextlib.suppress(kube.KubeError):
+                        await client.patch(
+                            kube.FLEETS, namespace, name, {"status": patch}, sub="status"
+                        )
+                        written = essence
                 await stopped.wait(interval)
         finally:
             if prom is not None:
                 await prom.close()
             shared.autoscalers.pop((namespace, name), None)
+            shared.fleets.pop((namespace, name), None)
 
     return registry
+
+
+def _owned_event(
+    handler: Callable[[str, kopf.Body, str | None], Any],
+) -> Callable[..., Any]:
+    """A kopf event handler (its own function per resource: kopf keys handlers by id)."""
+
+    async def on_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        await handler(type, body, namespace)
+
+    return on_event
 
 
 def _autoscaler(

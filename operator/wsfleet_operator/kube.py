@@ -2,16 +2,18 @@
 
 Only what the operator needs: get, list (label selector), create,
 merge-patch, delete, and Events. Every call is checked against
-`rbac.REQUIRED_RULES` before it leaves the process. No PUT anywhere
-(merge-patch only), so it also runs against the kmock API emulator.
+`rbac.REQUIRED_RULES` before it leaves the process, and every write is counted
+(`wsfleet_operator_kube_writes_total`). Merge-patch only, never PUT: a patch
+names just the fields the operator owns, so it never overwrites what another
+controller or a user set since the last read.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import socket
 import ssl
-import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from wsfleet_operator import rbac
+from wsfleet_operator import opmetrics, rbac
 from wsfleet_operator.spec import GROUP, PLURAL, VERSION
 
 log = structlog.get_logger("wsfleet.operator.kube")
@@ -72,6 +74,11 @@ class ConflictError(KubeError):
     pass
 
 
+class NamespaceTerminatingError(KubeError):
+    """A create in a namespace being deleted (403, cause NamespaceTerminating): nothing to do
+    there any more; not a permission problem."""
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where the API server is and how to authenticate (built from kopf's ConnectionInfo)."""
@@ -82,42 +89,33 @@ class Connection:
 
     @classmethod
     def from_kopf(cls, info: Any) -> Connection:
-        """From a `kopf.ConnectionInfo` (token or client certificate, CA path or data)."""
+        """From a `kopf.ConnectionInfo` (token or client certificate, CA path or data).
+
+        kopf builds the SSL context itself (`as_ssl_context`): kubeconfig `*-data` fields
+        are base64, in-cluster ones PEM; key material only ever touches a temporary file
+        for the moment `ssl` needs it, and that file is gone afterwards.
+        """
         headers = tuple(info.as_http_headers().items())
         context: ssl.SSLContext | bool | None = None
         if info.server.startswith("https"):
-            if info.insecure:
-                context = False
-            else:
-                ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
-                context = ssl.create_default_context(
-                    cafile=os.fsdecode(info.ca_path) if info.ca_path else None, cadata=ca_data
-                )
-                cert = _as_file(info.certificate_path, info.certificate_data)
-                key = _as_file(info.private_key_path, info.private_key_data)
-                if cert:
-                    context.load_cert_chain(certfile=cert, keyfile=key)
+            context = False if info.insecure else info.as_ssl_context()
         return cls(server=info.server.rstrip("/"), headers=headers, ssl_context=context)
-
-
-def _as_file(path: Any, data: str | bytes | None) -> str | None:
-    if path:
-        return os.fsdecode(path)
-    if data:
-        raw = data.encode() if isinstance(data, str) else data
-        with tempfile.NamedTemporaryFile(prefix="wsfleet-kube-", delete=False) as f:
-            f.write(raw)
-            return f.name
-    return None
 
 
 def _selector(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def _matches(obj: JSON, labels: dict[str, str]) -> bool:
-    have = obj.get("metadata", {}).get("labels") or {}
-    return all(have.get(k) == v for k, v in labels.items())
+def user_agent(identity: str | None = None) -> str:
+    """`wsfleet-operator/<version> (<identity>)`: the API server's audit log names the instance."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("wsfleet")
+    except PackageNotFoundError:  # pragma: no cover - always installed with the package
+        ours = "dev"
+    who = identity or os.environ.get("HOSTNAME") or socket.gethostname()
+    return f"wsfleet-operator/{ours} ({who})"
 
 
 class KubeClient:
@@ -171,8 +169,11 @@ class KubeClient:
         body: JSON | None = None,
         params: dict[str, str] | None = None,
     ) -> JSON | None:
+        resource = f"{kind.plural}/{sub}" if sub else kind.plural
         if self.enforce_rbac:
-            rbac.check_allowed(kind.group, f"{kind.plural}/{sub}" if sub else kind.plural, verb)
+            rbac.check_allowed(kind.group, resource, verb)
+        if method != "GET":
+            opmetrics.KUBE_WRITES.labels(verb=verb, resource=resource).inc()
         headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
         async with self._http().request(
             method,
@@ -187,6 +188,8 @@ class KubeClient:
             text = await resp.text()
             if resp.status == 409:
                 raise ConflictError(resp.status, text[:500])
+            if resp.status == 403 and "NamespaceTerminating" in text:
+                raise NamespaceTerminatingError(resp.status, text[:500])
             if resp.status >= 400:
                 raise KubeError(resp.status, text[:500])
             result: JSON = await resp.json(content_type=None) if text else {}
@@ -201,8 +204,7 @@ class KubeClient:
         params = {"labelSelector": _selector(labels)} if labels else None
         got = await self._call("GET", kind, "list", kind.path(namespace), params=params)
         items: list[JSON] = (got or {}).get("items") or []
-        # the selector again here: not every API (e.g. the emulator) applies it
-        return [i for i in items if _matches(i, labels)]
+        return items
 
     async def create(self, kind: Kind, namespace: str, body: JSON) -> JSON:
         got = await self._call("POST", kind, "create", kind.path(namespace), body=body)

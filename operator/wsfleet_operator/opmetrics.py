@@ -49,6 +49,13 @@ PROM_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+KUBE_WRITES = Counter(
+    "wsfleet_operator_kube_writes_total",
+    "Writes (create, patch, delete) the operator's own client sent to the Kubernetes API "
+    "(kopf's finalizer and annotation patches are not counted here).",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
 RECONCILES = Counter(
     "wsfleet_operator_reconciles_total",
     "Reconciliations of owned objects, by result (ok/invalid/error).",

@@ -34,11 +34,14 @@ REQUIRED_RULES: tuple[Rule, ...] = (
     Rule(GROUP, PLURAL, ("get", "list", "watch", "patch"), "watch and annotate fleets"),
     # status: merge-patched by the autoscaler and by kopf; never read through /status
     Rule(GROUP, f"{PLURAL}/status", ("patch",), "status of each fleet"),
-    # owned objects: reconcile gets, creates, patches drift, deletes; kopf watches Deployments
-    Rule("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete"), "gateways"),
-    Rule("", "services", ("get", "create", "patch", "delete"), "gateway Service"),
-    Rule("", "configmaps", ("get", "create", "patch", "delete"), "gateway settings"),
-    Rule("policy", "poddisruptionbudgets", ("get", "create", "patch", "delete"), "gateway PDB"),
+    # owned objects: reconcile gets, creates and patches drift; kopf watches them (drift
+    # repair, recreation). Never delete: the garbage collector removes them with their fleet
+    Rule("apps", "deployments", ("get", "list", "watch", "create", "patch"), "gateways"),
+    Rule("", "services", ("get", "list", "watch", "create", "patch"), "gateway Service"),
+    Rule("", "configmaps", ("get", "list", "watch", "create", "patch"), "gateway settings"),
+    Rule(
+        "policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch"), "gateway PDB"
+    ),
     # connection-aware scale-down: list the fleet's pods, patch pod-deletion-cost
     Rule("", "pods", ("list", "patch"), "pod-deletion-cost"),
     # cache pre-warm before a forecast peak: read the admin API key (auth.apiKeySecretRef)

@@ -1,8 +1,10 @@
-"""Idempotent reconciliation of a fleet's owned objects (create, repair drift, delete).
+"""Idempotent reconciliation of a fleet's owned objects (create, repair drift).
 
-Called by the kopf handlers on create/update/resume, when an owned
-Deployment changes, and on delete. Safe to call any number of times: it
-creates what is missing, merge-patches what drifted, and leaves the rest.
+Called by the kopf handlers on create/update/resume and when an owned object
+drifts or is deleted. Safe to call any number of times: it creates what is
+missing, merge-patches what drifted, and leaves the rest. Deletion is the
+API server's garbage collector's job: every owned object carries the fleet's
+owner reference.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import pydantic
 import structlog
 
 from wsfleet_operator import kube, opmetrics
-from wsfleet_operator.kube import ConflictError, KubeClient
-from wsfleet_operator.resources import build_all, config_name, drift_patch, object_name
+from wsfleet_operator.kube import ConflictError, KubeClient, NamespaceTerminatingError
+from wsfleet_operator.resources import build_all, drift_patch
 from wsfleet_operator.spec import FleetSpec, parse_spec
 
 log = structlog.get_logger("wsfleet.operator.reconcile")
@@ -76,6 +78,9 @@ async def reconcile(
                 await client.create(kind, ref.namespace, desired)
                 result.created.append(label)
                 continue
+            except NamespaceTerminatingError:  # the namespace goes, and the fleet with it
+                log.info("reconcile.namespace_terminating", fleet=ref.name, namespace=ref.namespace)
+                return result
             except ConflictError:  # created meanwhile (a replayed watch event)
                 actual = await client.get(kind, ref.namespace, name)
                 if actual is None:
@@ -92,12 +97,18 @@ async def reconcile(
     return result
 
 
-async def delete_owned(client: KubeClient, ref: FleetRef) -> list[str]:
-    """Delete the owned objects (garbage collection would too; the emulator has none)."""
-    deleted: list[str] = []
-    for kind_name, kind in KINDS.items():
-        name = config_name(ref.name) if kind_name == "ConfigMap" else object_name(ref.name)
-        if await client.delete(kind, ref.namespace, name):
-            deleted.append(f"{kind_name}/{name}")
-    log.info("reconcile.deleted", fleet=ref.name, deleted=deleted)
-    return deleted
+def is_drifted(ref: FleetRef, raw_spec: dict[str, object], actual: kube.JSON) -> bool:
+    """True when `actual` (an owned object, as a watch event shows it) differs from the spec.
+
+    Pure: no API call. An object the spec does not describe (or an invalid spec) is not
+    drift; reconcile reports invalid specs itself.
+    """
+    spec, errors = validate(raw_spec)
+    if spec is None or errors:
+        return False
+    kind = actual.get("kind")
+    name = (actual.get("metadata") or {}).get("name")
+    for desired in build_all(ref.name, ref.namespace, ref.uid, spec):
+        if desired["kind"] == kind and desired["metadata"]["name"] == name:
+            return drift_patch(desired, actual) is not None
+    return False

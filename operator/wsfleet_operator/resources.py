@@ -22,6 +22,13 @@ MANAGED_BY = "wsfleet-operator"
 FLEET_LABEL = "wsfleet.io/fleet"
 CONFIG_HASH_ANNOTATION = "wsfleet.io/config-hash"
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+REPLICAS_ANNOTATION = "wsfleet.io/replicas"
+"""On the Deployment: the replica count the operator set last. A different `spec.replicas`
+is a hand edit (drift), put back at the next tick."""
+SCALE_CHANGES_ANNOTATION = "wsfleet.io/scale-changes"
+"""On the Deployment: the operator's recent replica changes, `[[at, from, to], ...]` (unix
+seconds). Written in the same PATCH as `spec.replicas`, so a restarted operator knows every
+change its rate limits and cost guard must count: none is lost, none is made twice."""
 PRE_STOP_SLEEP_S = 5
 RUN_AS_USER = 10001
 JWT_KEY_VOLUME = "jwt-public-key"
@@ -258,10 +265,13 @@ def termination_grace_seconds(spec: FleetSpec) -> int:
 
 def build_deployment(fleet: str, namespace: str, uid: str, spec: FleetSpec) -> JSON:
     """The gateway Deployment (replicas = min; the autoscaler changes it afterwards)."""
+    metadata = _metadata(object_name(fleet), fleet, namespace, uid)
+    # operator state, not desired state: drift_patch never compares annotations
+    metadata["annotations"] = {REPLICAS_ANNOTATION: str(spec.replicas.min)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(object_name(fleet), fleet, namespace, uid),
+        "metadata": metadata,
         "spec": {
             "replicas": spec.replicas.min,
             "selector": {"matchLabels": selector_labels(fleet)},

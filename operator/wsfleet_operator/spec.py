@@ -38,6 +38,29 @@ class WireModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def cel(rule: str, message: str, needs: tuple[str, ...] = ()) -> ConfigDict:
+    """A CEL rule the API server checks on this object (`x-kubernetes-validations`).
+
+    `message` is also what `semantic_errors` reports for API servers and paths that do not
+    run CEL (the local fleet, an older CRD), so both say the same words. The rule holds
+    while a field it `needs` is absent: the API server also checks the schema's own
+    defaults (`{}` for nested objects, filled in field by field only on real objects).
+    """
+    guarded = " || ".join([*(f"!has(self.{f})" for f in needs), f"({rule})"]) if needs else rule
+    return ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": guarded, "message": message}]}
+    )
+
+
+PORTS_DIFFER = "gateway.port and gateway.adminPort must differ"
+REPLICAS_ORDER = "replicas.min must not exceed replicas.max"
+UTILIZATION_ORDER = "targets.scaleDownUtilization must be below targets.targetUtilization"
+IDLE_AFTER_HEARTBEAT = "limits.idleTimeoutSeconds must be greater than limits.heartbeatSeconds"
+REDIS_ONE_SOURCE = "redis: set url or secretRef, not both"
+REDIS_NO_CREDENTIALS = "redis.url must not carry credentials: use redis.secretRef"
+FALLBACK_NEEDS_REPLICAS = "prometheus.fallback=Replicas needs prometheus.fallbackReplicas"
+
+
 # --------------------------------------------------------------------------- gateway
 
 
@@ -62,6 +85,8 @@ class ResourcesSpec(WireModel):
 class GatewaySpec(WireModel):
     """The gateway container."""
 
+    model_config = cel("self.port != self.adminPort", PORTS_DIFFER, ("port", "adminPort"))
+
     image: str = Field(default="ghcr.io/wsfleet/gateway:0.1.0", min_length=1)
     image_pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
     port: int = Field(default=8080, ge=1, le=65535, description="public WebSocket port (/ws)")
@@ -78,11 +103,13 @@ class GatewaySpec(WireModel):
     @model_validator(mode="after")
     def _ports_differ(self) -> GatewaySpec:
         if self.port == self.admin_port:
-            raise ValueError("gateway.port and gateway.adminPort must differ")
+            raise ValueError(PORTS_DIFFER)
         return self
 
 
 class ReplicasSpec(WireModel):
+    model_config = cel("self.min <= self.max", REPLICAS_ORDER, ("min", "max"))
+
     min: int = Field(default=2, ge=1, le=1000)
     max: int = Field(default=10, ge=1, le=1000)
 
@@ -109,11 +136,7 @@ AUTH_ONE_OF_MESSAGE = "auth: set exactly one of jwtSecretRef, jwtPublicKeySecret
 class AuthSpec(WireModel):
     """How the gateways authenticate clients and admin writes: Secrets by reference only."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [{"rule": _AUTH_ONE_OF, "message": AUTH_ONE_OF_MESSAGE}]
-        }
-    )
+    model_config = cel(_AUTH_ONE_OF, AUTH_ONE_OF_MESSAGE)
 
     jwt_secret_ref: SecretKeySelector | None = Field(
         default=None, description="HS256 shared secret (env WSFLEET_JWT_SECRET from the Secret)"
@@ -147,7 +170,21 @@ DEFAULT_REDIS_URL = "redis://redis:6379/0"
 class RedisSpec(WireModel):
     """Redis URL, inline (no password!) or from a Secret key."""
 
-    url: str | None = Field(default=None, description="redis://host:port/db without credentials")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.url) || !has(self.secretRef)", "message": REDIS_ONE_SOURCE},
+                {
+                    "rule": "!has(self.url) || !self.url.contains('@')",
+                    "message": REDIS_NO_CREDENTIALS,
+                },
+            ]
+        }
+    )
+
+    url: str | None = Field(
+        default=None, max_length=2048, description="redis://host:port/db without credentials"
+    )
     secret_ref: SecretKeyRef | None = None
 
     def effective_url(self) -> str | None:
@@ -187,6 +224,12 @@ class FallbackMode(enum.StrEnum):
 
 
 class PrometheusSpec(WireModel):
+    model_config = cel(
+        "self.fallback != 'Replicas' || has(self.fallbackReplicas)",
+        FALLBACK_NEEDS_REPLICAS,
+        ("fallback",),
+    )
+
     url: str = Field(default="http://prometheus-operated.monitoring.svc:9090", min_length=1)
     selector: str = Field(default=DEFAULT_SELECTOR, description="label matchers of this fleet")
     rate_window: str = Field(default="1m", pattern=r"^[0-9]+(ms|s|m|h)$")
@@ -203,6 +246,12 @@ class PrometheusSpec(WireModel):
 
 
 class TargetsSpec(WireModel):
+    model_config = cel(
+        "self.scaleDownUtilization < self.targetUtilization",
+        UTILIZATION_ORDER,
+        ("scaleDownUtilization", "targetUtilization"),
+    )
+
     connections_per_pod: int = Field(
         default=1000, ge=1, le=100000, description="connection capacity of one pod"
     )
@@ -257,6 +306,12 @@ class BehaviorSpec(WireModel):
 
 class LimitsSpec(WireModel):
     """Passed to every gateway pod as environment."""
+
+    model_config = cel(
+        "self.idleTimeoutSeconds > self.heartbeatSeconds",
+        IDLE_AFTER_HEARTBEAT,
+        ("idleTimeoutSeconds", "heartbeatSeconds"),
+    )
 
     connections_per_user_per_minute: int = Field(default=10, ge=1)
     free_tier_channels: int = Field(default=3, ge=1)
@@ -366,22 +421,20 @@ class FleetSpec(WireModel):
         """What the schema cannot express; empty when the spec is usable."""
         errors: list[str] = []
         if self.replicas.min > self.replicas.max:
-            errors.append(
-                f"replicas.min ({self.replicas.min}) > replicas.max ({self.replicas.max})"
-            )
+            errors.append(f"{REPLICAS_ORDER} ({self.replicas.min} > {self.replicas.max})")
         if self.targets.scale_down_utilization >= self.targets.target_utilization:
-            errors.append("targets.scaleDownUtilization must be below targets.targetUtilization")
+            errors.append(UTILIZATION_ORDER)
         if self.limits.idle_timeout_seconds <= self.limits.heartbeat_seconds:
-            errors.append("limits.idleTimeoutSeconds must be greater than limits.heartbeatSeconds")
+            errors.append(IDLE_AFTER_HEARTBEAT)
         if self.redis.url is not None and self.redis.secret_ref is not None:
-            errors.append("redis: set url or secretRef, not both")
+            errors.append(REDIS_ONE_SOURCE)
         if self.redis.url is not None and "@" in self.redis.url:
-            errors.append("redis.url must not carry credentials: use redis.secretRef")
+            errors.append(REDIS_NO_CREDENTIALS)
         if (
             self.prometheus.fallback is FallbackMode.REPLICAS
             and self.prometheus.fallback_replicas is None
         ):
-            errors.append("prometheus.fallback=Replicas needs prometheus.fallbackReplicas")
+            errors.append(FALLBACK_NEEDS_REPLICAS)
         if self.auth is not None:
             errors.extend(self.auth.errors())
         return errors

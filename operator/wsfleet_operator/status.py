@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from wsfleet_operator.scaling import Decision
 from wsfleet_operator.spec import (
     Condition,
     ConditionType,
     DecisionStatus,
+    FleetStatus,
     Mode,
     ObservedMetrics,
     Shares,
@@ -97,3 +99,40 @@ def observed_status(decision: Decision) -> ObservedMetrics | None:
         draining=m.draining,
         observed_at=round(m.observed_at, 3),
     )
+
+
+VOLATILE: dict[str, tuple[str, ...]] = {"lastDecision": ("at",), "observed": ("observedAt",)}
+"""Timestamps that move on every tick while nothing else does (status key -> its fields)."""
+
+
+def status_essence(status: Mapping[str, Any]) -> dict[str, Any]:
+    """What a status says, without the timestamps of an unchanged decision or observation.
+
+    Two statuses with the same essence need no write: the operator patches the status only
+    when the essence changes, so a quiet fleet costs the API server nothing. Unset (None)
+    fields count as absent, as a merge patch treats them.
+    """
+    out: dict[str, Any] = {}
+    for key, value in status.items():
+        if value is None:
+            continue
+        drop = VOLATILE.get(key)
+        if drop and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in drop}
+        out[key] = value
+    return out
+
+
+def status_merge_patch(status: FleetStatus) -> dict[str, Any]:
+    """The status as a merge-patch body: every field unset now is sent as null (removed).
+
+    Without the nulls, a merge patch would keep values that no longer hold (the connection
+    count of a Prometheus that has since gone away).
+    """
+    wire = status.to_wire()
+    unset = {
+        (info.alias or name): None
+        for name, info in FleetStatus.model_fields.items()
+        if (info.alias or name) not in wire
+    }
+    return {**unset, **wire}

@@ -8,14 +8,24 @@ target that SIGTERMs the emptiest processes).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
 from wsfleet_operator import kube
 from wsfleet_operator.kube import KubeClient
 from wsfleet_operator.prometheus import MetricsSource
-from wsfleet_operator.resources import DELETION_COST_ANNOTATION, object_name, selector_labels
+from wsfleet_operator.resources import (
+    DELETION_COST_ANNOTATION,
+    REPLICAS_ANNOTATION,
+    SCALE_CHANGES_ANNOTATION,
+    object_name,
+    selector_labels,
+)
+from wsfleet_operator.scaling import MAX_CHANGES, ScaleChange
 
 log = structlog.get_logger("wsfleet.operator.targets")
 
@@ -48,6 +58,58 @@ class ReadyReplicas(Protocol):
     """Optional: targets that know how many pods are ready."""
 
     async def ready_replicas(self) -> int | None: ...
+
+
+@runtime_checkable
+class RecordedTarget(Protocol):
+    """Optional: targets that keep the operator's replica changes beside the count.
+
+    A restarted operator reads them back (`recorded_changes`), so its rate limits and cost
+    guard still count every change it made; `owned_replicas` tells a hand edit of the count
+    (drift) from the operator's own.
+    """
+
+    async def recorded_changes(self) -> list[ScaleChange]: ...
+
+    async def owned_replicas(self) -> tuple[int, int | None]:
+        """(the count the target runs now, the count the operator set last or None)."""
+        ...
+
+    async def set_replicas_recorded(
+        self, n: int, reason: str, changes: Sequence[ScaleChange]
+    ) -> None:
+        """Set the count and store `changes` (this one included) in one write."""
+        ...
+
+
+def encode_changes(changes: Sequence[ScaleChange]) -> str:
+    """`[[at, from, to], ...]`, newest last, at most MAX_CHANGES."""
+    rows = [[round(c.at, 3), c.from_replicas, c.to_replicas] for c in changes[-MAX_CHANGES:]]
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def decode_changes(text: str | None) -> list[ScaleChange]:
+    """The changes in an annotation; anything malformed is skipped, never raised."""
+    try:
+        rows: Any = json.loads(text or "[]")
+    except ValueError:
+        return []
+    out: list[ScaleChange] = []
+    for row in rows if isinstance(rows, list) else []:
+        if not (isinstance(row, list) and len(row) == 3):
+            continue
+        at, before, after = row
+        if (
+            isinstance(at, int | float)
+            and not isinstance(at, bool)
+            and math.isfinite(at)
+            and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (before, after)
+            )
+        ):
+            out.append(ScaleChange(float(at), before, after))
+    out.sort(key=lambda c: c.at)
+    return out[-MAX_CHANGES:]
 
 
 def deletion_costs(connections: dict[str, int]) -> dict[str, int]:
@@ -83,12 +145,38 @@ class KubernetesTarget:
         return int(ready) if ready is not None else 0
 
     async def set_replicas(self, n: int, reason: str) -> None:
-        got = await self.client.patch(
-            kube.DEPLOYMENTS, self.namespace, self.deployment, {"spec": {"replicas": n}}
-        )
+        await self._patch_replicas(n, reason, {REPLICAS_ANNOTATION: str(n)})
+
+    async def set_replicas_recorded(
+        self, n: int, reason: str, changes: Sequence[ScaleChange]
+    ) -> None:
+        annotations = {
+            REPLICAS_ANNOTATION: str(n),
+            SCALE_CHANGES_ANNOTATION: encode_changes(changes),
+        }
+        await self._patch_replicas(n, reason, annotations)
+
+    async def _patch_replicas(self, n: int, reason: str, annotations: dict[str, str]) -> None:
+        body = {"metadata": {"annotations": annotations}, "spec": {"replicas": n}}
+        got = await self.client.patch(kube.DEPLOYMENTS, self.namespace, self.deployment, body)
         if got is None:
             raise TargetNotFoundError(f"deployment {self.namespace}/{self.deployment} not found")
         log.info("target.replicas_set", fleet=self.fleet, replicas=n, reason=reason)
+
+    async def recorded_changes(self) -> list[ScaleChange]:
+        dep = await self._get()
+        annotations = dep.get("metadata", {}).get("annotations") or {}
+        return decode_changes(annotations.get(SCALE_CHANGES_ANNOTATION))
+
+    async def owned_replicas(self) -> tuple[int, int | None]:
+        dep = await self._get()
+        actual = int(dep.get("spec", {}).get("replicas", 1))
+        raw = (dep.get("metadata", {}).get("annotations") or {}).get(REPLICAS_ANNOTATION)
+        try:
+            owned = int(raw) if raw is not None else None
+        except ValueError:
+            owned = None
+        return actual, owned if owned is not None and owned >= 0 else None
 
     async def _pods(self) -> list[kube.JSON]:
         return await self.client.list(kube.PODS, self.namespace, selector_labels(self.fleet))

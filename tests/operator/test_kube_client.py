@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,6 +51,18 @@ async def test_connection_from_kopf_info(tmp_path: Path) -> None:
         )
     )
     assert isinstance(by_data.ssl_context, ssl.SSLContext)
+    # a kubeconfig's *-data fields are base64 of the PEM (what kopf's kubeconfig login
+    # passes on): the real control plane's admin kubeconfig failed here before
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    by_kubeconfig = Connection.from_kopf(
+        kopf.ConnectionInfo(
+            server="https://k:6443",
+            ca_data=b64(pem.encode()),
+            certificate_data=b64(pem.encode()),
+            private_key_data=b64(key.read_bytes()),
+        )
+    )
+    assert isinstance(by_kubeconfig.ssl_context, ssl.SSLContext)
     assert kube.PODS.api_version == "v1"
     assert kube.DEPLOYMENTS.api_version == "apps/v1"
     assert kube.Kind("x", "v1", "things", namespaced=False).path("ns", "a") == "/apis/x/v1/things/a"

@@ -103,19 +103,20 @@ except Deployments (kopf watches them to repair drift).
 - apiGroups: ["wsfleet.io"]
   resources: ["websocketfleets/status"]
   verbs: ["patch"]
-# Owned gateway objects: created, drift repaired, scaled (replicas patch), deleted.
+# Owned gateway objects: created, watched for drift, drift repaired, scaled (replicas
+# patch). Never deleted by the operator: the garbage collector removes them with their fleet.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Gateway pods: connection-aware scale-down lists them and sets pod-deletion-cost annotations.
 - apiGroups: [""]
   resources: ["pods"]
