@@ -14,6 +14,13 @@ offset, and only then are buffered deliveries after that offset flushed.
 
 Fan-out encodes a message frame once and writes the same bytes to every
 local subscriber.
+
+A drain `move`s a connection: it returns the offsets the connection resumes
+from elsewhere and from then on the connection gets no more live messages (its
+subscriptions' last offset is set past every offset, which costs the fan-out
+nothing), so a client resuming from those offsets gets no message twice.
+Requests are still answered; a subscribe completed afterwards sends its reply
+(whose offset is then exact too) and no live message either.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from typing import Protocol
 
 from wsfleet_gateway.broker import Broker, Delivery, History, parse_offset
 from wsfleet_gateway.metrics import GatewayMetrics
+
+MOVED = (2**64, 0)
+"""A moved connection's subscriptions' last offset: above every offset, so nothing is sent."""
 
 SendFrame = Callable[[bytes], None]
 EncodeReply = Callable[[History, str], bytes]
@@ -44,6 +54,10 @@ class Subscriber(Protocol):
     @property
     def closed(self) -> bool:
         """True once the connection is gone."""
+
+    @property
+    def moved(self) -> bool:
+        """True once told to reconnect elsewhere (`Hub.move`): no more live messages."""
 
 
 class Subscription:
@@ -142,14 +156,14 @@ class Hub:
             self.broker.detach(channel)
             return False
         conn.send(encode_reply(snapshot.history, snapshot.meta_json or "{}"))
-        self._complete(sub, snapshot.history)
+        self._complete(sub, snapshot.history, conn.moved)
         return True
 
-    def _complete(self, sub: Subscription, history: History) -> None:
+    def _complete(self, sub: Subscription, history: History, moved: bool) -> None:
         last = parse_offset(history.offset)
         if history.messages:
             last = max(last, parse_offset(history.messages[-1].offset))
-        sub.last = last
+        sub.last = MOVED if moved else last
         pending, sub.pending = sub.pending, None
         if not pending:
             return
@@ -186,9 +200,23 @@ class Hub:
             self.unsubscribe(conn, channel)
 
     def offsets(self, conn: Subscriber) -> dict[str, str]:
-        """Channel → last offset delivered to `conn` (the drain's `resume`)."""
+        """Channel → last offset delivered to `conn` (completed subscriptions only)."""
         return {
             channel: f"{sub.last[0]}-{sub.last[1]}"
             for channel, sub in conn.subscriptions.items()
-            if sub.pending is None
+            if sub.pending is None and sub.last != MOVED
         }
+
+    def move(self, conn: Subscriber) -> dict[str, str]:
+        """The drain's `resume` for `conn` (`offsets`), after which `conn` gets no live
+        message (its caller marks it `moved` and sends the `reconnect` frame at once):
+        every message after those offsets is left for the connection it moves to.
+
+        A subscribe still joining is left out: its reply, when it comes, carries the
+        channel's offset to resume from.
+        """
+        resume = self.offsets(conn)
+        for sub in conn.subscriptions.values():
+            if sub.pending is None:
+                sub.last = MOVED
+        return resume

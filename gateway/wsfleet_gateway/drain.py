@@ -7,6 +7,9 @@
    one pacing tick, ``resume`` = channel → last delivered offset) in paced
    batches: at least ``drain_reconnect_per_s`` per second, faster only when
    that would not reach everyone within `SEND_WINDOW` of ``drain_grace_s``.
+   From its ``reconnect`` frame on a connection gets no live messages
+   (`Hub.move`): the ``resume`` offsets are exact, a client resuming from them
+   gets nothing twice. Its requests are still answered.
 3. The drain ends when no connection is left or at the deadline, where the
    rest are closed with 1001 (going away).
 
@@ -112,7 +115,8 @@ async def drain_gateway(gateway: Gateway, rng: random.Random | None = None) -> D
             session = listener.session
             if session is None or transport.is_disconnected:
                 continue
-            resume = gateway.hub.offsets(session)
+            resume = gateway.hub.move(session)  # nothing live after the frame below
+            session.moved = True
             session.send(encode_reconnect(jitter_ms(rng, plan.tick_s), resume))
             sent += 1
         await asyncio.sleep(plan.tick_s)

@@ -90,7 +90,16 @@ class SessionContext:
 class Session:
     """The protocol state of one connection (see the module docstring)."""
 
-    __slots__ = ("_queue", "_subscriptions", "closed", "ctx", "id", "principal", "send")
+    __slots__ = (
+        "_queue",
+        "_subscriptions",
+        "closed",
+        "ctx",
+        "id",
+        "moved",
+        "principal",
+        "send",
+    )
 
     def __init__(
         self, ctx: SessionContext, principal: Principal, send: SendFrame, conn_id: str
@@ -101,6 +110,8 @@ class Session:
         self.id = conn_id
         self._subscriptions: dict[str, Subscription] | None = None
         self.closed = False
+        self.moved = False
+        """Sent a drain's `reconnect` frame: no more live messages (`Hub.move`)."""
         self._queue: deque[Request] | None = None
         ctx.sessions.add(self)
 

@@ -172,6 +172,8 @@ class Client:
         self._keys: dict[str, tuple[int, int]] = {}
         self._queue: asyncio.Queue[Message | ConnectionClosedError] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._resuming: set[int] = set()
+        """Request ids of resubscribes whose reply history joins `messages()`."""
         self._ids = itertools.count(1)
         self._conn: _Connection | None = None
         self._closing = False
@@ -265,11 +267,8 @@ class Client:
             await self._open(url or self.url)
             for channel in sorted(self.channels):
                 since = self.offsets.get(channel) or resume.get(channel)
-                obj = await self._request({"op": "subscribe", "channel": channel, "since": since})
-                reply = _reply(obj)
-                for message in reply.history:
-                    self._accept(message)
-                self._set_offset(channel, reply.offset)
+                payload = {"op": "subscribe", "channel": channel, "since": since}
+                await self._request(payload, resuming=True)  # history: see `_joined`
             self.reconnects += 1
 
     def _schedule_reconnect(self, after_ms: int, resume: Mapping[str, str]) -> None:
@@ -290,13 +289,15 @@ class Client:
 
     # --- requests ------------------------------------------------------------------
 
-    async def _request(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, payload: dict[str, Any], *, resuming: bool = False) -> dict[str, Any]:
         conn = self._conn
         if conn is None or conn.transport.is_disconnected:
             raise ConnectionClosedError(self.close_code, "not connected")
         rid = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
+        if resuming:
+            self._resuming.add(rid)
         payload["id"] = rid
         conn.transport.send(WSMsgType.TEXT, json.dumps(payload).encode())
         try:
@@ -304,15 +305,15 @@ class Client:
                 return await future
         finally:
             self._pending.pop(rid, None)
+            self._resuming.discard(rid)
 
     async def subscribe(self, channel: str, since: str | None = None) -> SubscribeReply:
         """Join `channel`; the reply carries meta, recent history (or all after `since`)."""
         payload: dict[str, Any] = {"op": "subscribe", "channel": channel}
         if since is not None:
             payload["since"] = since
-        reply = _reply(await self._request(payload))
+        reply = _reply(await self._request(payload))  # offsets: set by `_joined`
         self.channels.add(channel)
-        self._set_offset(channel, reply.offset)
         return reply
 
     async def unsubscribe(self, channel: str) -> None:
@@ -325,9 +326,8 @@ class Client:
         if since is not None:
             payload["since"] = since
         self.channels.discard(from_)
-        reply = _reply(await self._request(payload))
+        reply = _reply(await self._request(payload))  # offsets: set by `_joined`
         self.channels.add(to)
-        self._set_offset(to, reply.offset)
         return reply
 
     async def publish(self, channel: str, data: Any) -> str:
@@ -382,6 +382,20 @@ class Client:
         self.offsets[channel] = offset
         self._keys[channel] = _key(offset)
 
+    def _joined(self, obj: Mapping[str, Any], resuming: bool) -> None:
+        """A `subscribed`/`switched` reply, as it arrives: before any frame after it.
+
+        The server sends a channel's live messages right after the reply; they are
+        read (and accepted) before the awaiting request resumes, so the reply's
+        history (for a resume) and offset must be taken here, not there, or the
+        history would look older than those messages and be dropped.
+        """
+        reply = _reply(obj)
+        if resuming:
+            for message in reply.history:
+                self._accept(message)
+        self._set_offset(reply.channel, reply.offset)
+
     def _accept(self, message: Message) -> None:
         key = _key(message.offset)
         last = self._keys.get(message.channel)
@@ -411,7 +425,10 @@ class Client:
             if self.follow_reconnect:
                 self._schedule_reconnect(int(obj.get("after_ms", 0)), obj.get("resume") or {})
             return
-        future = self._pending.get(obj.get("id")) if isinstance(obj.get("id"), int) else None
+        rid = obj.get("id")
+        future = self._pending.get(rid) if isinstance(rid, int) else None
+        if kind in ("subscribed", "switched") and future is not None and not future.done():
+            self._joined(obj, rid in self._resuming)
         if kind == "error":
             error = ServerError(obj.get("code", ""), obj.get("message", ""), obj.get("id"))
             if future is not None and not future.done():

@@ -57,6 +57,7 @@ class HubConn:
         self.frames: list[dict[str, Any]] = []
         self.subscriptions: dict[str, Subscription] = {}
         self.closed = False
+        self.moved = False
 
     def send(self, frame: bytes) -> None:
         self.frames.append(json.loads(frame))

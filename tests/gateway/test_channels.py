@@ -201,3 +201,31 @@ async def test_connection_dropped_mid_subscribe(drop_during: str) -> None:
     assert await task is False
     assert conn.frames == []
     assert broker.attached_channels() == {}
+
+
+async def test_a_moved_connection_gets_no_live_message_after_its_resume_offsets() -> None:
+    """Issue 17 §4 (`Hub.move`, the drain's `reconnect`): the resume offsets are the last
+    delivered, nothing live follows; a subscribe joining meanwhile still gets its reply
+    (with the offset to resume from) but nothing live either. Others are unaffected."""
+    broker = InterleavingBroker(during_attach=0, during_history=0)  # joins take a loop pass
+    hub = Hub(broker, GatewayMetrics())
+    await broker.start(hub.on_delivery)
+    moved, other = HubConn(), HubConn()
+    for conn in (moved, other):
+        await hub.subscribe(conn, "a", None, 10, reply_for("a"))
+    last = broker.publish_now("a", '"before"')
+    joining = asyncio.create_task(hub.subscribe(moved, "b", None, 10, reply_for("b")))
+    await asyncio.sleep(0)  # the subscribe to "b" is joining: its deliveries are held
+    assert hub.move(moved) == {"a": last.offset}
+    moved.moved = True
+    broker.publish_now("a", '"after"')
+    broker.publish_now("b", '"held"')  # while joining: held, then in the reply's history
+    assert await joining
+    broker.publish_now("b", '"after"')
+    assert moved.data("a") == ["before"]
+    assert moved.data("b") == []
+    reply_b = moved.frames[-1]
+    assert reply_b["type"] == "subscribed"
+    assert [m["data"] for m in reply_b["history"]] == ["held"]
+    assert hub.offsets(moved) == {}  # nothing delivered after the move to resume from
+    assert other.data("a") == ["before", "after"]

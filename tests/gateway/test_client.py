@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.broker import parse_offset
 from wsfleet_gateway.memory_broker import MemoryBroker
 from wsfleet_gateway.protocol import encode_reconnect
 
@@ -88,3 +89,46 @@ async def test_reconnect_resume_for_a_channel_without_offset(
     await client.reconnect(resume={"resume": early})
     assert (await client.next_message()).data == 2
     assert client.offsets["resume"] > early
+
+
+async def test_a_resume_keeps_its_history_when_live_messages_follow_in_the_same_read() -> None:
+    """The server writes a resubscribe's reply and the live messages after it together; the
+    client reads them all before `reconnect` resumes. The reply's history must still count
+    (it was dropped as older than those live messages: a gap in `messages()`), and the
+    reply's offset must not move the client's offset back behind them (a duplicate later)."""
+    gw = Gateway(make_settings(user_connects_per_min=10_000), broker=MemoryBroker())
+    await gw.start()
+    reader = await Client.connect(gw.ws_url)
+    writer = await Client.connect(gw.ws_url)
+    try:
+        await _resume_under_load(reader, writer)
+    finally:
+        await reader.close()
+        await writer.close()
+        await gw.stop()
+
+
+async def _resume_under_load(reader: Client, writer: Client) -> None:
+    await reader.subscribe("resume-race")
+    sent: list[str] = []
+    stop = asyncio.Event()
+
+    async def publish_flat_out() -> None:
+        n = 0
+        while not stop.is_set():
+            sent.append(await writer.publish("resume-race", n))
+            n += 1
+
+    publishing = [asyncio.create_task(publish_flat_out()) for _ in range(4)]
+    try:
+        for _ in range(25):
+            await wait_until(lambda: len(sent) >= 10, message="publishes")
+            await reader.reconnect()
+    finally:
+        stop.set()
+        await asyncio.gather(*publishing)
+    last = await writer.publish("resume-race", "end")
+    got: list[str] = []
+    while not got or got[-1] != last:
+        got.append((await reader.next_message()).offset)
+    assert got == sorted({*sent, last}, key=parse_offset)

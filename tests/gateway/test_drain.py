@@ -18,6 +18,7 @@ from wsfleet_gateway.broker import (
     JoinByParts,
     JSONValue,
     OnDelivery,
+    parse_offset,
 )
 from wsfleet_gateway.drain import SEND_WINDOW, jitter_ms, plan_drain
 from wsfleet_gateway.memory_broker import MemoryBroker
@@ -237,3 +238,116 @@ async def test_drain_of_an_empty_gateway_is_immediate() -> None:
         assert await gw.shutdown() is None  # already stopped
     finally:
         await gw.stop()
+
+
+async def test_raw_clients_resuming_from_the_reconnect_frame_get_no_duplicates() -> None:
+    """Issue 17 §4: once a connection's `reconnect` frame is out it gets no more `message`
+    frames, so the frame's `resume` offsets are exact. Raw clients (frames as sent, no
+    client-side de-duplication) keep the old connection open while they move, as real
+    ones do, and resume each channel from the frame's offset on the other gateway."""
+    bus = Bus()
+    await bus.start()
+    many = {"user_connects_per_min": 10_000}
+    draining = Gateway(
+        make_settings(node_name="a", drain_grace_s=3.0, drain_reconnect_per_s=40, **many),
+        broker=bus.port(),
+    )
+    survivor = Gateway(make_settings(node_name="b", **many), broker=bus.port())
+    await draining.start()
+    await survivor.start()
+    channels = [f"raw-{i}" for i in range(3)]
+    olds: list[Client] = []
+    news: list[Client] = []
+    sent: dict[str, list[str]] = {ch: [] for ch in channels}
+    stop = asyncio.Event()
+    try:
+        publisher = await Client.connect(survivor.ws_url)
+        news.append(publisher)
+        for _ in range(12):
+            olds.append(
+                await Client.connect(draining.ws_url, follow_reconnect=False, record_frames=True)
+            )
+        for i, client in enumerate(olds):
+            for channel in channels[: 1 + i % 3]:
+                await client.subscribe(channel)
+
+        async def publish_all_along() -> None:
+            n = 0
+            while not stop.is_set():
+                channel = channels[n % 3]
+                sent[channel].append(await publisher.publish(channel, n))
+                n += 1
+
+        async def move(old: Client) -> Client:
+            log = old.frame_log
+            assert log is not None
+            hint = await wait_until(
+                lambda: next((f for f in log if f["type"] == "reconnect"), None), 20
+            )
+            await asyncio.sleep(hint["after_ms"] / 1000)  # as told; the old link stays open
+            new = await Client.connect(survivor.ws_url, follow_reconnect=False, record_frames=True)
+            news.append(new)
+            for channel, since in sorted(hint["resume"].items()):
+                await new.subscribe(channel, since=since)
+            await old.close()
+            return new
+
+        publishing = asyncio.create_task(publish_all_along())
+        try:
+            await wait_until(lambda: sum(map(len, sent.values())) > 30)
+            moving = [asyncio.create_task(move(old)) for old in olds]
+            await draining.shutdown()
+            moved = await asyncio.gather(*moving)
+            await wait_until(lambda: sum(map(len, sent.values())) > 300)
+        finally:
+            stop.set()
+            await publishing
+        counts = {"duplicated": 0, "lost": 0, "out of order": 0}
+        for i, (old, new) in enumerate(zip(olds, moved, strict=True)):
+            for channel in channels[: 1 + i % 3]:
+                last = sent[channel][-1]
+                await wait_until(lambda n=new, c=channel, x=last: x in offsets_of(n, c), 20)
+                got = offsets_of(old, channel) + offsets_of(new, channel)
+                first = sent[channel].index(got[0])
+                for key, value in stream_faults(sent[channel][first:], got).items():
+                    counts[key] += value
+        assert counts == {"duplicated": 0, "lost": 0, "out of order": 0}
+    finally:
+        for client in [*olds, *news]:
+            await client.close()
+        await draining.stop()
+        await survivor.stop()
+
+
+def offsets_of(client: Client, channel: str) -> list[str]:
+    """Offsets of `channel` in the frames the server sent: replies' history and messages."""
+    out: list[str] = []
+    for frame in client.frame_log or ():
+        if frame.get("channel") != channel:
+            continue
+        if frame["type"] in ("subscribed", "switched"):
+            out += [m["offset"] for m in frame["history"]]
+        elif frame["type"] == "message":
+            out.append(frame["offset"])
+    return out
+
+
+def stream_faults(expected: list[str], got: list[str]) -> dict[str, int]:
+    """How `got` (offsets as received) differs from `expected` (offsets in order)."""
+    seen: set[str] = set()
+    top: tuple[int, int] = (-1, -1)
+    duplicated = disordered = 0
+    for offset in got:
+        key = parse_offset(offset)
+        if offset in seen:
+            duplicated += 1
+            continue
+        seen.add(offset)
+        if key < top:
+            disordered += 1
+        top = max(top, key)
+    return {
+        "duplicated": duplicated,
+        "lost": len(set(expected) - seen),
+        "out of order": disordered,
+    }
