@@ -8,7 +8,9 @@ close code the client can read):
    ``auth_failures_per_ip_per_min`` → 4008 (``auth_flood``), else 4001;
 3. an IP over its failure limit → 4008 even with a good token;
 4. the user's new-connection rate (``user_connects_per_min``, counted in Redis
-   across pods) → 4008 ``rate_limited``;
+   across pods) → 4008 ``rate_limited``; with auth disabled every client is
+   ``anonymous``, so the count is kept per client IP instead (`connect_key`):
+   one shared count would throttle every client together;
 
 (3 and 4 are one Redis call, `RateLimiter.connect`, batched with concurrent connects)
 5. accepted.
@@ -78,6 +80,12 @@ def client_ip(peer: object, headers: Mapping[str, str], trust_forwarded_for: boo
     return "unknown"
 
 
+def connect_key(user: str, ip: str, auth_disabled: bool) -> str:
+    """The rate-limit name a new connection is counted under: its user, or with auth
+    disabled (everyone is the one user ``anonymous``) its client IP."""
+    return f"conn:anon:{ip}" if auth_disabled else f"conn:{user}"
+
+
 def node_full(open_connections: int, admitting: int, max_connections: int) -> bool:
     """Pure: no room for one more connection."""
     return open_connections + admitting >= max_connections
@@ -127,7 +135,7 @@ class Admission:
         _flood, rate = await self.limiter.connect(
             ip_key,
             s.auth_failures_per_ip_per_min,
-            f"conn:{principal.user}",
+            connect_key(principal.user, ip, s.auth_disabled),
             s.user_connects_per_min,
             s.rate_window_s,
         )

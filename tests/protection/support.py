@@ -85,10 +85,19 @@ class RawClient:
     """A blocking WebSocket client on a plain socket: a small receive buffer, no reading
     unless asked (a slow consumer), and any bytes on the wire (fuzzing)."""
 
-    def __init__(self, host: str, port: int, path: str = "/ws", rcvbuf: int | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str = "/ws",
+        rcvbuf: int | None = None,
+        source: str | None = None,
+    ):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:  # another loopback address (127.0.0.0/8): another client IP
+            self.sock.bind((source, 0))
         self.sock.settimeout(15.0)
         self.sock.connect((host, port))
         self.host, self.port, self.path = host, port, path

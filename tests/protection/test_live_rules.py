@@ -18,6 +18,7 @@ from wsfleet_gateway.jwt_auth import issue_token
 
 from tests.protection.support import (
     API_KEY,
+    RawClient,
     close_code_of,
     protected_settings,
     raw_client,
@@ -268,3 +269,36 @@ async def test_rs256_gateway_accepts_its_keys_tokens_only(tmp_path: Path) -> Non
         finally:
             await client.close()
         assert await close_code_of(gw.ws_url, token("rs-user")) == 4001  # an HS256 token
+
+
+def first_answer(port: int, source: str) -> str:
+    """Connect from loopback address `source`: ``welcome`` or the close code."""
+    client = RawClient("127.0.0.1", port, source=source)
+    try:
+        assert client.handshake().startswith(b"HTTP/1.1 101")
+        try:
+            return str(client.recv_json()["type"])
+        except ConnectionError as exc:
+            return str(exc).rsplit(" ", 1)[-1]
+    finally:
+        client.close()
+
+
+async def test_without_auth_the_connect_limit_counts_per_client_address(
+    redis_server: RedisServer,
+) -> None:
+    """Issue 17 §6: with auth disabled every client is `anonymous`; the per-user connect
+    limit then counts per client IP, not for all clients together (Redis-shared as before)."""
+    settings = protected_settings(
+        redis_url=redis_server.url, auth="disabled", user_connects_per_min=3
+    )
+    async with running(settings) as gw, running(settings) as other:
+        ip = "127.0.17."
+        answers = [await asyncio.to_thread(first_answer, gw.port, ip + "1") for _ in range(3)]
+        assert answers == ["welcome"] * 3
+        # the same address is over its limit, on either pod (the count is in Redis)
+        assert await asyncio.to_thread(first_answer, other.port, ip + "1") == "4008"
+        for host in ("2", "3"):  # other addresses are not
+            answers = [await asyncio.to_thread(first_answer, gw.port, ip + host) for _ in range(3)]
+            assert answers == ["welcome"] * 3
+        assert await asyncio.to_thread(first_answer, gw.port, ip + "3") == "4008"

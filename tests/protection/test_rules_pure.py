@@ -6,7 +6,7 @@ import pytest
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_gateway.admission import client_ip, node_full, ready_for_more
+from wsfleet_gateway.admission import client_ip, connect_key, node_full, ready_for_more
 from wsfleet_gateway.audit import AuditLog
 from wsfleet_gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from wsfleet_gateway.quotas import TierQuotas, UnknownTierError, may_hold
@@ -168,6 +168,8 @@ def test_admission_helpers() -> None:
     assert client_ip(("10.0.0.1", 5), headers, True) == "1.2.3.4"
     assert client_ip(("10.0.0.1", 5), headers, False) == "10.0.0.1"
     assert client_ip(None, {}, True) == "unknown"
+    assert connect_key("ada", "10.0.0.1", auth_disabled=False) == "conn:ada"
+    assert connect_key("anonymous", "10.0.0.1", auth_disabled=True) == "conn:anon:10.0.0.1"
 
 
 def test_audit_events_have_stable_names_and_no_secrets() -> None:
