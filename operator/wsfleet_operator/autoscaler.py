@@ -336,10 +336,27 @@ class Autoscaler:
         )
 
     async def _recorded_changes(self) -> tuple[ScaleChange, ...]:
-        """The changes a previous run recorded beside the count (none for other targets)."""
+        """The changes a previous run recorded beside the count (none for other targets).
+
+        Also completes the visible history (`status.history`, restored by the caller into
+        `events`) with a change made just before a restart whose status write was lost.
+        """
         if not isinstance(self.target, RecordedTarget):
             return ()
-        return tuple(await self.target.recorded_changes())
+        changes = tuple(await self.target.recorded_changes())
+        shown = {round(e.at, 3) for e in self.events}
+        for change in changes:
+            if round(change.at, 3) not in shown:
+                self.events.append(
+                    ScalingEvent(
+                        at=round(change.at, 3),
+                        from_replicas=change.from_replicas,
+                        to_replicas=change.to_replicas,
+                        reason="recorded on the Deployment by an earlier operator run",
+                    )
+                )
+        self.events = sorted(self.events, key=lambda e: e.at)[-HISTORY_LIMIT:]
+        return changes
 
     async def _current(self, events: list[FleetEvent]) -> int:
         """The replica count now; a hand edit of it is put back (the operator owns it)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+import pydantic
 import structlog
 
 from wsfleet_operator import kube
@@ -32,7 +33,15 @@ from wsfleet_operator.prometheus import PrometheusClient, PrometheusMetricsSourc
 from wsfleet_operator.reconcile import FleetRef, is_drifted, reconcile, validate
 from wsfleet_operator.resources import FLEET_LABEL, MANAGED_BY
 from wsfleet_operator.scaling import Metrics
-from wsfleet_operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, FleetSpec
+from wsfleet_operator.spec import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    FleetSpec,
+    ScalingEvent,
+)
 from wsfleet_operator.status import status_essence
 from wsfleet_operator.targets import KubernetesTarget
 
@@ -240,6 +249,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                             shared, client, prom, parsed, name, namespace, _prewarmed_for(status)
                         )
                         scaler.conditions = list(previous.conditions)
+                        scaler.events = _history(status)
                         shared.autoscalers[(namespace, name)] = scaler
                     scaler.update_spec(parsed)
                     tick = await scaler.tick()
@@ -301,6 +311,16 @@ def _autoscaler(
         spec, target, source, forecaster, name=name, namespace=namespace, prewarmer=prewarmer
     )
     return scaler
+
+
+def _history(status: Any) -> list[ScalingEvent]:
+    """The scaling history already in the CR's status (kept across operator restarts)."""
+    rows = (status or {}).get("history") or []
+    out: list[ScalingEvent] = []
+    for row in rows if isinstance(rows, list) else []:
+        with contextlib.suppress(pydantic.ValidationError, TypeError):
+            out.append(ScalingEvent.model_validate(row))
+    return out
 
 
 def _prewarmed_for(status: Any) -> float | None:

@@ -7,7 +7,7 @@ import json
 
 from wsfleet_operator.resources import REPLICAS_ANNOTATION
 
-from tests.cluster.fleets import ROOT, example, fleet
+from tests.cluster.fleets import ROOT, condition, example, fleet
 from tests.cluster.harness import (
     OPERATOR_USER,
     LocalCluster,
@@ -26,14 +26,6 @@ from tests.support.kube import Kube
 
 QUIET_TICKS = 60
 """Decisions (one a second) the quiet fleet is watched for: the issue's 60 seconds."""
-
-
-def condition(kube: Kube, namespace: str, name: str, type_: str) -> str | None:
-    got = kube.get(namespace, "websocketfleet", name) or {}
-    for c in (got.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return str(c["status"])
-    return None
 
 
 def versions(kube: Kube, namespace: str) -> dict[str, str]:
