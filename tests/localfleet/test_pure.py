@@ -79,7 +79,10 @@ def test_localize_applies_overrides_and_keeps_the_rest() -> None:
         ({**fleet_doc(), "kind": "Deployment"}, "kind is 'Deployment'"),
         ({**fleet_doc(), "apiVersion": "v1"}, "apiVersion is 'v1'"),
         ({**fleet_doc(), "metadata": {}}, "metadata.name is required"),
-        (fleet_doc(replicas={"min": 5, "max": 2}), "replicas.min (5) > replicas.max (2)"),
+        (
+            fleet_doc(replicas={"min": 5, "max": 2}),
+            "replicas.min must not exceed replicas.max (5 > 2)",
+        ),
         (fleet_doc(replicas={"min": 0}), "invalid spec"),
     ],
 )
