@@ -27,6 +27,7 @@ from wsfleet_gateway.protocol import (
     BAD_REQUEST,
     TOO_LARGE,
     UNAVAILABLE,
+    decode_strict_json,
     validate_channel,
 )
 
@@ -60,7 +61,7 @@ async def _read_json(request: web.Request, limit: int) -> Any:
             content_type="application/json",
         )
     try:
-        return json.loads(body.decode(), parse_constant=_reject_constant)  # strict UTF-8
+        return decode_strict_json(body.decode())  # strict UTF-8, no NaN or Infinity
     except (ValueError, RecursionError) as exc:
         message = "body is not valid JSON"
         if isinstance(exc, UnicodeDecodeError):
@@ -71,10 +72,6 @@ async def _read_json(request: web.Request, limit: int) -> Any:
             text=json.dumps({"error": BAD_REQUEST, "message": message}),
             content_type="application/json",
         ) from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _write_guard(
