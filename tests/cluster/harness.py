@@ -42,7 +42,9 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollectio
 JSON = dict[str, Any]
 
 
-def cluster_sh(*args: str, cluster_dir: Path | None = None, timeout_s: float = 600) -> str:
+def cluster_sh(
+    *args: str, cluster_dir: Path | None = None, timeout_s: float = 600, check: bool = True
+) -> str:
     """Run hack/cluster.sh; returns what it printed (stdout + stderr), raises on failure."""
     env = dict(os.environ)
     if cluster_dir is not None:
@@ -56,7 +58,7 @@ def cluster_sh(*args: str, cluster_dir: Path | None = None, timeout_s: float = 6
         check=False,
     )
     out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise RuntimeError(f"hack/cluster.sh {' '.join(args)} failed ({proc.returncode}):\n{out}")
     return out
 
@@ -215,11 +217,13 @@ def token_kubeconfig(cluster: LocalCluster, path: Path, duration: str = "4h") ->
 
 @dataclass
 class OperatorProcess:
-    """`wsfleet operator --all-namespaces` as a child process (the chart's command line)."""
+    """`wsfleet operator` as a child process, with the chart's command line."""
 
     kubeconfig: Path
     identity: str = "operator-a"
     extra_args: list[str] = field(default_factory=list)
+    scope: list[str] = field(default_factory=lambda: ["--all-namespaces"])
+    """`--all-namespaces` (the chart's default) or `--namespace NAME` (its namespaced mode)."""
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
@@ -234,7 +238,7 @@ class OperatorProcess:
             "-m",
             "wsfleet",
             "operator",
-            "--all-namespaces",
+            *self.scope,
             "--liveness-port",
             "0",
             "--metrics-port",

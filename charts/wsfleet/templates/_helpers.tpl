@@ -90,8 +90,9 @@ app.kubernetes.io/component: redis
 {{/*
 The namespaced rules the operator needs wherever it reconciles fleets: one rule per
 (apiGroup, resource), the same as wsfleet_operator.rbac.REQUIRED_RULES (checked by
-tests/packaging/test_rbac.py). Owned objects are read by name, never listed or watched,
-except Deployments (kopf watches them to repair drift).
+tests/packaging/test_rbac.py; tests/cluster/test_rbac.py checks them against a real API
+server). kopf watches the owned kinds to repair drift; nothing is ever deleted by the
+operator (the garbage collector removes a fleet's objects with it).
 */}}
 {{- define "wsfleet.rbac.workloadRules" -}}
 # The custom resource: kopf watches fleets and patches finalizers and progress annotations.
