@@ -12,6 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.broker import BadRequestError, Delivery, encode_data, is_text
+from wsfleet_gateway.memory_broker import MemoryBroker
 
 from tests.gateway.helpers import API_KEY, make_settings
 from tests.support.waiting import wait_until
@@ -156,3 +158,44 @@ async def test_the_admin_api_refuses_what_is_no_json(
         assert (joined.history, joined.meta) == ([], {})
     finally:
         await subscriber.close()
+
+
+class RefusingStore(MemoryBroker):
+    """A store that refuses a publish on its own (the Redis broker's lane does for an
+    argument with no UTF-8 form, should anything ever get past the protocol)."""
+
+    async def publish(self, channel: str, data_json: str) -> Delivery:
+        if channel == "refused":
+            raise BadRequestError("refused by the store")
+        return await super().publish(channel, data_json)
+
+
+async def test_a_request_the_store_refuses_alone_is_a_bad_request() -> None:
+    gw = Gateway(make_settings(), broker=RefusingStore())
+    await gw.start()
+    client = await Client.connect(gw.ws_url)
+    try:
+        with pytest.raises(ServerError) as refused:
+            await client.publish("refused", 1)
+        assert (refused.value.code, refused.value.message) == (
+            "bad_request",
+            "refused by the store",
+        )
+        assert await client.publish("fine", 1)
+    finally:
+        await client.close()
+        await gw.stop()
+
+
+def test_text_and_data_checks() -> None:
+    assert is_text("plain")
+    assert is_text("café ☕ \U0001f600")
+    assert not is_text("caf\udce9")
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(BadRequestError, match="nested too deeply"):
+        encode_data(deep)
+    with pytest.raises(BadRequestError, match="the metadata holds a number that is not finite"):
+        encode_data({"x": float("nan")}, "the metadata")
+    assert encode_data({"x": "é"}) == '{"x":"é"}'
