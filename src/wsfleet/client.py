@@ -294,12 +294,15 @@ class Client:
         if conn is None or conn.transport.is_disconnected:
             raise ConnectionClosedError(self.close_code, "not connected")
         rid = next(self._ids)
+        payload["id"] = rid
+        # NaN and Infinity are refused here (ValueError): the server would answer "not valid
+        # JSON" without the request id, so the request would wait out its timeout
+        frame = json.dumps(payload, allow_nan=False).encode()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         if resuming:
             self._resuming.add(rid)
-        payload["id"] = rid
-        conn.transport.send(WSMsgType.TEXT, json.dumps(payload).encode())
+        conn.transport.send(WSMsgType.TEXT, frame)
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await future

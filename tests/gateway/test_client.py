@@ -132,3 +132,11 @@ async def _resume_under_load(reader: Client, writer: Client) -> None:
     while not got or got[-1] != last:
         got.append((await reader.next_message()).offset)
     assert got == sorted({*sent, last}, key=parse_offset)
+
+
+async def test_a_value_that_is_no_json_is_refused_before_sending(connect: ClientFactory) -> None:
+    client = await connect()
+    for value in (float("inf"), [float("nan")]):
+        with pytest.raises(ValueError, match="JSON"):
+            await client.publish("no-json", value)
+    assert await client.publish("no-json", 1.5)
