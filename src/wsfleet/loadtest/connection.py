@@ -74,6 +74,11 @@ class LoadConnection(WSListener):
         self.closing = False
         """True once the load tool itself decided to close it."""
         self.disconnected = False
+        self.moved = False
+        """True once the server asked it to move (a `reconnect` frame: the gateway drains).
+        Send nothing new on it: it closes as soon as the replies still owed are in."""
+        self.move_after_s = 0.0
+        """The `reconnect` frame's ``after_ms``, in seconds: when to connect again."""
         self._pending: dict[int, tuple[str, float, asyncio.Future[JSONDict]]] = {}
         self._next_id = 1
 
@@ -111,6 +116,12 @@ class LoadConnection(WSListener):
             if not self.welcome.done():
                 self.welcome.set_result(msg)
             return
+        if kind == "reconnect":  # its gateway drains: leave, as a real client does
+            self.moved = True
+            after_ms = msg.get("after_ms")
+            self.move_after_s = after_ms / 1000.0 if isinstance(after_ms, int | float) else 0.0
+            self._leave_when_answered()
+            return
         req_id = msg.get("id")
         entry = self._pending.pop(req_id, None) if isinstance(req_id, int) else None
         if entry is None:
@@ -124,12 +135,16 @@ class LoadConnection(WSListener):
             self.stats.errors[code] += 1
             if not future.done():
                 future.set_exception(RequestError(code, str(msg.get("message", ""))))
+            if self.moved:
+                self._leave_when_answered()
             return
         self.stats.latency(op).record(time.perf_counter() - sent_at)
         if kind == "published":
             self.stats.published += 1
         if not future.done():
             future.set_result(msg)
+        if self.moved:
+            self._leave_when_answered()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.disconnected = True
@@ -141,6 +156,12 @@ class LoadConnection(WSListener):
         for _op, _sent_at, future in pending.values():
             if not future.done():
                 future.set_exception(ConnectionError("disconnected"))
+
+    def _leave_when_answered(self) -> None:
+        """After a `reconnect` frame: disconnect once no reply is owed any more (the users
+        send nothing new on a moved connection, see `moved`)."""
+        if not self._pending and self.transport is not None and not self.disconnected:
+            self.transport.disconnect(graceful=False)
 
     # requests ----------------------------------------------------------------
 

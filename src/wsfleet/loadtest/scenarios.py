@@ -12,6 +12,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from wsfleet.loadtest.connection import LoadConnection, delivery_latency_s, now_ns
@@ -49,39 +50,67 @@ def record_delivery(engine: Engine) -> Callable[[LoadConnection, bytes], None]:
     return on_message
 
 
+async def reopen_after_move(engine: Engine, conn: LoadConnection) -> LoadConnection | None:
+    """A new connection for a user whose gateway asked it to move (a drain); else None.
+
+    Like a real client, the user waits the frame's ``after_ms`` and connects
+    again; the kernel hands the new connection to a gateway still listening.
+    """
+    if not conn.moved or engine.should_stop():
+        return None
+    await engine.pause(conn.move_after_s)
+    return await engine.open()
+
+
+@dataclass
+class Photographer:
+    """One photographer's state, kept across the connections it uses."""
+
+    index: int
+    rng: random.Random
+    channels: list[str]
+    preference: ZipfSampler
+    current: str
+    seq: int = 0
+
+
 async def run_photographer_user(
     engine: Engine, index: int, pool: ZipfSampler, conn: LoadConnection | None = None
 ) -> None:
     opts = engine.options
     rng = random.Random(opts.seed * 1_000_003 + index)
     channels = [wedding_channel(engine, r) for r in pool.distinct(rng, opts.channels_per_user)]
-    preference = ZipfSampler(len(channels), opts.zipf_s)
+    user = Photographer(index, rng, channels, ZipfSampler(len(channels), opts.zipf_s), channels[0])
     if conn is None:
         conn = await engine.open()
-    if conn is None:
-        return
-    conn.on_message = record_delivery(engine)
-    try:
-        current = channels[0]
-        if await engine.call(conn, "subscribe", channel=current) is None:
-            return
-        seq = 0
-        while not engine.should_stop() and not conn.disconnected:
-            await engine.pause(think_time_s(rng, opts.think_time_s))
-            if engine.should_stop():
-                break
-            if rng.random() < opts.publish_probability:
-                seq += 1
-                data = payload(engine, seq, index)
-                await engine.call(conn, "publish", channel=current, data=data)
-                continue
-            target = current
-            while target == current and len(channels) > 1:
-                target = channels[preference.sample(rng)]
-            if await engine.call(conn, "switch", **{"from": current, "to": target}) is not None:
-                current = target
-    finally:
-        engine.close(conn)
+    while conn is not None:
+        conn.on_message = record_delivery(engine)
+        try:
+            if await engine.call(conn, "subscribe", channel=user.current) is not None:
+                await photograph(engine, conn, user)
+        finally:
+            engine.close(conn)
+        conn = await reopen_after_move(engine, conn)
+
+
+async def photograph(engine: Engine, conn: LoadConnection, user: Photographer) -> None:
+    """Switch (now and then publish) on `conn` until the run or the connection ends."""
+    opts = engine.options
+    rng = user.rng
+    while not engine.should_stop() and not conn.disconnected and not conn.moved:
+        await engine.pause(think_time_s(rng, opts.think_time_s))
+        if engine.should_stop() or conn.moved:
+            break
+        if rng.random() < opts.publish_probability:
+            user.seq += 1
+            data = payload(engine, user.seq, user.index)
+            await engine.call(conn, "publish", channel=user.current, data=data)
+            continue
+        target = user.current
+        while target == user.current and len(user.channels) > 1:
+            target = user.channels[user.preference.sample(rng)]
+        if await engine.call(conn, "switch", **{"from": user.current, "to": target}) is not None:
+            user.current = target
 
 
 async def photographer(engine: Engine) -> None:
@@ -109,9 +138,6 @@ async def run_coordinator(
     coordinators started together spread their publishes instead of bursting.
     """
     opts = engine.options
-    conn = await engine.open()
-    if conn is None:
-        return
     stats = engine.stats
 
     def account(future: asyncio.Future[dict[str, Any]]) -> None:
@@ -120,37 +146,52 @@ async def run_coordinator(
         stats.expected_deliveries += subscribers()
 
     interval = 1.0 / opts.publish_rate if opts.publish_rate > 0 else float("inf")
-    next_at = time.perf_counter()
-    if phase > 0 and interval != float("inf"):
-        next_at += phase * interval
+    conn = await engine.open()
+    if conn is not None and phase > 0 and interval != float("inf"):
         await engine.pause(phase * interval)
     seq = 0
+    while conn is not None:
+        try:
+            seq = await publish_paced(engine, conn, channel, sender, account, interval, seq)
+        finally:
+            engine.close(conn)
+        conn = await reopen_after_move(engine, conn)
+
+
+async def publish_paced(
+    engine: Engine,
+    conn: LoadConnection,
+    channel: str,
+    sender: int,
+    account: Callable[[asyncio.Future[dict[str, Any]]], None],
+    interval: float,
+    seq: int,
+) -> int:
+    """Publish on `conn` every `interval` until the run or the connection ends; last seq."""
+    opts = engine.options
+    next_at = time.perf_counter()
     pending: list[asyncio.Future[dict[str, Any]]] = []
-    try:
-        while not engine.should_stop() and not conn.disconnected:
-            seq += 1
-            future = conn.request(
-                "publish", {"channel": channel, "data": payload(engine, seq, sender)}
-            )
-            future.add_done_callback(account)
-            pending.append(future)
-            if len(pending) >= 1000:
-                pending = [f for f in pending if not f.done()]
-                if pending:
-                    await asyncio.wait(pending[:1], timeout=opts.request_timeout_s)
-            next_at += interval
-            delay = next_at - time.perf_counter()
-            await engine.pause(delay) if delay > 0 else await asyncio.sleep(0)
-        pending = [f for f in pending if not f.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=opts.request_timeout_s)
-        for future in pending:
-            if not future.done():
-                conn.forget(future)
-                future.cancel()
-                stats.request_timeouts += 1
-    finally:
-        engine.close(conn)
+    while not engine.should_stop() and not conn.disconnected and not conn.moved:
+        seq += 1
+        future = conn.request("publish", {"channel": channel, "data": payload(engine, seq, sender)})
+        future.add_done_callback(account)
+        pending.append(future)
+        if len(pending) >= 1000:
+            pending = [f for f in pending if not f.done()]
+            if pending:
+                await asyncio.wait(pending[:1], timeout=opts.request_timeout_s)
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        await engine.pause(delay) if delay > 0 else await asyncio.sleep(0)
+    pending = [f for f in pending if not f.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=opts.request_timeout_s)
+    for future in pending:
+        if not future.done():
+            conn.forget(future)
+            future.cancel()
+            engine.stats.request_timeouts += 1
+    return seq
 
 
 async def drain_deliveries(engine: Engine) -> None:
