@@ -28,6 +28,7 @@ from tests.cluster.harness import (
     unavailable_reason,
 )
 from tests.support.kube import Kube
+from tests.support.prewarm_gateway import gateway  # noqa: F401 (a fixture)
 from wsfleet.services import PrometheusServer
 
 REASON = unavailable_reason()

@@ -4,6 +4,8 @@ by the pod-deletion-cost the operator set."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.cluster.fleets import condition, replicas, scaling_fleet
 from tests.cluster.harness import LocalCluster, OperatorProcess, denied, describe
 from tests.cluster.podgateways import PodGateways
@@ -78,3 +80,37 @@ async def test_load_scales_up_and_down_removing_the_emptiest_pods(
     ]
     assert len(cost_patches) >= 3, describe(operator_calls)
     assert denied(operator_calls) == [], describe(denied(operator_calls))
+
+
+async def test_dry_run_decides_but_never_patches(
+    chart: LocalCluster,
+    kube: Kube,
+    operator: OperatorProcess,
+    managed_namespace: str,
+    prometheus: PrometheusServer,
+) -> None:
+    ns, name = managed_namespace, "rehearsal"
+    kube.apply(ns, scaling_fleet(name, prometheus.url, dryRun=True))
+    async with (
+        chart.admin_client() as admin,
+        PodGateways(admin, ns, name, prometheus).running() as gw,
+    ):
+        await eventually(lambda: len(gw.gateways) == 2, message="2 gateways")
+        for pod in sorted(gw.gateways):
+            await gw.connect(pod, 30)  # 60 connections: the fleet would want its max, 6
+
+        def decided() -> dict[str, Any] | None:
+            status = (kube.get(ns, "websocketfleet", name) or {}).get("status") or {}
+            last = status.get("lastDecision") or {}
+            return status if last.get("desired") == 6 else None
+
+        status = await eventually(decided, message="a dry-run decision for 6")
+        assert status["mode"] == "DryRun"
+        assert status["history"][-1]["dryRun"] is True
+        assert replicas(kube, ns, name) == 2
+    writes = [
+        w
+        for w in chart.operator_writes(ns)
+        if w["objectRef"]["resource"] in ("deployments", "pods") and w["verb"] == "patch"
+    ]
+    assert writes == [], describe(writes)

@@ -1,4 +1,6 @@
-"""Test harness: the real operator (kopf) against kmock, and a controllable /metrics.
+"""Test harness: the operator (kopf) against kmock, for what a real API server cannot be
+made to show (specs its CRD refuses), and a controllable /metrics. Everything else runs
+against the real control plane of hack/cluster.sh (tests/cluster).
 
 Known kmock gaps handled here: bundled resources loaded and the CR resource
 registered (else kopf never opens a watch); uid/namespace/resourceVersion
@@ -38,26 +40,8 @@ def user_client(url: str) -> KubeClient:
     return KubeClient(Connection(url), enforce_rbac=False, user_agent=TEST_AGENT)
 
 
-class ApiServerLikeEmulator(kmock.KubernetesEmulator):
-    """kmock plus what an API server does on create: uid, resourceVersion, timestamp.
-
-    kopf adds its finalizer with a JSON patch that tests `metadata.resourceVersion`;
-    objects created by kubectl have none in plain kmock 0.8.
-    """
-
-    async def _handle(self, request: Any) -> Any:
-        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
-            meta = request.data.setdefault("metadata", {})
-            meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("resourceVersion", str(next(_rv)))
-            meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
-            if request.namespace:
-                meta.setdefault("namespace", request.namespace)
-        return await super()._handle(request)
-
-
-def new_emulator(api_server_like: bool = False) -> kmock.KubernetesEmulator:
-    api = ApiServerLikeEmulator() if api_server_like else kmock.KubernetesEmulator()
+def new_emulator() -> kmock.KubernetesEmulator:
+    api = kmock.KubernetesEmulator()
     api.resources.load_bundled()
     api.resources[FLEET_RESOURCE] = kmock.ResourceInfo(
         kind=KIND,
@@ -71,11 +55,9 @@ def new_emulator(api_server_like: bool = False) -> kmock.KubernetesEmulator:
 
 
 @contextlib.asynccontextmanager
-async def kube_api(
-    api_server_like: bool = False,
-) -> AsyncIterator[tuple[kmock.KubernetesEmulator, str]]:
+async def kube_api() -> AsyncIterator[tuple[kmock.KubernetesEmulator, str]]:
     """A kmock Kubernetes emulator listening on loopback; yields (emulator, url)."""
-    api = new_emulator(api_server_like)
+    api = new_emulator()
     async with api, kmock.Server(api) as server:
         yield api, str(server.url).rstrip("/")
 
@@ -144,23 +126,6 @@ def fleet_manifest(name: str, spec: dict[str, Any], namespace: str = "default") 
             "creationTimestamp": "2026-01-01T00:00:00Z",
         },
         "spec": spec,
-    }
-
-
-def pod_manifest(name: str, fleet: str, namespace: str = "default") -> dict[str, Any]:
-    from wsfleet_operator.resources import common_labels
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "uid": str(uuid.uuid4()),
-            "resourceVersion": str(next(_rv)),
-            "labels": common_labels(fleet),
-        },
-        "spec": {"containers": [{"name": "gateway", "image": "x"}]},
     }
 
 

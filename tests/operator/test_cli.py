@@ -1,23 +1,12 @@
-"""`wsfleet operator`: flags and env, and the real process against kmock via KUBECONFIG."""
+"""`wsfleet operator`: flags and env (the process itself runs in tests/cluster)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from wsfleet_operator import cli, kube
-
-from tests.operator.harness import fleet_manifest, kube_api, user_client
-from tests.operator.test_kubectl_kmock import kubeconfig
-from tests.support.waiting import wait_until
-from wsfleet.services import free_port
+from wsfleet_operator import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,82 +48,6 @@ def test_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_default_namespace_outside_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WSFLEET_OPERATOR_NAMESPACES", raising=False)
     assert cli.operator_kwargs(cli.OperatorSettings())["namespaces"] == ["default"]
-
-
-@pytest.mark.asyncio
-async def test_operator_process_against_kmock(tmp_path: Path) -> None:
-    """The installed entry point runs kopf with KUBECONFIG, liveness and metrics."""
-    async with kube_api(api_server_like=True) as (_api, url), user_client(url) as client:
-        config = kubeconfig(tmp_path, url)
-        live, metrics = free_port(), free_port()
-        env = dict(
-            os.environ,
-            KUBECONFIG=str(config),
-            HOME=str(tmp_path),
-            WSFLEET_OPERATOR_LIVENESS_HOST="127.0.0.1",
-            WSFLEET_DASHBOARD_PORT="0",
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "wsfleet",
-            "operator",
-            "--all-namespaces",
-            "--liveness-port",
-            str(live),
-            "--metrics-port",
-            str(metrics),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            await wait_until(
-                lambda: _http_ok(f"http://127.0.0.1:{live}/healthz"),
-                timeout_s=60,
-                message="kopf liveness",
-            )
-            await client.create(
-                kube.FLEETS,
-                "default",
-                fleet_manifest("cli", {"prometheus": {"url": "http://127.0.0.1:1"}}),
-            )
-            await wait_until(
-                lambda: client.get(kube.DEPLOYMENTS, "default", "cli-gateway"),
-                timeout_s=60,
-                message="deployment from the operator process",
-            )
-            body = await wait_until(
-                lambda: _http_text(f"http://127.0.0.1:{metrics}/metrics", "decisions_total{"),
-                timeout_s=60,
-                message="operator metrics",
-            )
-            assert "wsfleet_operator_decisions_total{" in body
-            assert "wsfleet_operator_prometheus_errors_total" in body
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
-async def _http_ok(url: str) -> bool:
-    return await asyncio.to_thread(_get, url) is not None
-
-
-async def _http_text(url: str, needle: str) -> str | None:
-    text = await asyncio.to_thread(_get, url)
-    return text if text and needle in text else None
-
-
-def _get(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.read().decode() if resp.status == 200 else None
-    except OSError:
-        return None
 
 
 def test_peering_priority_derived_from_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:

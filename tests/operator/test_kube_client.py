@@ -12,10 +12,10 @@ import kopf
 import pytest
 from aiohttp import web
 from wsfleet_operator import cli, handlers, kube
-from wsfleet_operator.kube import ConflictError, Connection, KubeClient, KubeError
+from wsfleet_operator.kube import Connection, KubeClient, KubeError
 from wsfleet_operator.spec import FleetSpec, parse_spec
 
-from tests.operator.harness import fleet_manifest, kube_api, user_client
+from tests.operator.harness import fleet_manifest, kube_api
 from tests.support.certs import write_certs
 
 
@@ -92,28 +92,6 @@ async def test_errors_raise_and_events_are_best_effort(failing_api: str) -> None
         assert info.value.status == 500
         # an Event that cannot be posted is logged, never raised
         await client.create_event(fleet_manifest("f", {}), "Test", "message")
-
-
-async def test_conflict_missing_and_label_filtering() -> None:
-    async with kube_api() as (_api, url), KubeClient(Connection(url)) as client:
-        cm = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "a", "labels": {"x": "1"}},
-        }
-        await client.create(kube.CONFIGMAPS, "default", cm)
-        with pytest.raises(ConflictError):
-            await client.create(kube.CONFIGMAPS, "default", cm)
-        other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}
-        await client.create(kube.CONFIGMAPS, "other", other)
-        assert await client.patch(kube.CONFIGMAPS, "default", "nope", {"data": {}}) is None
-        assert not await client.delete(kube.CONFIGMAPS, "default", "nope")
-        await client.reconnect(Connection(url, headers=(("Authorization", "Bearer new"),)))
-        assert await client.get(kube.CONFIGMAPS, "default", "a") is not None
-        async with user_client(url) as user:
-            labelled = await user.list(kube.CONFIGMAPS, "default", {"x": "1"})
-            assert [c["metadata"]["name"] for c in labelled] == ["a"]
-            assert await user.list(kube.CONFIGMAPS, "default", {"x": "2"}) == []
 
 
 class FakeProvider:

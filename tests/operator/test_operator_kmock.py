@@ -1,10 +1,12 @@
-"""The real operator (kopf) against the kmock Kubernetes API emulator over HTTP."""
+"""The operator (kopf) against the kmock API emulator: only what a real API server cannot
+be made to show. A fleet the CRD's schema and CEL rules refuse never reaches a real
+operator; an older CRD (or none) lets one through, and the operator must report it, not
+crash-loop. Everything else runs against the real control plane (tests/cluster)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import kmock
 from wsfleet_operator import kube
 
 from tests.operator.harness import (
@@ -17,48 +19,6 @@ from tests.operator.harness import (
 from tests.support.waiting import wait_until
 
 MINIMAL = {"redis": {"url": "redis://redis:6379/0"}, "prometheus": {"url": "http://127.0.0.1:1"}}
-
-
-async def test_cr_created_makes_owned_objects_and_delete_cleans() -> None:
-    async with kube_api() as (api, url), user_client(url) as client, running_operator(api, url):
-        body = fleet_manifest("chat", MINIMAL)
-        await client.create(kube.FLEETS, "default", body)
-        uid = body["metadata"]["uid"]
-
-        async def owned() -> dict[str, Any] | None:
-            objs = {
-                "dep": await client.get(kube.DEPLOYMENTS, "default", "chat-gateway"),
-                "svc": await client.get(kube.SERVICES, "default", "chat-gateway"),
-                "pdb": await client.get(kube.PDBS, "default", "chat-gateway"),
-                "cm": await client.get(kube.CONFIGMAPS, "default", "chat-gateway-config"),
-            }
-            return objs if all(objs.values()) else None
-
-        objs = await wait_until(owned, timeout_s=30, message="owned objects")
-        assert objs is not None
-        for obj in objs.values():
-            (ref,) = obj["metadata"]["ownerReferences"]
-            assert ref["uid"] == uid
-            assert ref["kind"] == "WebSocketFleet"
-            assert ref["controller"] is True
-        assert objs["dep"]["spec"]["replicas"] == 2
-
-        await client.delete(kube.FLEETS, "default", "chat")
-
-        async def gone() -> bool:
-            return (
-                await client.get(kube.DEPLOYMENTS, "default", "chat-gateway") is None
-                and await client.get(kube.SERVICES, "default", "chat-gateway") is None
-                and await client.get(kube.PDBS, "default", "chat-gateway") is None
-                and await client.get(kube.FLEETS, "default", "chat") is None
-            )
-
-        await wait_until(gone, timeout_s=30, message="owned objects deleted")
-        calls = assert_rbac_covered(api)
-        assert ("apps", "deployments", "create") in calls
-        assert ("apps", "deployments", "delete") in calls
-        assert ("wsfleet.io", "websocketfleets", "watch") in calls
-        assert ("wsfleet.io", "websocketfleets/status", "patch") in calls
 
 
 async def test_invalid_spec_is_reported_not_crash_looped() -> None:
@@ -75,7 +35,9 @@ async def test_invalid_spec_is_reported_not_crash_looped() -> None:
 
             conds = await wait_until(degraded, timeout_s=30, message="Degraded condition")
             assert conds["Degraded"]["reason"] == "InvalidSpec"
-            assert "replicas.min (5) > replicas.max (3)" in conds["Degraded"]["message"]
+            assert (
+                "replicas.min must not exceed replicas.max (5 > 3)" in conds["Degraded"]["message"]
+            )
             assert conds["Ready"]["status"] == "False"
             events = await client.list(kube.EVENTS, "default", {})
             assert any(
@@ -122,73 +84,3 @@ async def test_missing_or_conflicting_auth_is_invalid_spec() -> None:
                 assert await client.get(kube.DEPLOYMENTS, "default", f"{name}-gateway") is None
             assert not task.done()
         assert_rbac_covered(api)
-
-
-async def test_drift_on_owned_deployment_is_repaired() -> None:
-    async with kube_api() as (api, url), user_client(url) as client:
-        async with running_operator(api, url):
-            await client.create(kube.FLEETS, "default", fleet_manifest("chat", MINIMAL))
-            dep = await wait_until(
-                lambda: client.get(kube.DEPLOYMENTS, "default", "chat-gateway"), timeout_s=30
-            )
-            assert dep is not None
-            image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
-            tampered = [dict(dep["spec"]["template"]["spec"]["containers"][0], image="evil:1")]
-            await client.patch(
-                kube.DEPLOYMENTS,
-                "default",
-                "chat-gateway",
-                {
-                    "metadata": {"generation": 2},
-                    "spec": {"template": {"spec": {"containers": tampered}}},
-                },
-            )
-
-            async def repaired() -> bool:
-                got = await client.get(kube.DEPLOYMENTS, "default", "chat-gateway")
-                return (
-                    bool(got) and got["spec"]["template"]["spec"]["containers"][0]["image"] == image
-                )
-
-            await wait_until(repaired, timeout_s=30, message="drift repaired")
-
-            async def drift_event() -> bool:
-                events = await client.list(kube.EVENTS, "default", {})
-                return any(e["reason"] == "DriftRepaired" for e in events)
-
-            await wait_until(drift_event, timeout_s=30, message="DriftRepaired event")
-        assert_rbac_covered(api)
-
-
-async def test_peering_for_ha() -> None:
-    """With kopf peering (HA), the operator announces itself and still reconciles."""
-    async with kube_api(api_server_like=True) as (api, url), user_client(url) as client:
-        api.resources["kopf.dev/v1/clusterkopfpeerings"] = kmock.ResourceInfo(
-            kind="ClusterKopfPeering",
-            singular="clusterkopfpeering",
-            namespaced=False,
-            verbs={"get", "list", "watch", "patch", "create"},
-        )
-        peering = {
-            "apiVersion": "kopf.dev/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": "wsfleet"},
-        }
-        await client.create(kube.Kind("kopf.dev", "v1", "clusterkopfpeerings", False), "", peering)
-        async with running_operator(api, url, peering_name="wsfleet"):
-            await client.create(kube.FLEETS, "default", fleet_manifest("ha", MINIMAL))
-            await wait_until(
-                lambda: client.get(kube.DEPLOYMENTS, "default", "ha-gateway"),
-                timeout_s=60,
-                message="deployment with peering on",
-            )
-
-            async def announced() -> bool:
-                got = await client.get(
-                    kube.Kind("kopf.dev", "v1", "clusterkopfpeerings", False), "", "wsfleet"
-                )
-                return bool((got or {}).get("status"))
-
-            await wait_until(announced, timeout_s=60, message="peering announcement")
-        calls = assert_rbac_covered(api)
-        assert ("kopf.dev", "clusterkopfpeerings", "patch") in calls

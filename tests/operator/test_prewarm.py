@@ -4,42 +4,24 @@ real in-process gateway (real Redis) through its admin API.
 
 from __future__ import annotations
 
-import base64
-import datetime
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_operator import kube
+from wsfleet_gateway import prewarm as gw_prewarm
 from wsfleet_operator.autoscaler import Autoscaler
 from wsfleet_operator.forecast_provider import SeasonalForecastProvider
-from wsfleet_operator.kube import Connection, KubeClient
 from wsfleet_operator.prewarm import (
     HOT_KEY,
     CachePrewarmer,
     PodAddress,
     hottest_from_redis,
-    kubernetes_prewarmer,
     prewarm_due,
-    read_secret_key,
-    ready_pod_addresses,
 )
 from wsfleet_operator.spec import FleetSpec, parse_spec
 
-from tests.operator.harness import kube_api, pod_manifest, user_client
 from tests.operator.test_autoscaler import FakeMetrics, FakeTarget
-
-app = pytest.importorskip("wsfleet_gateway.app", reason="the gateway package is not installed")
-gw_settings = pytest.importorskip("wsfleet_gateway.settings", reason="gateway settings")
-gw_prewarm = pytest.importorskip("wsfleet_gateway.prewarm", reason="gateway prewarm")
-
-API_KEY = "operator-prewarm-test-key"
-JWT = "a-jwt-secret-for-the-prewarm-test-32b+"
-# 17:30 UTC on a June day: the priors' evening peak (18:00-20:00) is inside 3 h
-NOW = datetime.datetime(2026, 6, 10, 17, 30, tzinfo=datetime.UTC).timestamp()
+from tests.support.prewarm_gateway import API_KEY, NOW, seed
 
 times = st.floats(min_value=0, max_value=1e9, allow_nan=False)
 windows = st.floats(min_value=1, max_value=86400, allow_nan=False)
@@ -77,40 +59,6 @@ def test_off_without_a_window_or_a_peak(now: float, peak: float | None, done: fl
 # --------------------------------------------------------------------------- a real gateway
 
 
-@pytest.fixture
-async def gateway(redis_server: Any) -> AsyncIterator[Any]:
-    settings = gw_settings.GatewaySettings(
-        port=0,
-        admin_port=0,
-        node_name="prewarm-gw",
-        api_key=API_KEY,
-        jwt_secret=JWT,
-        redis_url=redis_server.url,
-        prewarm_top=0,  # nothing warmed at start: only the operator's call fills L1
-    )
-    gw = app.Gateway(settings)
-    await gw.start()
-    try:
-        yield gw
-    finally:
-        await gw.stop()
-
-
-CHANNELS = {"venue-0": 50, "venue-1": 40, "venue-2": 30, "venue-3": 2, "venue-4": 1}
-
-
-async def _seed(gw: Any, url: str) -> None:
-    """Channel metadata in L2 (not L1) and popularity counts, as gateways leave them."""
-    for channel in CHANNELS:
-        await gw.store.set_meta(channel, {"name": channel})
-    client = aioredis.Redis.from_url(url)
-    try:
-        await client.zadd(HOT_KEY, dict(CHANNELS))
-    finally:
-        await client.aclose()
-    assert gw.protection.cache.l1.keys("meta") == []
-
-
 def _fleet(admin_port: int, **forecast: Any) -> FleetSpec:
     return parse_spec(
         {
@@ -144,7 +92,7 @@ async def test_operator_prewarms_the_hottest_channels_before_the_peak(
     gateway: Any, redis_server: Any
 ) -> None:
     assert HOT_KEY == gw_prewarm.HOT_KEY
-    await _seed(gateway, redis_server.url)
+    await seed(gateway, redis_server.url)
     spec = _fleet(gateway.admin_port)
     forecaster = SeasonalForecastProvider(spec, baseline=1000.0)
     peak = forecaster.next_peak(NOW)
@@ -168,7 +116,7 @@ async def test_operator_prewarms_the_hottest_channels_before_the_peak(
 
 
 async def test_failures_are_events_never_exceptions(gateway: Any, redis_server: Any) -> None:
-    await _seed(gateway, redis_server.url)
+    await seed(gateway, redis_server.url)
     spec = _fleet(gateway.admin_port)
     peak = NOW + 600
     # wrong key (401) on the real gateway, and a pod nobody listens on
@@ -226,70 +174,3 @@ async def _hot() -> list[str]:
 
 async def _key() -> str | None:
     return API_KEY
-
-
-# --------------------------------------------------------------------------- Kubernetes
-
-
-def _ready_pod(name: str, ip: str, ready: bool = True) -> dict[str, Any]:
-    pod = pod_manifest(name, "chat")
-    pod["status"] = {
-        "podIP": ip,
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-    }
-    return pod
-
-
-async def test_kubernetes_prewarmer_reads_pods_and_the_api_key_secret(
-    gateway: Any, redis_server: Any
-) -> None:
-    await _seed(gateway, redis_server.url)
-    raw = {
-        "auth": {
-            "jwtSecretRef": {"name": "chat-auth", "key": "jwt"},
-            "apiKeySecretRef": {"name": "chat-auth", "key": "api-key"},
-        },
-        "redis": {"secretRef": {"name": "chat-redis", "key": "url"}},
-        "gateway": {"adminPort": gateway.admin_port},
-        "forecast": {"enabled": True, "prewarmChannels": 2},
-    }
-    spec = parse_spec(raw)
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "chat-auth", "namespace": "default"},
-        "data": {"api-key": base64.b64encode(API_KEY.encode()).decode()},
-    }
-    redis_secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "chat-redis", "namespace": "default"},
-        "data": {"url": base64.b64encode(redis_server.url.encode()).decode()},
-    }
-    async with kube_api() as (_api, url), user_client(url) as user:
-        await user.create(kube.SECRETS, "default", secret)
-        await user.create(kube.SECRETS, "default", redis_secret)
-        await user.create(kube.PODS, "default", _ready_pod("chat-gw-0", "127.0.0.1"))
-        await user.create(kube.PODS, "default", _ready_pod("chat-gw-1", "10.0.0.9", ready=False))
-        async with KubeClient(Connection(url)) as client:  # the operator's RBAC applies
-            assert await ready_pod_addresses(client, "default", "chat") == [
-                PodAddress("chat-gw-0", "127.0.0.1")
-            ]
-            assert spec.auth is not None
-            assert spec.auth.api_key_secret_ref is not None
-            missing = spec.auth.api_key_secret_ref.model_copy(update={"key": "nope"})
-            assert await read_secret_key(client, "default", missing) is None
-            prewarmer = kubernetes_prewarmer(client, "default", "chat", lambda: spec)
-            report = await prewarmer.maybe(spec, NOW, NOW + 60)
-    assert report is not None
-    assert report.ok, report.message()
-    assert sorted(gateway.protection.cache.l1.keys("meta")) == ["venue-0", "venue-1"]
-
-
-async def test_kubernetes_prewarmer_without_an_api_key_ref_says_so() -> None:
-    spec = parse_spec({"auth": {"disabled": True}, "forecast": {"enabled": True}})
-    async with kube_api() as (_api, url), KubeClient(Connection(url)) as client:
-        prewarmer = kubernetes_prewarmer(client, "default", "chat", lambda: spec)
-        report = await prewarmer.maybe(spec, NOW, NOW + 60)
-    assert report is not None
-    assert "apiKeySecretRef" in str(report.problem)

@@ -44,5 +44,5 @@ def test_main_prints_rbac_rules(capsys: pytest.CaptureFixture[str]) -> None:
     assert {
         "apiGroups": ["policy"],
         "resources": ["poddisruptionbudgets"],
-        "verbs": ["get", "create", "patch", "delete"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
     } in rules

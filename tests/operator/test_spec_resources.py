@@ -53,7 +53,7 @@ def test_unknown_and_out_of_range_fields_are_rejected() -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        ({"replicas": {"min": 5, "max": 3}}, "replicas.min (5) > replicas.max (3)"),
+        ({"replicas": {"min": 5, "max": 3}}, "replicas.min must not exceed replicas.max (5 > 3)"),
         ({"targets": {"scaleDownUtilization": 0.9}}, "scaleDownUtilization"),
         (
             {"redis": {"url": "redis://r:6379", "secretRef": {"name": "s"}}},
@@ -212,7 +212,7 @@ def test_validate_reports_schema_and_semantic_errors() -> None:
     auth = {"disabled": True}
     spec, errors = validate({"replicas": {"min": 4, "max": 3}, "auth": auth})
     assert spec is not None
-    assert errors == ["replicas.min (4) > replicas.max (3)"]
+    assert errors == ["replicas.min must not exceed replicas.max (4 > 3)"]
     assert validate({"auth": auth}) == (FleetSpec.model_validate({"auth": auth}), [])
     # a cluster fleet must say how its gateways authenticate
     spec, errors = validate(None)

@@ -1,0 +1,111 @@
+"""The dashboard served by kopf (the operator's way) against the real API server: fleets
+and their status appear, change and go away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import kopf
+from wsfleet_operator.dashboard import DashboardSettings
+from wsfleet_operator.dashboard_kopf import KopfDashboard, register_dashboard
+
+from tests.cluster.fleets import fleet
+from tests.cluster.harness import LocalCluster
+from tests.support.fleet_checks import eventually
+from tests.support.kube import Kube
+
+
+@contextlib.asynccontextmanager
+async def kopf_with_dashboard(cluster: LocalCluster) -> AsyncIterator[KopfDashboard]:
+    """kopf in this process, as the cluster admin, with only the dashboard's handlers (no
+    finalizers: nothing here blocks a fleet's deletion)."""
+    registry = kopf.OperatorRegistry()
+    pki = cluster.dir / "pki"
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=cluster.server,
+            ca_path=str(pki / "ca.crt"),
+            certificate_path=str(pki / "admin.crt"),
+            private_key_path=str(pki / "admin.key"),
+        )
+
+    dashboard = register_dashboard(registry, DashboardSettings(port=0, interval_s=0.2))
+    task = asyncio.create_task(
+        kopf.operator(registry=registry, clusterwide=True, standalone=True), name="kopf-dashboard"
+    )
+    try:
+        await eventually(
+            lambda: dashboard.server is not None or task.done(), message="the dashboard served"
+        )
+        if task.done():
+            task.result()
+        yield dashboard
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert dashboard.server is None  # the cleanup handler stopped it
+
+
+async def test_operator_serves_fleets_from_the_cluster(
+    chart: LocalCluster, kube: Kube, namespace: str
+) -> None:
+    async with kopf_with_dashboard(chart) as dashboard, aiohttp.ClientSession() as session:
+        assert dashboard.server is not None
+        fleets_url = dashboard.server.url + "api/fleets"
+        key = f"{namespace}/chat"
+
+        async def fleets() -> dict[str, Any]:
+            async with session.get(fleets_url) as resp:
+                assert resp.status == 200
+                body: dict[str, Any] = await resp.json()
+            return {f"{f['namespace']}/{f['name']}": f for f in body["fleets"]}
+
+        async def listed() -> dict[str, Any] | None:
+            return (await fleets()).get(key)
+
+        kube.apply(namespace, fleet("chat", replicas={"min": 2, "max": 6}))
+        shown = await eventually(listed, message="fleet on the dashboard")
+        assert shown["desired_replicas"] is None  # no operator here: never reconciled
+        assert (shown["min_replicas"], shown["max_replicas"]) == (2, 6)
+        assert shown["selector"] == f'namespace="{namespace}",service="chat"'
+
+        async def prometheus_down() -> bool:  # its own Prometheus is down: said so, per fleet
+            health = ((await listed()) or {}).get("prometheus") or {}
+            return bool(health.get("configured")) and health.get("available") is False
+
+        await eventually(prometheus_down, message="per-fleet Prometheus health")
+
+        status = {
+            "desiredReplicas": 4,
+            "readyReplicas": 3,
+            "conditions": [{"type": "Capped", "status": "True", "reason": "MaxPodsPerMinute"}],
+            "history": [{"at": 1_790_000_000.0, "from": 2, "to": 4, "reason": "load"}],
+        }
+        kube.kubectl(
+            "patch", "websocketfleet", "chat", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": status}),
+        )  # fmt: skip
+
+        async def reconciled() -> dict[str, Any] | None:
+            f = await listed()
+            return f if f and f["desired_replicas"] == 4 else None
+
+        shown = await eventually(reconciled, message="status on the dashboard")
+        assert shown["ready_replicas"] == 3
+        assert shown["conditions"][0]["type"] == "Capped"
+        assert shown["events"][0]["reason"] == "load"
+
+        kube.kubectl("delete", "websocketfleet", "chat", "-n", namespace, "--wait=true")
+
+        async def gone() -> bool:
+            return key not in await fleets()
+
+        await eventually(gone, message="deleted fleet gone from the dashboard")
