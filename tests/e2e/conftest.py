@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.kube import Kube
+from tests.support.kube import Kube
 
 
 def unavailable_reason() -> str | None:

@@ -16,8 +16,12 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.e2e.kube import Kube
-from tests.support.waiting import wait_until
+from tests.support.fleet_checks import (
+    assert_deleted_with_owned,
+    assert_dry_run_never_scales,
+    assert_fleet_runs,
+)
+from tests.support.kube import Kube
 
 pytestmark = pytest.mark.e2e
 
@@ -63,10 +67,6 @@ def namespace(kube: Kube) -> Iterator[str]:
         kube.delete_namespace(name)
 
 
-async def eventually(cond: Any, timeout_s: float = 240.0) -> None:
-    await wait_until(cond, timeout_s=timeout_s, interval_s=1.0)
-
-
 async def test_operator_is_available(kube: Kube) -> None:
     deploy = kube.get(OPERATOR_NS, "deployment", "wsfleet-operator")
     assert deploy is not None
@@ -76,31 +76,12 @@ async def test_operator_is_available(kube: Kube) -> None:
 async def test_minimal_fleet_runs_serves_and_is_garbage_collected(
     kube: Kube, namespace: str
 ) -> None:
+    """The same checks as tests/cluster (shared bodies), plus a real WebSocket through the
+    Service: here the gateway pods run the image, not kwok."""
     fleet = example("01-minimal-fleet.yaml", namespace)
     name = fleet["metadata"]["name"]
     kube.apply(namespace, fleet)
-
-    def ready() -> bool:
-        d = kube.get(namespace, "deployment", f"{name}-gateway")
-        return (
-            d is not None
-            and d["status"].get("readyReplicas", 0) >= fleet["spec"]["replicas"]["min"]
-        )
-
-    await eventually(ready)
-    deploy = kube.get(namespace, "deployment", f"{name}-gateway")
-    assert deploy is not None
-    (owner,) = deploy["metadata"]["ownerReferences"]
-    assert owner["kind"] == "WebSocketFleet"
-    assert owner["name"] == name
-    assert kube.get(namespace, "service", f"{name}-gateway") is not None
-    assert kube.get(namespace, "poddisruptionbudget", f"{name}-gateway") is not None
-
-    def status_reported() -> bool:
-        wsf = kube.get(namespace, "websocketfleet", name)
-        return wsf is not None and "desiredReplicas" in wsf.get("status", {})
-
-    await eventually(status_reported)
+    await assert_fleet_runs(kube, namespace, fleet)
 
     with kube.port_forward(namespace, f"service/{name}-gateway", 8080) as port:
         async with (
@@ -110,36 +91,20 @@ async def test_minimal_fleet_runs_serves_and_is_garbage_collected(
             welcome = json.loads((await ws.receive(timeout=30)).data)
             assert welcome["type"] == "welcome"
 
-    kube.kubectl("delete", "-n", namespace, "websocketfleet", name, "--wait=true")
-    await eventually(lambda: kube.get(namespace, "deployment", f"{name}-gateway") is None)
+    await assert_deleted_with_owned(kube, namespace, name)
 
 
 async def test_dry_run_fleet_decides_but_never_scales(kube: Kube, namespace: str) -> None:
     fleet = example("03-dry-run-fleet.yaml", namespace)
-    name = fleet["metadata"]["name"]
     kube.apply(namespace, fleet)
-
-    def decided() -> bool:
-        wsf = kube.get(namespace, "websocketfleet", name)
-        return wsf is not None and wsf.get("status", {}).get("lastDecision") is not None
-
-    await eventually(decided)
-    deploy = kube.get(namespace, "deployment", f"{name}-gateway")
-    assert deploy is not None
-    assert deploy["spec"]["replicas"] == fleet["spec"]["replicas"]["min"]
+    await assert_dry_run_never_scales(kube, namespace, fleet)
 
 
 async def test_operator_never_hits_forbidden(kube: Kube, namespace: str) -> None:
     """The chart's least-privilege RBAC covers every call the operator made so far."""
     fleet = example("01-minimal-fleet.yaml", namespace)
     kube.apply(namespace, fleet)
-    name = fleet["metadata"]["name"]
-
-    def status_reported() -> bool:
-        wsf = kube.get(namespace, "websocketfleet", name)
-        return wsf is not None and wsf.get("status", {}).get("lastDecision") is not None
-
-    await eventually(status_reported)
+    await assert_fleet_runs(kube, namespace, fleet)
     logs = kube.logs(OPERATOR_NS, "deployment/wsfleet-operator")
     assert "Forbidden" not in logs
     assert " 403" not in logs
