@@ -58,6 +58,11 @@ module_hash() {
   cat "$K8S_MODULE/go.mod" "$K8S_MODULE/go.sum" | sha256sum | cut -c1-16
 }
 
+# the Go toolchain's usual home, for shells whose PATH lacks it
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+  PATH="/usr/local/go/bin:$PATH"
+fi
+
 check_go() {
   command -v go >/dev/null 2>&1 ||
     die "go not found: the control plane is built from the Go module proxy (Go >= 1.26 needed)"
@@ -84,6 +89,22 @@ compile() {
   log "built $what in $(since "$started") s"
 }
 
+# The modules first, with retries (a cold cache fetches about 300 from the proxy; one
+# dropped connection should not cost the whole build)
+download_modules() {
+  local attempt
+  for attempt in 1 2 3; do
+    log "downloading the Go modules of hack/k8s (attempt $attempt) ..."
+    if (cd "$K8S_MODULE" && go mod download -x 2>&1 | awk '
+        /^# get / { n++; if (n % 50 == 0) printf "cluster:   %d modules fetched\n", n }
+        /error|Error/ { print }' >&2 && go mod verify >/dev/null); then
+      return 0
+    fi
+    sleep $((attempt * 5))
+  done
+  die "could not download the Go modules of hack/k8s (see above)"
+}
+
 build_k8s() {
   local stamp="$K8S_BIN/.module-hash" hash
   hash="$(module_hash)"
@@ -105,6 +126,7 @@ build_k8s() {
   done
   mkdir -p "$K8S_BIN"
   rm -f "$stamp"
+  download_modules
   (cd "$K8S_MODULE" && compile "Kubernetes $K8S_VERSION (apiserver, controller-manager, scheduler, kubectl)" \
     go build -v -ldflags "$ldflags" -o "$K8S_BIN/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \

@@ -125,6 +125,9 @@ async def test_prewarm_reads_pods_and_secrets_and_warms_a_real_gateway(
             assert "apiKeySecretRef" in str(report.problem)
         assert sorted(gateway.protection.cache.l1.keys("meta")) == ["venue-0", "venue-1"]
     finally:
+        # no kubelet confirms these pods' end: remove them at once, then their node
+        kube.run("delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force",
+                 check=False)  # fmt: skip
         kube.kubectl("delete", "node", node, "--wait=false")
 
 
