@@ -73,3 +73,19 @@ def test_descendants_are_found_through_proc(tmp_path: Path) -> None:
         proc.wait(timeout=10)
     assert procs.parent_of(proc.pid) is None
     assert not procs.send_signal(proc, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("compress", "expected NAME=VALUE"),
+        ("=3", "expected NAME=VALUE"),
+        ("nope=1", "unknown load-test options: nope"),
+    ],
+)
+def test_a_bad_load_option_is_reported_before_anything_starts(
+    option: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["up", "-f", str(EXAMPLE), "--load", "wedding-season", "--load-option", option])
+    assert code == 2
+    assert message in capsys.readouterr().err

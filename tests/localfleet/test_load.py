@@ -1,13 +1,16 @@
-"""The load tool against real gateway processes: the drains it follows."""
+"""The demo's load against real gateway processes: its own process, and drains it follows."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 from tests.support.waiting import wait_until
 from wsfleet.loadtest import run_scenario
+from wsfleet.localfleet import procs
+from wsfleet.localfleet.load import LoadProcess
 from wsfleet.localfleet.supervisor import Gateway, GatewaySupervisor
 
 
@@ -73,3 +76,48 @@ async def _spread(sup: GatewaySupervisor, gateways: list[Gateway], users: int) -
 
 async def _all_on(sup: GatewaySupervisor, gateway: Gateway, users: int) -> bool:
     return (await counts(sup, [gateway])).get(gateway.name) == users
+
+
+async def test_the_load_process_runs_beside_us_and_stops_on_request(
+    supervisor: GatewaySupervisor,
+) -> None:
+    """`wsfleet up --load` runs the load in a child process: its progress is relayed to us,
+    and stopping it ends the run (with its report) and closes every connection."""
+    gateways = await supervisor.scale_up_to(1)
+    lines: list[str] = []
+    load = LoadProcess(
+        "wedding-season",
+        ws_url(supervisor),
+        lines.append,
+        {"connections": 20, "start_hour": 12.0, "progress_interval_s": 0.5},
+    )
+    await load.start()
+    assert load.proc is not None
+    try:
+        assert load.proc.pid in procs.descendants_of(os.getpid())
+        await wait_until(
+            lambda: any(line.startswith("load wedding-season: [") for line in lines),
+            timeout_s=60,
+            message="a progress line relayed",
+        )
+        await wait_until(
+            lambda: _connected(supervisor, gateways[0]),
+            timeout_s=60,
+            message="the load connected",
+        )
+    finally:
+        await load.stop()
+    assert load.proc.returncode == 0  # SIGTERM ended the run: it exited on its own
+    assert any(line == "load wedding-season: round 1 finished" for line in lines), lines
+    assert not any("the load process exited" in line for line in lines), lines
+    await wait_until(
+        lambda: _empty(supervisor, gateways[0]), timeout_s=10, message="its connections closed"
+    )
+
+
+async def _connected(sup: GatewaySupervisor, gateway: Gateway) -> bool:
+    return (await counts(sup, [gateway])).get(gateway.name, 0) >= 20
+
+
+async def _empty(sup: GatewaySupervisor, gateway: Gateway) -> bool:
+    return (await counts(sup, [gateway])).get(gateway.name) == 0

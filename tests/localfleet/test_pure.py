@@ -10,6 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsfleet_gateway.settings import GatewaySettings
 
+from wsfleet.loadtest.shape import target_connections
+from wsfleet.localfleet.cli import DEMO_TIMING, parse_load_options
+from wsfleet.localfleet.load import LOCAL_DEFAULTS
 from wsfleet.localfleet.manifest import (
     ManifestError,
     Overrides,
@@ -196,3 +199,45 @@ def test_local_and_cluster_gateways_get_one_env_mapping() -> None:
     assert local.items() <= cluster.items()
     assert local["WSFLEET_MAX_CONNECTIONS"] == "321"
     assert local["WSFLEET_LOG_LEVEL"] == "debug"
+
+
+def test_localize_applies_the_demo_sizing() -> None:
+    manifest = load_manifest(EXAMPLES[0])
+    spec = localize(manifest, "http://prom", "redis://r:1/0", DEMO_TIMING)
+    assert spec.targets.connections_per_pod == DEMO_TIMING.connections_per_pod
+    assert spec.behavior.scale_down.max_pods_per_minute == DEMO_TIMING.scale_down_pods_per_minute
+    assert manifest.spec.targets.connections_per_pod == 1000  # the manifest is not changed
+
+
+def test_the_demo_day_needs_the_minimum_at_night_more_by_day_and_most_at_the_peak() -> None:
+    """The sizing of `wsfleet up --load wedding-season` (issue 17 §5): at the demo's
+    capacity per gateway, the operator's own proposal for the demo load is the
+    minimum at night, more by day and most at the evening peak, within max."""
+    from wsfleet_operator.scaling import Metrics, propose_from_metrics
+
+    manifest = load_manifest(Path(__file__).parents[2] / "examples" / "01-minimal-fleet.yaml")
+    spec = localize(manifest, "http://prom", "redis://r:1/0", DEMO_TIMING)
+    base, compress = int(LOCAL_DEFAULTS["connections"]), float(LOCAL_DEFAULTS["compress"])
+    start = float(LOCAL_DEFAULTS["start_hour"])
+
+    def wanted_at(hour: float, current: int) -> int:
+        elapsed_s = ((hour - start) % 24.0) * 3600.0 / compress
+        load = target_connections(elapsed_s, base, compress, start)
+        proposal = propose_from_metrics(spec, Metrics(0.0, connections=load), current)
+        return max(spec.replicas.min, min(spec.replicas.max, proposal["connections"]))
+
+    night, day, peak = wanted_at(3.0, 2), wanted_at(12.0, 2), wanted_at(19.0, 3)
+    assert night == spec.replicas.min == 2
+    assert day == 3
+    assert 6 <= peak <= spec.replicas.max
+    assert wanted_at(3.0, peak) == spec.replicas.min  # and back down after the day
+    assert 86_400.0 / compress <= 300.0  # one demo day within 5 minutes
+
+
+def test_load_options_from_the_command_line() -> None:
+    assert parse_load_options(["compress=960", "start_hour=18.5", "channel_prefix=x-"]) == {
+        "compress": 960,
+        "start_hour": 18.5,
+        "channel_prefix": "x-",
+    }
+    assert parse_load_options([]) == {}

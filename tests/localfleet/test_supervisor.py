@@ -175,3 +175,17 @@ async def test_a_scale_up_is_not_started_twice_by_the_supervise_loop(
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_task
             await sup.stop_all()
+
+
+async def test_once_the_fleet_stops_a_killed_gateway_is_not_replaced(
+    supervisor: GatewaySupervisor,
+) -> None:
+    """Ctrl-C, then Ctrl-C again (which kills the gateways): the supervise loop must not
+    start new ones meanwhile, nor may a late scale-up (issue 17 §5)."""
+    first, second = await supervisor.scale_up_to(2)
+    supervisor.stop_starting()
+    supervisor.kill(first)
+    await wait_until(lambda: first.name not in supervisor.gateways, timeout_s=30, message="reaped")
+    assert await supervisor.scale_up_to(3) == []
+    assert list(supervisor.gateways) == [second.name]
+    assert supervisor._starting == 0

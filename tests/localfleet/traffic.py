@@ -142,8 +142,9 @@ class Publisher:
         """Stop publishing (idempotent); `check()` reports a failure."""
         self._stop.set()
         if self.task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self.task), 60.0)
+            with contextlib.suppress(Exception):  # asyncio.timeout: see loadtest/engine.py
+                async with asyncio.timeout(60.0):
+                    await asyncio.shield(self.task)
 
 
 async def stream_truth(redis_url: str, channels: list[str]) -> dict[str, list[str]]:

@@ -1,16 +1,20 @@
 """`wsfleet up -f FLEET.yaml`: run a WebSocketFleet manifest on this machine.
 
-Ctrl-C (or SIGTERM) stops everything it started; a second Ctrl-C stops the
-gateways at once instead of letting them close their connections.
+Ctrl-C (or SIGTERM) stops everything it started: the load first, then the
+gateways, Prometheus and Redis; nothing is started or replaced meanwhile. A
+second Ctrl-C kills the load and the gateways at once instead of letting
+them close their connections.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wsfleet.localfleet.fleet import FleetOptions, LocalFleet, PortInUseError
-from wsfleet.localfleet.load import LoadUnavailableError, check_load, run_load
+from wsfleet.localfleet.load import (
+    DEMO_CONNECTIONS_PER_POD,
+    LoadProcess,
+    LoadUnavailableError,
+    check_load,
+)
 from wsfleet.localfleet.manifest import ManifestError, Overrides, load_manifest
 from wsfleet.localfleet.supervisor import GatewayStartError
 from wsfleet.services import MissingBinaryError
@@ -61,6 +70,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="base connections of the load (wedding-season: x10 at the evening peak)",
     )
+    parser.add_argument(
+        "--load-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a load-tool option (repeatable), e.g. compress=960 for a day in 90 s",
+    )
+    parser.add_argument(
+        "--connections-per-pod",
+        type=int,
+        default=None,
+        help=f"one gateway's capacity for the autoscaler (with --load: {DEMO_CONNECTIONS_PER_POD})",
+    )
     parser.add_argument("--no-autoscale", action="store_true", help="keep --replicas fixed")
     parser.add_argument("--interval", type=float, default=None, help="autoscaler interval, s")
     parser.add_argument("--scale-up-window", type=int, default=None, help="seconds")
@@ -81,8 +103,17 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-DEMO_TIMING = Overrides(interval_s=2.0, scale_up_window_s=0, scale_down_window_s=30)
-"""With --load: timing short enough to watch a compressed day grow and shrink the fleet."""
+DEMO_TIMING = Overrides(
+    interval_s=2.0,
+    scale_up_window_s=0,
+    scale_down_window_s=15,
+    scale_down_pods_per_minute=10,
+    connections_per_pod=DEMO_CONNECTIONS_PER_POD,
+)
+"""With --load: sizing and timing to watch a compressed day grow and shrink the fleet on a
+small machine. A demo minute is 8 hours of the day, so scale-down is not held to the
+production pace (one pod a minute), and a gateway's capacity fits the demo load
+(see `wsfleet.localfleet.load.LOCAL_DEFAULTS`)."""
 LOAD_USER_CONNECTS_PER_MIN = 1_000_000
 """With --load: one process plays thousands of users with one identity, so the per-user
 connection rate limit would stop it; it is lifted for that run (and the summary says so)."""
@@ -100,8 +131,11 @@ def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions
         ),
         drain_grace_s=_first(args.drain_grace, settings.drain_grace_s),
         connections_per_user_per_minute=LOAD_USER_CONNECTS_PER_MIN if args.load else None,
+        connections_per_pod=_first(args.connections_per_pod, demo.connections_per_pod),
+        scale_down_pods_per_minute=demo.scale_down_pods_per_minute,
     )
     return FleetOptions(
+        stop_timeout_s=GATEWAY_STOP_S,
         host=args.host,
         port=args.port,
         replicas=args.replicas,
@@ -112,6 +146,31 @@ def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions
         dashboard_port=None if args.no_dashboard else args.dashboard_port,
         auth=not args.no_auth,
     )
+
+
+GATEWAY_STOP_S = 5.0
+"""On Ctrl-C, how long the gateways get to exit after SIGTERM before SIGKILL (the load is
+stopped before, so they have no load to drain)."""
+
+
+def parse_load_options(values: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as load options; a VALUE that is JSON (a number) is decoded."""
+    options: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise LoadUnavailableError(f"--load-option {item!r}: expected NAME=VALUE")
+        try:
+            options[name] = json.loads(raw)
+        except ValueError:
+            options[name] = raw
+    from wsfleet.loadtest.options import ScenarioOptions
+
+    try:
+        ScenarioOptions.from_mapping(options)
+    except (TypeError, ValueError) as exc:
+        raise LoadUnavailableError(f"--load-option: {exc}") from exc
+    return options
 
 
 def _configure_logging() -> None:
@@ -138,26 +197,34 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-async def serve(args: argparse.Namespace, options: FleetOptions) -> int:
+async def serve(
+    args: argparse.Namespace, options: FleetOptions, load_overrides: dict[str, Any] | None = None
+) -> int:
     manifest = load_manifest(args.file)
     fleet = LocalFleet(manifest, options, notify=say)
     stop = asyncio.Event()
     signals = 0
+    load: LoadProcess | None = None
+    stop_began: float | None = None
 
     def on_signal() -> None:
-        nonlocal signals
+        nonlocal signals, stop_began
         signals += 1
         if signals == 1:
-            say("stopping: draining gateways, then Prometheus and Redis (Ctrl-C again: now)")
+            stop_began = time.monotonic()
+            say("stopping: the load, then the gateways, Prometheus and Redis (Ctrl-C again: now)")
+            fleet.begin_stop()  # from now on nothing scales, starts or respawns
             stop.set()
-        elif fleet.supervisor is not None:
+            return
+        if load is not None:
+            load.kill()
+        if fleet.supervisor is not None:
             for gateway in fleet.gateways():
                 fleet.supervisor.kill(gateway)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    load_task: asyncio.Task[int] | None = None
     try:
         starting = asyncio.create_task(fleet.start())
         stopped = asyncio.create_task(stop.wait())
@@ -170,42 +237,39 @@ async def serve(args: argparse.Namespace, options: FleetOptions) -> int:
         starting.result()
         say(fleet.summary())
         if args.load:
-            load_overrides: dict[str, Any] = {"token": fleet.token("load-tool")}
-            if args.load_connections is not None:
-                load_overrides["connections"] = args.load_connections
             say(
-                f"load: {args.load} as user 'load-tool'; the per-user connection rate limit "
-                "is lifted for this run (one process plays every user)"
+                f"load: {args.load} as user 'load-tool', in its own process; the per-user "
+                "connection rate limit is lifted for this run (one process plays every user)"
             )
-            load_task = asyncio.create_task(
-                run_load(args.load, fleet.ws_url, say, load_overrides), name="load"
+            load = LoadProcess(
+                args.load, fleet.ws_url, say, load_overrides or {}, token=fleet.token("load-tool")
             )
-            load_task.add_done_callback(_report_load_end)
+            await load.start()
         say("Ready. Stop with Ctrl-C.")
         await stop.wait()
         return 0
     finally:
-        if load_task is not None:
-            load_task.cancel()
-            await asyncio.gather(load_task, return_exceptions=True)
+        fleet.begin_stop()
+        if load is not None:
+            await load.stop()  # first: the gateways then have nothing left to drain
         await fleet.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        say("stopped: nothing left running")
-
-
-def _report_load_end(task: asyncio.Task[int]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        say(f"load stopped: {task.exception()!r} (the fleet keeps running)")
+        took = f" ({time.monotonic() - stop_began:.1f} s)" if stop_began is not None else ""
+        say(f"stopped: nothing left running{took}")
 
 
 def run(args: argparse.Namespace) -> int:
     _configure_logging()
     try:
         options = options_from(args, UpSettings())
+        load_overrides: dict[str, Any] = {}
         if args.load:
             check_load(args.load)
-        return asyncio.run(serve(args, options))
+            load_overrides = parse_load_options(args.load_option)
+            if args.load_connections is not None:
+                load_overrides["connections"] = args.load_connections
+        return asyncio.run(serve(args, options, load_overrides))
     except (ManifestError, MissingBinaryError, LoadUnavailableError, PortInUseError) as exc:
         print(f"wsfleet up: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,6 @@ stops everything it started, in reverse order, whatever happens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -266,14 +265,26 @@ class LocalFleet:
         tmp.write_text(json.dumps(groups))
         tmp.replace(path)
 
+    def begin_stop(self) -> None:
+        """The first moment of a stop: no more scaling decisions, no gateway started or
+        replaced from now on (so none respawns while the rest stops). Safe to call twice."""
+        if self.supervisor is not None:
+            self.supervisor.stop_starting()
+        for task in self._tasks:
+            if task.get_name() == "autoscale":
+                task.cancel()
+
     async def stop(self) -> None:
         """Stop everything started, in reverse order; safe to call twice."""
-        for task in self._tasks:
+        self.begin_stop()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        if tasks:  # not suppress(CancelledError): a cancel of stop() itself must not vanish
+            await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("fleet_task_failed", task=task.get_name(), error=repr(task.exception()))
         if self.autoscaling is not None:
             await self.autoscaling.close()
             self.autoscaling = None
@@ -328,9 +339,14 @@ class LocalFleet:
                 f"    {g.name}  pid {g.pid}  {g.state.value:<8}  admin {g.admin_url}"
                 "  (/metrics /healthz /readyz)"
             )
+        manifest_capacity = self.manifest.spec.targets.connections_per_pod
+        capacity = f"{spec.targets.connections_per_pod} connections/pod" + (
+            f" (the manifest says {manifest_capacity})"
+            if spec.targets.connections_per_pod != manifest_capacity
+            else ""
+        )
         scaler = (
-            f"replicas {spec.replicas.min}..{spec.replicas.max}, "
-            f"{spec.targets.connections_per_pod} connections/pod at "
+            f"replicas {spec.replicas.min}..{spec.replicas.max}, {capacity} at "
             f"{spec.targets.target_utilization:.0%}, every {spec.behavior.interval_seconds:g}s"
             if self.options.autoscale
             else "off (fixed replica count)"

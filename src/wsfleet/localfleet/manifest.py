@@ -85,6 +85,10 @@ class Overrides:
     scale_down_window_s: int | None = None
     drain_grace_s: int | None = None
     connections_per_user_per_minute: int | None = None
+    connections_per_pod: int | None = None
+    """Connection capacity of one gateway (targets.connectionsPerPod)."""
+    scale_down_pods_per_minute: int | None = None
+    """behavior.scaleDown.maxPodsPerMinute."""
 
 
 def localize(
@@ -107,6 +111,10 @@ def localize(
         spec.drain.grace_period_seconds = overrides.drain_grace_s
     if overrides.connections_per_user_per_minute is not None:
         spec.limits.connections_per_user_per_minute = overrides.connections_per_user_per_minute
+    if overrides.connections_per_pod is not None:
+        spec.targets.connections_per_pod = overrides.connections_per_pod
+    if overrides.scale_down_pods_per_minute is not None:
+        spec.behavior.scale_down.max_pods_per_minute = overrides.scale_down_pods_per_minute
     return FleetSpec.model_validate(spec.model_dump())
 
 

@@ -37,8 +37,13 @@ def set_death_signal(sig: signal.Signals) -> bool:
     return int(_LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
 
 
-def _tie_hook(parent: int) -> Callable[[], None]:
-    """A preexec function: SIGTERM when `parent` dies (and exit if it already has)."""
+def tie_to(parent: int) -> Callable[[], None] | None:
+    """A preexec function: SIGTERM when `parent` dies (and exit if it already has).
+
+    None where Linux's parent-death signal is not available.
+    """
+    if _LIBC is None:
+        return None
 
     def hook() -> None:
         set_death_signal(signal.SIGTERM)
@@ -65,7 +70,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_tie_hook(os.getpid()) if tie and _LIBC is not None else None,
+            preexec_fn=tie_to(os.getpid()) if tie else None,
         )
 
 

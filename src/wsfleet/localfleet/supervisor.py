@@ -176,6 +176,8 @@ class GatewaySupervisor:
 
     async def _start(self, attempts: int) -> Gateway:
         for attempt in range(1, attempts + 1):
+            if self._stopping:
+                raise GatewayStartError("the fleet is stopping: no new gateway")
             gateway = self._spawn()
             try:
                 await self._wait_ready(gateway)
@@ -235,6 +237,8 @@ class GatewaySupervisor:
 
     async def scale_up_to(self, count: int) -> list[Gateway]:
         """Start gateways (concurrently) until `count` are active; wait until ready."""
+        if self._stopping:
+            return []
         self.desired = max(self.desired, count)
         missing = count - len(self.active()) - self._starting
         if missing <= 0:
@@ -314,12 +318,20 @@ class GatewaySupervisor:
         except GatewayStartError as exc:
             log.error("gateway_replace_failed", error=str(exc))
 
-    async def stop_all(self) -> None:
-        """Stop every gateway: SIGTERM, then SIGKILL after `stop_timeout_s`."""
+    def stop_starting(self) -> None:
+        """Start nothing from now on, replace nothing: the fleet is stopping.
+
+        The first thing a stop does, so that gateways that die or are killed
+        while the rest stops (a second Ctrl-C) are not started again.
+        """
         self._stopping = True
-        self.desired = 0
         for task in list(self._replacements):
             task.cancel()
+
+    async def stop_all(self) -> None:
+        """Stop every gateway: SIGTERM, then SIGKILL after `stop_timeout_s`."""
+        self.stop_starting()
+        self.desired = 0
         for gateway in list(self.gateways.values()):
             procs.send_signal(gateway.proc, signal.SIGTERM)
             gateway.state = GatewayState.DRAINING
