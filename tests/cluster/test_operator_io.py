@@ -18,6 +18,7 @@ from wsfleet_operator.prewarm import (
     read_secret_key,
     ready_pod_addresses,
 )
+from wsfleet_operator.reconcile import FleetRef, reconcile
 from wsfleet_operator.resources import common_labels
 from wsfleet_operator.spec import parse_spec
 
@@ -166,3 +167,33 @@ async def test_operator_process_serves_liveness_and_metrics(
         assert "wsfleet_operator_prometheus_errors_total" in body
         assert "wsfleet_operator_kube_writes_total" in body
         kube.kubectl("delete", "websocketfleet", "cli", "-n", namespace, "--wait=true")
+
+
+async def test_reconcile_into_a_terminating_namespace_stops_quietly(
+    chart: LocalCluster, kube: Kube
+) -> None:
+    """A namespace held in Terminating by a finalizer: creates there are refused (403,
+    NamespaceTerminating); reconcile stops without an error and without retrying."""
+    ns = "t-terminating"
+    kube.create_namespace(ns)
+    hold = {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "hold", "finalizers": ["wsfleet.io/test-hold"]}}  # fmt: skip
+    kube.apply(ns, hold)
+    kube.delete_namespace(ns)
+    try:
+        await eventually(
+            lambda: (
+                (kube.get("", "namespace", ns) or {}).get("status", {}).get("phase")
+                == "Terminating"
+            ),
+            message="namespace terminating",
+        )
+        raw = fleet("late")["spec"]
+        async with chart.admin_client() as client:
+            result = await reconcile(client, FleetRef("late", ns, "uid-late"), raw)
+        assert result.valid
+        assert result.created == []
+        assert kube.get(ns, "deployment", "late-gateway") is None
+    finally:
+        kube.kubectl("patch", "configmap", "hold", "-n", ns, "--type=merge",
+                     "-p", '{"metadata":{"finalizers":null}}')  # fmt: skip
