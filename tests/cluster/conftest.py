@@ -11,7 +11,7 @@ import contextlib
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from tests.cluster.harness import (
 )
 from tests.support.kube import Kube
 from tests.support.prewarm_gateway import gateway  # noqa: F401 (a fixture)
-from wsfleet.services import PrometheusServer
 
 REASON = unavailable_reason()
 IN_CI = os.environ.get("WSFLEET_CI") == "1"
@@ -172,14 +171,3 @@ def managed_namespace(kube: Kube, operator: OperatorProcess) -> Iterator[str]:
     """A namespace deleted while its operator still runs (finalizers released by it)."""
     with fresh_namespace(kube) as name:
         yield name
-
-
-@pytest.fixture
-async def prometheus() -> AsyncIterator[PrometheusServer]:
-    """A real Prometheus scraping the file_sd targets of `PodGateways` every 0.5 s."""
-    server = PrometheusServer(scrape_interval_s=0.5)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -43,19 +43,19 @@ async def test_killed_mid_scale_and_restarted_neither_repeats_nor_loses_the_step
     kube: Kube,
     operator_kubeconfig: Path,
     namespace: str,
-    prometheus: PrometheusServer,
+    prometheus_server: PrometheusServer,
 ) -> None:
     """One pod a minute: the operator adds the first, is SIGKILLed the moment the Deployment
     shows it, and a new instance starts. The new one must not add a second pod within that
     minute (its rate limit still counts the first step, recorded on the Deployment), and the
     step it did not see finish is in the fleet's history exactly once."""
     ns, name = namespace, "killed"
-    kube.apply(ns, one_pod_a_minute(name, prometheus.url))
+    kube.apply(ns, one_pod_a_minute(name, prometheus_server.url))
     first = OperatorProcess(operator_kubeconfig, identity="op-first").start()
     try:
         async with (
             chart.admin_client() as admin,
-            PodGateways(admin, ns, name, prometheus).running() as gw,
+            PodGateways(admin, ns, name, prometheus_server).running() as gw,
         ):
             await eventually(lambda: len(gw.gateways) == 2, message="2 gateways")
             a, b = sorted(gw.gateways)

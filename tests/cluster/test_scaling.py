@@ -19,13 +19,13 @@ async def test_load_scales_up_and_down_removing_the_emptiest_pods(
     kube: Kube,
     operator: OperatorProcess,
     managed_namespace: str,
-    prometheus: PrometheusServer,
+    prometheus_server: PrometheusServer,
 ) -> None:
     ns, name = managed_namespace, "wedding"
-    kube.apply(ns, scaling_fleet(name, prometheus.url))
+    kube.apply(ns, scaling_fleet(name, prometheus_server.url))
     async with (
         chart.admin_client() as admin,
-        PodGateways(admin, ns, name, prometheus).running() as gw,
+        PodGateways(admin, ns, name, prometheus_server).running() as gw,
     ):
         await eventually(lambda: len(gw.gateways) == 2, message="2 gateways behind 2 pods")
         first, second = sorted(gw.gateways)
@@ -39,7 +39,7 @@ async def test_load_scales_up_and_down_removing_the_emptiest_pods(
         newer = sorted(set(gw.gateways) - {first, second})
 
         # 2. Prometheus goes away and the load with it: never a scale-down on missing data
-        prometheus.stop()
+        prometheus_server.stop()
         await gw.disconnect(first)
         await gw.disconnect(second)
         await eventually(
@@ -60,7 +60,7 @@ async def test_load_scales_up_and_down_removing_the_emptiest_pods(
         # 3. Prometheus is back; a few connections stay, unevenly: 3 on the first pod, 4 on
         #    the newest. Want ceil(7 / 8) = 1 -> min 2: three pods go. Without the costs the
         #    ReplicaSet controller would remove the newest pods; with them, the emptiest.
-        prometheus.start()
+        prometheus_server.start()
         keep = {first, newer[-1]}
         await gw.connect(first, 3)
         await gw.connect(newer[-1], 4)
@@ -87,13 +87,13 @@ async def test_dry_run_decides_but_never_patches(
     kube: Kube,
     operator: OperatorProcess,
     managed_namespace: str,
-    prometheus: PrometheusServer,
+    prometheus_server: PrometheusServer,
 ) -> None:
     ns, name = managed_namespace, "rehearsal"
-    kube.apply(ns, scaling_fleet(name, prometheus.url, dryRun=True))
+    kube.apply(ns, scaling_fleet(name, prometheus_server.url, dryRun=True))
     async with (
         chart.admin_client() as admin,
-        PodGateways(admin, ns, name, prometheus).running() as gw,
+        PodGateways(admin, ns, name, prometheus_server).running() as gw,
     ):
         await eventually(lambda: len(gw.gateways) == 2, message="2 gateways")
         for pod in sorted(gw.gateways):
