@@ -206,6 +206,7 @@ def test_localize_applies_the_demo_sizing() -> None:
     spec = localize(manifest, "http://prom", "redis://r:1/0", DEMO_TIMING)
     assert spec.targets.connections_per_pod == DEMO_TIMING.connections_per_pod
     assert spec.behavior.scale_down.max_pods_per_minute == DEMO_TIMING.scale_down_pods_per_minute
+    assert spec.cost_guard.window_seconds == DEMO_TIMING.cost_guard_window_s
     assert manifest.spec.targets.connections_per_pod == 1000  # the manifest is not changed
 
 
@@ -232,6 +233,24 @@ def test_the_demo_day_needs_the_minimum_at_night_more_by_day_and_most_at_the_pea
     assert 6 <= peak <= spec.replicas.max
     assert wanted_at(3.0, peak) == spec.replicas.min  # and back down after the day
     assert 86_400.0 / compress <= 300.0  # one demo day within 5 minutes
+
+
+def test_the_demo_keeps_scaling_day_after_day() -> None:
+    """The cost guard (at most 8 pods added per window) must not cap the demo's third day:
+    each day adds 4 (2 -> 3 by day, 3 -> 6 at the peak), 3 minutes apart."""
+    from wsfleet_operator.scaling import History, ScaleChange, cost_limit
+
+    manifest = load_manifest(Path(__file__).parents[2] / "examples" / "01-minimal-fleet.yaml")
+    spec = localize(manifest, "http://prom", "redis://r:1/0", DEMO_TIMING)
+    day_s = 86_400.0 / float(LOCAL_DEFAULTS["compress"])
+    changes = tuple(
+        ScaleChange(day * day_s + at, before, after)
+        for day in range(2)
+        for at, before, after in ((20.0, 2, 3), (90.0, 3, 4), (91.0, 4, 5), (92.0, 5, 6))
+    )
+    history = History(started_at=0.0, changes=changes)
+    high, capped_by = cost_limit(spec, 2, history, 2 * day_s + 20.0)
+    assert (high, capped_by) == (2 + spec.cost_guard.max_surge_per_window, None)
 
 
 def test_load_options_from_the_command_line() -> None:

@@ -108,12 +108,14 @@ DEMO_TIMING = Overrides(
     scale_up_window_s=0,
     scale_down_window_s=15,
     scale_down_pods_per_minute=10,
+    cost_guard_window_s=60,
     connections_per_pod=DEMO_CONNECTIONS_PER_POD,
 )
 """With --load: sizing and timing to watch a compressed day grow and shrink the fleet on a
 small machine. A demo minute is 8 hours of the day, so scale-down is not held to the
-production pace (one pod a minute), and a gateway's capacity fits the demo load
-(see `wsfleet.localfleet.load.LOCAL_DEFAULTS`)."""
+production pace (one pod a minute), the cost guard counts the pods added per minute, not
+per hour (else it would cap the third demo day), and a gateway's capacity fits the demo
+load (see `wsfleet.localfleet.load.LOCAL_DEFAULTS`)."""
 LOAD_USER_CONNECTS_PER_MIN = 1_000_000
 """With --load: one process plays thousands of users with one identity, so the per-user
 connection rate limit would stop it; it is lifted for that run (and the summary says so)."""
@@ -133,6 +135,7 @@ def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions
         connections_per_user_per_minute=LOAD_USER_CONNECTS_PER_MIN if args.load else None,
         connections_per_pod=_first(args.connections_per_pod, demo.connections_per_pod),
         scale_down_pods_per_minute=demo.scale_down_pods_per_minute,
+        cost_guard_window_s=demo.cost_guard_window_s,
     )
     return FleetOptions(
         stop_timeout_s=GATEWAY_STOP_S,

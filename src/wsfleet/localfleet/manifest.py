@@ -89,6 +89,8 @@ class Overrides:
     """Connection capacity of one gateway (targets.connectionsPerPod)."""
     scale_down_pods_per_minute: int | None = None
     """behavior.scaleDown.maxPodsPerMinute."""
+    cost_guard_window_s: int | None = None
+    """costGuard.windowSeconds: the span in which at most maxSurgePerWindow pods are added."""
 
 
 def localize(
@@ -115,6 +117,8 @@ def localize(
         spec.targets.connections_per_pod = overrides.connections_per_pod
     if overrides.scale_down_pods_per_minute is not None:
         spec.behavior.scale_down.max_pods_per_minute = overrides.scale_down_pods_per_minute
+    if overrides.cost_guard_window_s is not None:
+        spec.cost_guard.window_seconds = overrides.cost_guard_window_s
     return FleetSpec.model_validate(spec.model_dump())
 
 
