@@ -15,7 +15,6 @@ breaker, the two-layer cache and audit events around the core.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 
 import structlog
@@ -33,6 +32,7 @@ from wsfleet_gateway.protection import ProtectionLayer
 from wsfleet_gateway.server import WsServer
 from wsfleet_gateway.session import SessionContext
 from wsfleet_gateway.settings import GatewaySettings
+from wsfleet_gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger("wsfleet_gateway.app")
 
@@ -133,11 +133,7 @@ class Gateway:
             return
         self.stopping = True
         await self.ws.stop(code, reason)
-        for task in list(self.ctx.workers):
-            task.cancel()
-        for task in list(self.ctx.workers):
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*self.ctx.workers)
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None

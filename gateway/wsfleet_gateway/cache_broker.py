@@ -36,6 +36,7 @@ from wsfleet_gateway.broker import (
 )
 from wsfleet_gateway.cache_layers import ChannelCache
 from wsfleet_gateway.redis_pool import is_redis_failure
+from wsfleet_gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger("wsfleet_gateway.cache_broker")
 
@@ -81,11 +82,8 @@ class ProtectedBroker:
         await self.inner.start(remember)
 
     async def close(self) -> None:
-        if self._reattach is not None:
-            self._reattach.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reattach
-            self._reattach = None
+        reattach, self._reattach = self._reattach, None
+        await cancel_and_wait(reattach)
         await self.inner.close()
 
     @property

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 from typing import Any
@@ -23,6 +22,7 @@ from wsfleet_gateway.gctune import GcSettings, GcTuner
 from wsfleet_gateway.jwt_auth import AuthConfigError
 from wsfleet_gateway.logs import configure_logging
 from wsfleet_gateway.settings import GatewaySettings
+from wsfleet_gateway.tasks import cancel_and_wait, wait_ended
 
 log = structlog.get_logger("wsfleet_gateway.cli")
 
@@ -112,13 +112,9 @@ async def serve(settings: GatewaySettings, gc_settings: GcSettings | None = None
         await stop.wait()
         log.info("gateway_stopping", node=settings.node_name, connections=gateway.connections)
         drain = loop.create_task(gateway.shutdown())
-        with contextlib.suppress(asyncio.CancelledError):
-            await drain
+        await wait_ended(drain)  # a second signal cancels it (on_signal)
     finally:
-        if tuning is not None:
-            tuning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tuning
+        await cancel_and_wait(tuning)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await gateway.stop()

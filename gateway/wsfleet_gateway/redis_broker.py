@@ -101,6 +101,7 @@ from wsfleet_gateway.redis_streams import (
     ts_of,
 )
 from wsfleet_gateway.resp import Arg, Endpoint
+from wsfleet_gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger("wsfleet_gateway.redis_broker")
 
@@ -188,11 +189,8 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._closed = True
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(BaseException):
-                await self._probe
-            self._probe = None
+        probe, self._probe = self._probe, None
+        await cancel_and_wait(probe)
         self.reads.cancel_all()
         await self._lane.close()
         await self._fanout.close()

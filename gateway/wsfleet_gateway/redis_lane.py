@@ -34,7 +34,6 @@ reply settles it straight from the connection's `data_received`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -49,6 +48,7 @@ from wsfleet_gateway.resp import (
     open_connection,
     pack_resp,
 )
+from wsfleet_gateway.tasks import cancel_and_wait
 
 
 class CommandLane:
@@ -120,10 +120,7 @@ class CommandLane:
         queued, self._queued = self._queued or [], None
         awaiting, self._awaiting = self._awaiting, []
         fail_requests(queued + awaiting, asyncio.CancelledError())
-        for task in list(self._opening):
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*self._opening)
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

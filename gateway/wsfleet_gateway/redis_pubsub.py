@@ -46,6 +46,7 @@ from wsfleet_gateway.broker import (
 )
 from wsfleet_gateway.redis_streams import decode_payload, pubsub_name
 from wsfleet_gateway.resp import Endpoint, RespConnection, open_connection, pack_resp
+from wsfleet_gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger("wsfleet_gateway.redis_pubsub")
 
@@ -190,12 +191,7 @@ class PubSubFanout:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(self._reader, *self._tasks)
         self._reader = None
         self._tasks.clear()
         self._subs.clear()

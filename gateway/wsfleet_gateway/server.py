@@ -61,6 +61,7 @@ from wsfleet_gateway.bandwidth import CLOSE, TokenBucket, burst_bytes
 from wsfleet_gateway.protection_metrics import ProtectionMetrics
 from wsfleet_gateway.protocol import BAD_REQUEST, RATE_LIMITED, encode_welcome
 from wsfleet_gateway.session import Session, SessionContext, next_connection_id
+from wsfleet_gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger("wsfleet_gateway.server")
 
@@ -515,11 +516,8 @@ class WsServer:
     async def stop(self, code: int = 1001, reason: bytes = b"going away") -> None:
         """Stop listening and close every connection with `code`."""
         self.stop_listening()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+        heartbeat, self._heartbeat = self._heartbeat, None
+        await cancel_and_wait(heartbeat)
         await self.close_all(code, reason)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):

@@ -204,12 +204,12 @@ class DashboardState:
 
     async def wait_newer(self, version: int, timeout_s: float) -> int:
         """Wait until a sample newer than `version` exists (or timeout/closing)."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+        # arrives as the wait ends (cpython #86296), and an SSE stream would outlive its client
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.version > version or self.closing),
-                    timeout_s,
-                )
+                async with asyncio.timeout(timeout_s):
+                    await self._changed.wait_for(lambda: self.version > version or self.closing)
             return self.version
 
     async def run(self) -> None:
@@ -235,11 +235,10 @@ class DashboardState:
 
     async def stop(self) -> None:
         await self.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # raises a cancel of stop()'s caller, not the task's
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -121,6 +121,22 @@ class _Listener(WSListener):
         self.welcome = welcome
         self.close_code: int | None = None
         self.close_reason = ""
+        self.abandoned = False
+        """The connect that made this listener was cancelled: hang up once connected."""
+        self.transport: WSTransport | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        # picows shields its handshake: a cancelled connect still completes it, with no
+        # one left to hold the connection unless it closes itself here
+        self.transport = transport
+        if self.abandoned:
+            transport.disconnect(graceful=False)
+
+    def abandon(self) -> None:
+        """The connect was cancelled: hang up now if connected, else as soon as it is."""
+        self.abandoned = True
+        if self.transport is not None:
+            self.transport.disconnect(graceful=False)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.TEXT:
@@ -198,9 +214,11 @@ class Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         welcome: asyncio.Future[Welcome] = loop.create_future()
         listener_holder: list[_Listener] = []
+        abandoned = False
 
         def factory() -> _Listener:
             listener = _Listener(self, welcome)
+            listener.abandoned = abandoned
             listener_holder.append(listener)
             return listener
 
@@ -213,6 +231,11 @@ class Client:
                 read_buffer_init_size=self.read_buffer_bytes,
                 max_frame_size=64 * 1024 * 1024,
             )
+        except asyncio.CancelledError:
+            abandoned = True
+            for listener in listener_holder:
+                listener.abandon()
+            raise
         except WSHandshakeError as exc:
             status = int(exc.response.status) if exc.response is not None else None
             raise HandshakeRefusedError(status, f"upgrade refused ({status}): {exc}") from exc
@@ -238,8 +261,7 @@ class Client:
         task, self._reconnect_task = self._reconnect_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await asyncio.wait([task])  # a cancel of close()'s caller is raised, not swallowed
         await self._drop_connection()
         self._queue.put_nowait(ConnectionClosedError(1000, "closed by client"))
 

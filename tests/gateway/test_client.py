@@ -140,3 +140,31 @@ async def test_a_value_that_is_no_json_is_refused_before_sending(connect: Client
         with pytest.raises(ValueError, match="JSON"):
             await client.publish("no-json", value)
     assert await client.publish("no-json", 1.5)
+
+
+async def test_a_cancelled_connect_leaves_no_connection_behind() -> None:
+    """picows finishes a shielded handshake after a cancel: the client hangs up itself.
+
+    Cancels land 0..24 loop passes into connect (before, during and after the handshake);
+    on the old client a cancel during the handshake left the connection open on the server.
+    """
+    gateway = Gateway(make_settings(user_connects_per_min=1000), broker=MemoryBroker())
+    await gateway.start()
+    try:
+        await cancel_connects(gateway)
+    finally:
+        await gateway.stop()
+
+
+async def cancel_connects(gateway: Gateway) -> None:
+    for passes in range(25):
+        task = asyncio.create_task(Client.connect(gateway.ws_url))
+        for _ in range(passes):
+            await asyncio.sleep(0)  # one loop pass: where the cancel lands, not a wait
+        task.cancel()
+        try:
+            client = await task
+        except asyncio.CancelledError:
+            continue
+        await client.close()  # the connect won the race: an ordinary client
+    await wait_until(lambda: gateway.connections == 0, timeout_s=5, message="no connection left")
