@@ -23,11 +23,6 @@ import aiohttp
 import structlog
 
 from wsfleet_operator.dashboard_model import FleetSnapshot, FleetStateSource
-from wsfleet_operator.dashboard_prometheus import (
-    DashboardPrometheus,
-    PrometheusQueryError,
-    PrometheusUnavailableError,
-)
 from wsfleet_operator.dashboard_series import (
     LIVE_CONNECTIONS,
     LIVE_GATEWAYS,
@@ -42,6 +37,11 @@ from wsfleet_operator.dashboard_series import (
     parse_vector_sum,
     render_promql,
     step_for,
+)
+from wsfleet_operator.prometheus import (
+    PrometheusClient,
+    PrometheusQueryError,
+    PrometheusUnavailableError,
 )
 
 log = structlog.get_logger("wsfleet.dashboard")
@@ -96,7 +96,7 @@ class DashboardState:
         self.version = 0
         self.closing = False
         self._health: dict[str, PrometheusHealth] = {}
-        self._clients: dict[str, DashboardPrometheus] = {}
+        self._clients: dict[str, PrometheusClient] = {}
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -105,12 +105,12 @@ class DashboardState:
     def url_for(self, snap: FleetSnapshot) -> str | None:
         return snap.prometheus_url or self.prometheus_url
 
-    def client_for(self, url: str | None) -> DashboardPrometheus | None:
+    def client_for(self, url: str | None) -> PrometheusClient | None:
         if url is None or self._session is None:
             return None
         client = self._clients.get(url)
         if client is None:
-            client = DashboardPrometheus(url, self._session, self.prometheus_timeout_s)
+            client = PrometheusClient(url, self.prometheus_timeout_s, session=self._session)
             self._clients[url] = client
         return client
 
@@ -178,7 +178,7 @@ class DashboardState:
         if client is None or url is None:
             return
         try:
-            await client.query("vector(1)")
+            await client.query_data("vector(1)")
         except (PrometheusUnavailableError, PrometheusQueryError) as exc:
             self.note(url, [exc])
         else:
@@ -190,7 +190,7 @@ class DashboardState:
         if client is None or url is None:
             return {"connections": None, "gateways": None}
         queries = [
-            client.query(render_promql(t, snap.selector, self.rate_window))
+            client.query_data(render_promql(t, snap.selector, self.rate_window))
             for t in (LIVE_CONNECTIONS, LIVE_GATEWAYS)
         ]
         conns, gws = await asyncio.gather(*queries, return_exceptions=True)
@@ -262,7 +262,7 @@ class DashboardState:
                 for line in chart.lines:
                     promql = render_promql(line.promql, snap.selector, self.rate_window)
                     jobs.append((ci, line))
-                    calls.append(client.query_range(promql, start, end, step))
+                    calls.append(client.query_range_data(promql, start, end, step))
         results = await asyncio.gather(*calls, return_exceptions=True)
         health = self.note(url, results) if url is not None and client else self.health(url)
         history = self.history.lines(snap.key, start, end)

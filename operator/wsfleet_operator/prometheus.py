@@ -26,7 +26,17 @@ log = structlog.get_logger("wsfleet.operator.prometheus")
 
 
 class PrometheusError(Exception):
-    """A query failed (HTTP, timeout, or a Prometheus `error` status)."""
+    """A query failed (unreachable, or an error answer)."""
+
+
+class PrometheusUnavailableError(PrometheusError):
+    """Prometheus cannot be reached or did not answer sensibly (refused, timeout, 5xx,
+    not JSON): the dashboard says "Prometheus unavailable", the autoscaler holds."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus answered, with an error for this query (bad PromQL): only that chart or
+    that value is missing."""
 
 
 @dataclass(frozen=True)
@@ -42,22 +52,30 @@ class Series:
 
 
 class PrometheusClient:
-    """`/api/v1/query` and `/api/v1/query_range` over one aiohttp session."""
+    """`/api/v1/query` and `/api/v1/query_range` of one Prometheus, for the autoscaler, the
+    forecast and the dashboard alike.
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+    Over its own aiohttp session, or over `session` when the caller owns one (the
+    dashboard shares one session between the Prometheus servers of its fleets).
+    """
+
+    def __init__(
+        self, url: str, timeout_s: float = 5.0, session: aiohttp.ClientSession | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session = session
+        self._owned = session is None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
-            )
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._owned = True
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
+        if self._owned and self._session is not None:
             await self._session.close()
             self._session = None
 
@@ -67,49 +85,74 @@ class PrometheusClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _get(self, path: str, params: dict[str, str], kind: str) -> Any:
+    async def _get(self, path: str, params: dict[str, str], kind: str) -> dict[str, Any]:
         started = time.monotonic()
         try:
-            async with self._http().get(self.url + path, params=params) as resp:
-                body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            try:
+                async with self._http().get(
+                    self.url + path, params=params, timeout=self._timeout
+                ) as resp:
+                    if resp.status >= 500:
+                        raise PrometheusUnavailableError(f"HTTP {resp.status} from Prometheus")
+                    try:
+                        body = await resp.json(content_type=None)
+                    except ValueError as exc:
+                        raise PrometheusUnavailableError(
+                            f"Prometheus sent no JSON (HTTP {resp.status})"
+                        ) from exc
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise PrometheusUnavailableError(_describe(exc)) from exc
+            if not isinstance(body, dict) or body.get("status") != "success":
+                error = body.get("error") if isinstance(body, dict) else None
+                raise PrometheusQueryError(str(error or f"HTTP {resp.status}"))
+        except PrometheusError:
             opmetrics.PROM_ERRORS.labels(kind=kind).inc()
-            raise PrometheusError(f"{path}: {exc!r}") from exc
+            raise
         finally:
             opmetrics.PROM_LATENCY.labels(kind=kind).observe(time.monotonic() - started)
-        if not isinstance(body, dict) or body.get("status") != "success":
-            opmetrics.PROM_ERRORS.labels(kind=kind).inc()
-            error = body.get("error") if isinstance(body, dict) else body
-            raise PrometheusError(f"{path}: {error}")
-        return body["data"]
+        data: dict[str, Any] = body.get("data") or {}
+        return data
 
-    async def query(self, promql: str, at: float | None = None) -> list[Sample]:
-        """An instant query; vectors and scalars both come back as samples."""
+    async def query_data(self, promql: str, at: float | None = None) -> dict[str, Any]:
+        """An instant query: the answer's `data` as Prometheus sent it."""
         params = {"query": promql}
         if at is not None:
             params["time"] = f"{at:.3f}"
-        data = await self._get("/api/v1/query", params, "instant")
+        return await self._get("/api/v1/query", params, "instant")
+
+    async def query_range_data(
+        self, promql: str, start: float, end: float, step_s: float
+    ) -> dict[str, Any]:
+        """A range query: the answer's `data` (a matrix) as Prometheus sent it."""
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        params["step"] = f"{step_s:g}"  # float seconds: "0.5s" is no duration to Prometheus
+        return await self._get("/api/v1/query_range", params, "range")
+
+    async def query(self, promql: str, at: float | None = None) -> list[Sample]:
+        """An instant query; vectors and scalars both come back as samples."""
+        data = await self.query_data(promql, at)
         kind = data.get("resultType")
         if kind == "scalar":
             return [Sample({}, float(data["result"][1]))]
         if kind != "vector":
-            raise PrometheusError(f"unexpected result type {kind}")
+            raise PrometheusQueryError(f"unexpected result type {kind}")
         return [Sample(dict(r["metric"]), float(r["value"][1])) for r in data["result"]]
 
     async def query_range(
         self, promql: str, start: float, end: float, step_s: float
     ) -> list[Series]:
-        params = {
-            "query": promql,
-            "start": f"{start:.3f}",
-            "end": f"{end:.3f}",
-            "step": f"{step_s:g}",
-        }
-        data = await self._get("/api/v1/query_range", params, "range")
+        data = await self.query_range_data(promql, start, end, step_s)
         return [
             Series(dict(r["metric"]), [(float(t), float(v)) for t, v in r["values"]])
-            for r in data["result"]
+            for r in data.get("result") or []
         ]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for Prometheus"
+    text = str(exc) or type(exc).__name__
+    return f"cannot reach Prometheus: {text}"
 
 
 def render_query(template: str, spec: FleetSpec, namespace: str, name: str) -> str:

@@ -12,11 +12,6 @@ import pytest
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_operator.dashboard_prometheus import (
-    DashboardPrometheus,
-    PrometheusQueryError,
-    PrometheusUnavailableError,
-)
 from wsfleet_operator.dashboard_series import (
     DEFAULT_CHARTS,
     MAX_RANGE_S,
@@ -32,6 +27,11 @@ from wsfleet_operator.dashboard_series import (
     parse_vector_sum,
     render_promql,
     step_for,
+)
+from wsfleet_operator.prometheus import (
+    PrometheusClient,
+    PrometheusQueryError,
+    PrometheusUnavailableError,
 )
 
 
@@ -193,17 +193,19 @@ async def odd_prometheus() -> AsyncIterator[str]:
 
 async def test_prometheus_client_failure_kinds(odd_prometheus: str) -> None:
     async with aiohttp.ClientSession() as session:
-        prom = DashboardPrometheus(odd_prometheus, session, timeout_s=5)
-        assert await prom.query("ok") == {"result": []}
-        assert await prom.query_range("ok", 0, 60, 15) == {"result": []}
+        prom = PrometheusClient(odd_prometheus, timeout_s=5, session=session)
+        assert await prom.query_data("ok") == {"result": []}
+        assert await prom.query_range_data("ok", 0, 60, 15) == {"result": []}
         with pytest.raises(PrometheusUnavailableError, match="HTTP 503"):
-            await prom.query("five-hundred")
+            await prom.query_data("five-hundred")
         with pytest.raises(PrometheusUnavailableError, match="no JSON"):
-            await prom.query("html")
+            await prom.query_data("html")
         with pytest.raises(PrometheusQueryError, match="parse error"):
-            await prom.query_range("bad", 0, 60, 15)
+            await prom.query_range_data("bad", 0, 60, 15)
         with pytest.raises(PrometheusQueryError, match="HTTP 422"):
-            await prom.query("nodata")
-        impatient = DashboardPrometheus(odd_prometheus, session, timeout_s=0.2)
+            await prom.query_data("nodata")
+        impatient = PrometheusClient(odd_prometheus, timeout_s=0.2, session=session)
         with pytest.raises(PrometheusUnavailableError, match="timed out"):
-            await impatient.query("hang")
+            await impatient.query_data("hang")
+        await prom.close()  # the session is the caller's: still open
+        assert not session.closed
