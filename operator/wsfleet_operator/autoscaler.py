@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import structlog
 
 from wsfleet_operator import opmetrics
-from wsfleet_operator.prewarm import CachePrewarmer
 from wsfleet_operator.prometheus import MetricsSource
 from wsfleet_operator.scaling import Decision, History, Metrics, ScaleChange, decide
 from wsfleet_operator.spec import (
@@ -47,6 +46,25 @@ class ForecastProvider(Protocol):
     """A replica floor from the forecast (None: no opinion). May be sync or async."""
 
     def floor(self, now: float) -> float | Awaitable[float | None] | None: ...
+
+
+class PrewarmOutcome(Protocol):
+    """What a pre-warm attempt reports."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def message(self) -> str: ...
+
+
+class Prewarmer(Protocol):
+    """Warms the gateways' caches once per predicted peak (`prewarm.CachePrewarmer`)."""
+
+    prewarmed_for: float | None
+
+    async def maybe(
+        self, spec: FleetSpec, now: float, peak_at: float | None
+    ) -> PrewarmOutcome | None: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,7 @@ class Autoscaler:
         name: str = "fleet",
         namespace: str = "",
         clock: Callable[[], float] = time.time,
-        prewarmer: CachePrewarmer | None = None,
+        prewarmer: Prewarmer | None = None,
     ) -> None:
         self.spec = spec
         self.target = target

@@ -25,7 +25,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wsfleet_operator import opmetrics
-from wsfleet_operator.handlers import OperatorConfig, build_registry, default_forecaster_factory
+from wsfleet_operator.handlers import OperatorConfig, build_registry
 
 log = structlog.get_logger("wsfleet.operator.cli")
 
@@ -181,7 +181,11 @@ async def run_operator(
 ) -> None:
     """Run until cancelled or `stop_flag` is set."""
     if config is None:
-        factory = default_forecaster_factory if settings.forecast else None
+        factory = None
+        if settings.forecast:
+            from wsfleet_operator.forecast.provider import default_forecaster_factory
+
+            factory = default_forecaster_factory
         config = OperatorConfig(forecaster_factory=factory)
     registry = build_registry(config)
     if settings.dashboard:
@@ -199,8 +203,8 @@ async def run_operator(
 def _add_dashboard(registry: kopf.OperatorRegistry) -> None:
     """The dashboard's kopf handlers, when it is built and enabled."""
     try:
-        from wsfleet_operator.dashboard import DashboardSettings
-        from wsfleet_operator.dashboard_kopf import register_dashboard
+        from wsfleet_operator.dashboard.app import DashboardSettings
+        from wsfleet_operator.dashboard.kopf import register_dashboard
     except ModuleNotFoundError as exc:  # pragma: no cover - shipped together
         log.warning("operator.dashboard_unavailable", error=str(exc))
         return

@@ -330,53 +330,6 @@ def _prewarmed_for(status: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-class RefreshingForecast:
-    """Adapts a forecast provider for the autoscaler: refits from Prometheus when due."""
-
-    def __init__(
-        self,
-        provider: Any,
-        fetch: Any,
-        spec_now: Callable[[], FleetSpec],
-        refresh_every_s: float = 3600.0,
-    ) -> None:
-        self.provider = provider
-        self.fetch = fetch
-        self.spec_now = spec_now
-        self.refresh_every_s = refresh_every_s
-        self._refreshed_at: float | None = None
-
-    async def floor(self, now: float) -> float | None:
-        spec = self.spec_now()
-        if spec is not self.provider.fleet:
-            self.provider.update_spec(spec)
-        if self._refreshed_at is None or now - self._refreshed_at >= self.refresh_every_s:
-            self._refreshed_at = now
-            try:
-                await self.provider.refresh(self.fetch, now)
-            except Exception as exc:  # keep the last fit
-                log.warning("forecast.refresh_failed", error=repr(exc))
-        value = self.provider.floor(now)
-        return None if value is None else float(value)
-
-    def status(self, now: float) -> dict[str, Any]:
-        result: dict[str, Any] = self.provider.status(now)
-        return result
-
-
-def default_forecaster_factory(
-    namespace: str, name: str, spec_now: Callable[[], FleetSpec], prom: PrometheusClient
-) -> ForecastProvider | None:
-    """The seasonal forecaster (forecast_provider), fed from the fleet's Prometheus."""
-    from wsfleet_operator.forecast_provider import SeasonalForecastProvider, prometheus_fetch
-    from wsfleet_operator.prometheus import render_query
-
-    spec = spec_now()
-    query = render_query(spec.prometheus.queries.connections, spec, namespace, name)
-    provider = SeasonalForecastProvider(spec)
-    return RefreshingForecast(provider, prometheus_fetch(prom, query), spec_now)
-
-
 def _placeholder(name: str, namespace: str) -> Autoscaler:
     """An autoscaler that only reports (for specs too broken to parse)."""
 

@@ -362,7 +362,7 @@ def _default_priors() -> list[SeasonPrior]:
 
 
 class ForecastSpec(WireModel):
-    """Settings of the seasonal forecaster (consumed by `forecasting.py`)."""
+    """Settings of the seasonal forecaster (consumed by `forecast/model.py`)."""
 
     enabled: bool = False
     lead_time_seconds: int = Field(

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 SUBCOMMANDS: dict[str, str] = {
     "gateway": "wsfleet_gateway.cli",
     "operator": "wsfleet_operator.cli",
-    "forecast": "wsfleet_operator.forecast_cli",
-    "plan": "wsfleet_operator.forecast_cli",
+    "forecast": "wsfleet_operator.forecast.cli",
+    "plan": "wsfleet_operator.forecast.cli",
     "loadtest": "wsfleet.loadtest.cli",
     "up": "wsfleet.localfleet.cli",
 }

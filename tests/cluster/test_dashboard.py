@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 import kopf
-from wsfleet_operator.dashboard import DashboardSettings
-from wsfleet_operator.dashboard_kopf import KopfDashboard, register_dashboard
+from wsfleet_operator.dashboard.app import DashboardSettings
+from wsfleet_operator.dashboard.kopf import KopfDashboard, register_dashboard
 
 from tests.cluster.fleets import fleet
 from tests.cluster.harness import LocalCluster

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from wsfleet_operator.dashboard import DashboardServer, create_dashboard_app, start_dashboard
-from wsfleet_operator.dashboard_model import (
+from wsfleet_operator.dashboard.app import DashboardServer, create_dashboard_app, start_dashboard
+from wsfleet_operator.dashboard.model import (
     Condition,
     Decision,
     FleetSnapshot,

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import aiohttp
-from wsfleet_operator.dashboard import create_dashboard_app, start_dashboard
-from wsfleet_operator.dashboard_model import FleetSnapshot, StaticFleetStateSource
-from wsfleet_operator.dashboard_series import ChartSpec, LineSpec
+from wsfleet_operator.dashboard.app import create_dashboard_app, start_dashboard
+from wsfleet_operator.dashboard.model import FleetSnapshot, StaticFleetStateSource
+from wsfleet_operator.dashboard.series import ChartSpec, LineSpec
 
 from tests.dashboard.conftest import (
     NAME,

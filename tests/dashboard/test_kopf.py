@@ -3,8 +3,8 @@ against the real API server)."""
 
 from __future__ import annotations
 
-from wsfleet_operator.dashboard import DashboardSettings
-from wsfleet_operator.dashboard_kopf import KopfDashboard
+from wsfleet_operator.dashboard.app import DashboardSettings
+from wsfleet_operator.dashboard.kopf import KopfDashboard
 
 
 def test_event_handler_ignores_the_listing_marker() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from wsfleet_operator.dashboard_model import (
+from wsfleet_operator.dashboard.model import (
     FleetSnapshot,
     FleetStateSource,
     ResourceFleetStateSource,

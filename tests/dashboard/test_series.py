@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_operator.dashboard_series import (
+from wsfleet_operator.dashboard.series import (
     DEFAULT_CHARTS,
     MAX_RANGE_S,
     MIN_RANGE_S,

@@ -10,14 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from wsfleet_operator.dashboard import (
+from wsfleet_operator.dashboard.app import (
     DashboardServer,
     DashboardSettings,
     create_dashboard_app,
     serve_dashboard,
     start_dashboard,
 )
-from wsfleet_operator.dashboard_model import StaticFleetStateSource
+from wsfleet_operator.dashboard.model import StaticFleetStateSource
 
 from tests.dashboard.conftest import NAME, NAMESPACE, demo_snapshot, run_dashboard
 from tests.support.waiting import wait_until

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from wsfleet_operator.autoscaler import Autoscaler
-from wsfleet_operator.forecast_provider import SeasonalForecastProvider, prometheus_fetch
+from wsfleet_operator.forecast.provider import SeasonalForecastProvider, prometheus_fetch
 from wsfleet_operator.prometheus import PrometheusClient
 from wsfleet_operator.scaling import Metrics
 from wsfleet_operator.spec import FleetSpec, parse_spec

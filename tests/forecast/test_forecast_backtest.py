@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from wsfleet_operator.forecast_backtest import backtest, forecast_weight, score
-from wsfleet_operator.forecast_time import (
+from wsfleet_operator.forecast.backtest import backtest, forecast_weight, score
+from wsfleet_operator.forecast.settings import Priors
+from wsfleet_operator.forecast.time import (
     calendar,
     detect_step,
     format_duration,
@@ -19,7 +20,6 @@ from wsfleet_operator.forecast_time import (
     to_unix,
     utc_offsets,
 )
-from wsfleet_operator.forecasting import Priors
 
 from .synthetic import DAY, START, make_series
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from wsfleet_operator.forecast_io import read_csv, write_csv
+from wsfleet_operator.forecast.io import read_csv, write_csv
 
 from wsfleet.cli import main
 

@@ -6,8 +6,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from wsfleet_operator.forecast_backtest import backtest
-from wsfleet_operator.forecasting import ModelSettings, Priors, Shrinkage, fit_model
+from wsfleet_operator.forecast.backtest import backtest
+from wsfleet_operator.forecast.model import fit_model
+from wsfleet_operator.forecast.settings import ModelSettings, Priors, Shrinkage
 
 from .synthetic import DAY, START, WEEKDAY, hour_profile, make_series, truth_at
 

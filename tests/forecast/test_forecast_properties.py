@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsfleet_operator.forecasting import Priors, fit_model
+from wsfleet_operator.forecast.model import fit_model
+from wsfleet_operator.forecast.settings import Priors
 
 from .synthetic import DAY, START
 

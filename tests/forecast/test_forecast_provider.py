@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from wsfleet_operator.forecast_provider import (
+from wsfleet_operator.forecast.provider import (
     SeasonalForecastProvider,
     priors_from_spec,
     replicas_for,

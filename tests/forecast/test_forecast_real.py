@@ -14,8 +14,8 @@ import warnings
 
 import numpy as np
 import pytest
-from wsfleet_operator.forecast_backtest import backtest, score
-from wsfleet_operator.forecasting import Priors
+from wsfleet_operator.forecast.backtest import backtest, score
+from wsfleet_operator.forecast.settings import Priors
 
 pmdarima_datasets = pytest.importorskip(
     "pmdarima.datasets", reason="pmdarima (test extra) ships the Taylor series"

@@ -12,7 +12,7 @@ import jsonschema
 import numpy as np
 from wsfleet_operator import crd, opmetrics
 from wsfleet_operator.autoscaler import Autoscaler
-from wsfleet_operator.forecast_provider import SeasonalForecastProvider
+from wsfleet_operator.forecast.provider import SeasonalForecastProvider
 from wsfleet_operator.spec import ConditionType, FleetSpec, parse_spec
 
 from tests.operator.test_autoscaler import FakeMetrics, FakeTarget

@@ -12,6 +12,7 @@ import kopf
 import pytest
 from aiohttp import web
 from wsfleet_operator import cli, handlers, kube
+from wsfleet_operator.forecast import provider as provider_mod
 from wsfleet_operator.kube import Connection, KubeClient, KubeError
 from wsfleet_operator.spec import FleetSpec, parse_spec
 
@@ -119,7 +120,7 @@ async def test_refreshing_forecast() -> None:
     spec = FleetSpec()
     current = {"spec": spec}
     provider = FakeProvider(spec)
-    adapter = handlers.RefreshingForecast(provider, None, lambda: current["spec"], 100.0)
+    adapter = provider_mod.RefreshingForecast(provider, None, lambda: current["spec"], 100.0)
     assert await adapter.floor(1000.0) == 3.0
     assert await adapter.floor(1050.0) == 3.0
     assert provider.refreshes == 1
@@ -136,8 +137,8 @@ async def test_default_forecaster_factory_builds_the_seasonal_provider() -> None
 
     spec = parse_spec({"forecast": {"enabled": True}})
     async with PrometheusClient("http://127.0.0.1:1", timeout_s=1) as prom:
-        forecaster = handlers.default_forecaster_factory("ns", "chat", lambda: spec, prom)
-        assert isinstance(forecaster, handlers.RefreshingForecast)
+        forecaster = provider_mod.default_forecaster_factory("ns", "chat", lambda: spec, prom)
+        assert isinstance(forecaster, provider_mod.RefreshingForecast)
         # no history reachable: no floor, and no exception
         assert await forecaster.floor(1_800_000_000.0) is None
         assert isinstance(forecaster.status(1_800_000_000.0), dict)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsfleet_gateway import prewarm as gw_prewarm
 from wsfleet_operator.autoscaler import Autoscaler
-from wsfleet_operator.forecast_provider import SeasonalForecastProvider
+from wsfleet_operator.forecast.provider import SeasonalForecastProvider
 from wsfleet_operator.prewarm import (
     HOT_KEY,
     CachePrewarmer,

@@ -71,7 +71,7 @@ def build_autoscaler(
     if spec.forecast.enabled:
         # the operator's own seasonal forecaster, fed from our Prometheus (a fresh local
         # Prometheus has little history: the floor stays off until a fit is ready)
-        from wsfleet_operator.handlers import default_forecaster_factory
+        from wsfleet_operator.forecast.provider import default_forecaster_factory
 
         forecaster = default_forecaster_factory(
             manifest.namespace, manifest.name, lambda: spec, client

@@ -20,7 +20,7 @@ class LocalDashboard:
     """One fleet on the dashboard; `update()` after each autoscaler tick."""
 
     def __init__(self, manifest: FleetManifest, spec: FleetSpec, host: str, port: int) -> None:
-        from wsfleet_operator.dashboard_model import StaticFleetStateSource
+        from wsfleet_operator.dashboard.model import StaticFleetStateSource
 
         self.manifest = manifest
         self.spec = spec
@@ -33,7 +33,7 @@ class LocalDashboard:
 
     def update(self, status: Any) -> None:
         """Show `status` (a `FleetStatus`, or None before the first tick)."""
-        from wsfleet_operator.dashboard_model import snapshot_from_status
+        from wsfleet_operator.dashboard.model import snapshot_from_status
 
         self.source.put(
             snapshot_from_status(self.manifest.name, self.manifest.namespace, status, self.spec)
@@ -41,7 +41,7 @@ class LocalDashboard:
 
     async def start(self) -> str:
         """Serve the dashboard on `port` (a free one when taken); returns its URL."""
-        from wsfleet_operator.dashboard import create_dashboard_app, start_dashboard
+        from wsfleet_operator.dashboard.app import create_dashboard_app, start_dashboard
 
         for port in dict.fromkeys((self.port, 0)):
             app = create_dashboard_app(

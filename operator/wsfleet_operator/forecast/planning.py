@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from wsfleet_operator.forecast_provider import replicas_for
-from wsfleet_operator.forecast_time import FloatArray, IntArray, load_zone
-from wsfleet_operator.forecasting import SeasonalModel
+from wsfleet_operator.forecast.model import SeasonalModel
+from wsfleet_operator.forecast.provider import replicas_for
+from wsfleet_operator.forecast.time import FloatArray, IntArray, load_zone
 from wsfleet_operator.spec import FleetSpec
 
 PLAN_STEP_S = 300.0

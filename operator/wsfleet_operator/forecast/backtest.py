@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from wsfleet_operator.forecast_time import (
+from wsfleet_operator.forecast.model import MIN_SLOT_S, fit_model
+from wsfleet_operator.forecast.settings import ModelSettings, Priors
+from wsfleet_operator.forecast.time import (
     DAY_S,
     WEEK_S,
     FloatArray,
@@ -23,7 +25,6 @@ from wsfleet_operator.forecast_time import (
     profile_step,
     regularize,
 )
-from wsfleet_operator.forecasting import MIN_SLOT_S, ModelSettings, Priors, fit_model
 
 
 @dataclass(frozen=True)

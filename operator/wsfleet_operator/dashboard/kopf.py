@@ -21,8 +21,8 @@ from typing import Any
 import kopf
 import structlog
 
-from wsfleet_operator.dashboard import DashboardServer, DashboardSettings, serve_dashboard
-from wsfleet_operator.dashboard_model import ResourceFleetStateSource
+from wsfleet_operator.dashboard.app import DashboardServer, DashboardSettings, serve_dashboard
+from wsfleet_operator.dashboard.model import ResourceFleetStateSource
 from wsfleet_operator.spec import GROUP, PLURAL, VERSION
 
 log = structlog.get_logger("wsfleet.dashboard")

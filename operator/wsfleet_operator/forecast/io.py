@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wsfleet_operator.forecast_time import FloatArray
+from wsfleet_operator.forecast.time import FloatArray
 from wsfleet_operator.spec import KIND, FleetSpec, parse_spec
 
 MAX_POINTS_PER_QUERY = 10000

@@ -12,23 +12,24 @@ from typing import Any
 
 import numpy as np
 
-from wsfleet_operator.forecast_backtest import BacktestResult, backtest, forecast_weight
-from wsfleet_operator.forecast_io import (
+from wsfleet_operator.forecast.backtest import BacktestResult, backtest, forecast_weight
+from wsfleet_operator.forecast.io import (
     Series,
     fetch_prometheus,
     format_timestamp,
     read_csv,
     read_fleet,
 )
-from wsfleet_operator.forecast_provider import priors_from_spec
-from wsfleet_operator.forecast_time import (
+from wsfleet_operator.forecast.model import fit_model
+from wsfleet_operator.forecast.planning import format_table, plan_day, render_png
+from wsfleet_operator.forecast.provider import priors_from_spec
+from wsfleet_operator.forecast.settings import Priors
+from wsfleet_operator.forecast.time import (
     detect_step,
     format_duration,
     load_zone,
     parse_duration,
 )
-from wsfleet_operator.forecasting import Priors, fit_model
-from wsfleet_operator.planning import format_table, plan_day, render_png
 
 FLAT_PRIORS = Priors(month_multipliers={}, peak_hours=(), peak_factor=1.0)
 """Without a fleet file the model learns from the data alone."""

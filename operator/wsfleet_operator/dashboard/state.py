@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from wsfleet_operator.dashboard_model import FleetSnapshot, FleetStateSource
-from wsfleet_operator.dashboard_series import (
+from wsfleet_operator.dashboard.model import FleetSnapshot, FleetStateSource
+from wsfleet_operator.dashboard.series import (
     LIVE_CONNECTIONS,
     LIVE_GATEWAYS,
     ChartSpec,

@@ -2,7 +2,7 @@
 
 Routes (relative to wherever the app is mounted):
 
-- ``GET /``                       the page (``dashboard_static/index.html``)
+- ``GET /``                       the page (``static/index.html``)
 - ``GET /static/{file}``          its script and style; no CDN, no build step
 - ``GET /api/fleets``             every fleet's snapshot, live connections, Prometheus health
 - ``GET /api/fleets/{ns}/{name}/series?range=15m``  chart lines (Prometheus range
@@ -40,13 +40,13 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wsfleet_operator.dashboard_model import FleetStateSource
-from wsfleet_operator.dashboard_series import DEFAULT_CHARTS, ChartSpec, parse_range
-from wsfleet_operator.dashboard_state import DashboardState
+from wsfleet_operator.dashboard.model import FleetStateSource
+from wsfleet_operator.dashboard.series import DEFAULT_CHARTS, ChartSpec, parse_range
+from wsfleet_operator.dashboard.state import DashboardState
 
 log = structlog.get_logger("wsfleet.dashboard")
 
-STATIC_DIR = Path(__file__).parent / "dashboard_static"
+STATIC_DIR = Path(__file__).parent / "static"
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "

@@ -9,11 +9,11 @@ See docs/forecasting.md for the steps and the shrinkage formula.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wsfleet_operator.forecast_time import (
+from wsfleet_operator.forecast.settings import ModelSettings, Priors
+from wsfleet_operator.forecast.time import (
     DAY_S,
     BoolArray,
     Calendar,
@@ -22,9 +22,6 @@ from wsfleet_operator.forecast_time import (
     grouped_median,
     month_curve,
 )
-
-if TYPE_CHECKING:
-    from wsfleet_operator.forecasting import ModelSettings, Priors
 
 MIN_SPREAD = 0.01
 """Floor of the robust residual sigma (log): points within 5 % of the fit are never outliers."""

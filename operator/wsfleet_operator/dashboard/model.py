@@ -421,7 +421,7 @@ def forecast_points(
     step_s: float,
 ) -> tuple[ForecastPoint, ...]:
     """Forecast points for a snapshot from a model's ``predict_range(start, end, step)``
-    (e.g. `wsfleet_operator.forecasting.SeasonalModel.predict_range`)."""
+    (e.g. `wsfleet_operator.forecast.model.SeasonalModel.predict_range`)."""
     grid, values = predict_range(start, end, step_s)
     return tuple(
         ForecastPoint(time=datetime.fromtimestamp(float(t), UTC), value=float(v))

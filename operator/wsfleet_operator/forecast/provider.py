@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import structlog
 
-from wsfleet_operator.forecast_backtest import BacktestResult, backtest, forecast_weight
-from wsfleet_operator.forecast_io import MAX_POINTS_PER_QUERY
-from wsfleet_operator.forecast_time import DAY_S, FloatArray, to_unix
-from wsfleet_operator.forecasting import ModelSettings, Priors, SeasonalModel, fit_model
-from wsfleet_operator.prometheus import PrometheusClient
+from wsfleet_operator.forecast.backtest import BacktestResult, backtest, forecast_weight
+from wsfleet_operator.forecast.io import MAX_POINTS_PER_QUERY
+from wsfleet_operator.forecast.model import SeasonalModel, fit_model
+from wsfleet_operator.forecast.settings import ModelSettings, Priors
+from wsfleet_operator.forecast.time import DAY_S, FloatArray, to_unix
+from wsfleet_operator.prometheus import PrometheusClient, render_query
 from wsfleet_operator.spec import FleetSpec, ForecastSpec
 
 log = structlog.get_logger("wsfleet.operator.forecast")
@@ -216,3 +217,48 @@ class SeasonalForecastProvider:
             "fittedThrough": self.fitted_at,
             "backtest": None if self.backtest is None else self.backtest.to_dict(),
         }
+
+
+class RefreshingForecast:
+    """Adapts a forecast provider for the autoscaler: refits from Prometheus when due."""
+
+    def __init__(
+        self,
+        provider: SeasonalForecastProvider,
+        fetch: FetchHistory,
+        spec_now: Callable[[], FleetSpec],
+        refresh_every_s: float = 3600.0,
+    ) -> None:
+        self.provider = provider
+        self.fetch = fetch
+        self.spec_now = spec_now
+        self.refresh_every_s = refresh_every_s
+        self._refreshed_at: float | None = None
+
+    async def floor(self, now: float) -> float | None:
+        spec = self.spec_now()
+        if spec is not self.provider.fleet:
+            self.provider.update_spec(spec)
+        if self._refreshed_at is None or now - self._refreshed_at >= self.refresh_every_s:
+            self._refreshed_at = now
+            try:
+                await self.provider.refresh(self.fetch, now)
+            except Exception as exc:  # keep the last fit
+                log.warning("forecast.refresh_failed", error=repr(exc))
+        value = self.provider.floor(now)
+        return None if value is None else float(value)
+
+    def status(self, now: float) -> dict[str, Any]:
+        result: dict[str, Any] = self.provider.status(now)
+        return result
+
+
+def default_forecaster_factory(
+    namespace: str, name: str, spec_now: Callable[[], FleetSpec], prom: PrometheusClient
+) -> RefreshingForecast:
+    """The seasonal forecaster, fed from the fleet's Prometheus (the operator's and the
+    local fleet's)."""
+    spec = spec_now()
+    query = render_query(spec.prometheus.queries.connections, spec, namespace, name)
+    provider = SeasonalForecastProvider(spec)
+    return RefreshingForecast(provider, prometheus_fetch(prom, query), spec_now)

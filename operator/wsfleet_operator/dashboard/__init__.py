@@ -1,0 +1,1 @@
+"""The live dashboard: HTTP app, fleet model, series, sampling state, kopf glue."""

@@ -1,0 +1,1 @@
+"""The seasonal forecast: model, fit, calendar, I/O, backtest, provider, planning, CLI."""
