@@ -49,10 +49,11 @@ test: deps cluster-bin ## Run the test suite; report coverage (gateway + operato
 	@echo "== coverage of the gateway and operator code (floor $(COV_FLOOR) %) =="
 	$(BIN)/coverage report --include='$(COVERED)' --skip-covered --fail-under=$(COV_FLOOR)
 
-lint: $(STAMP) ## ruff (format + lint) and mypy --strict
+lint: $(STAMP) ## ruff (format + lint), mypy --strict, import-linter's layer contracts
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 cluster-build: ## Build (or reuse) the pinned Kubernetes control plane, etcd and kwok (Go)
 	bash hack/cluster.sh build

@@ -18,11 +18,13 @@ import asyncio
 import hmac
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from wsfleet_gateway.broker import BadRequestError, BrokerUnavailableError, encode_data
+from wsfleet_gateway.broker import BadRequestError, Broker, BrokerUnavailableError, encode_data
+from wsfleet_gateway.layer import ProtectionLayer
+from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.protocol import (
     BAD_REQUEST,
     TOO_LARGE,
@@ -30,9 +32,25 @@ from wsfleet_gateway.protocol import (
     decode_strict_json,
     validate_channel,
 )
+from wsfleet_gateway.settings import GatewaySettings
 
-if TYPE_CHECKING:
-    from wsfleet_gateway.app import Gateway
+
+class Gateway(Protocol):
+    """What the admin API uses of a gateway (`app.Gateway` is one): the app builds the
+    admin API, so the admin API names only this, never the app."""
+
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    store: Broker
+    protection: ProtectionLayer | None
+
+    @property
+    def connections(self) -> int: ...
+
+    def readiness(self) -> dict[str, bool]: ...
+
+    def readiness_detail(self) -> dict[str, object]: ...
+
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 MAX_PREWARM = 10_000

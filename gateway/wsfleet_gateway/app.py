@@ -21,14 +21,14 @@ import structlog
 from aiohttp import web
 
 from wsfleet_gateway.admin import build_admin_app
-from wsfleet_gateway.auth import Authenticator
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.broker import Broker
 from wsfleet_gateway.channels import Hub
 from wsfleet_gateway.drain import DrainResult, drain_gateway
-from wsfleet_gateway.jwt_auth import build_authenticator
-from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.layer import ProtectionLayer
 from wsfleet_gateway.metrics import GatewayMetrics
-from wsfleet_gateway.protection import ProtectionLayer
+from wsfleet_gateway.protection.auth import Authenticator
+from wsfleet_gateway.protection.jwt_auth import build_authenticator
 from wsfleet_gateway.server import WsServer
 from wsfleet_gateway.session import SessionContext
 from wsfleet_gateway.settings import GatewaySettings
@@ -41,7 +41,7 @@ def create_broker(settings: GatewaySettings) -> Broker:
     """`RedisBroker` when ``redis_url`` is set, else `MemoryBroker`."""
     if settings.redis_url:
         # imported on demand: the embedded mode never loads the Redis client
-        redis_broker = importlib.import_module("wsfleet_gateway.redis_broker")
+        redis_broker = importlib.import_module("wsfleet_gateway.backends.redis.broker")
         broker: Broker = redis_broker.RedisBroker(
             settings.redis_url,
             history_max_len=settings.history_max_len,

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from wsfleet_gateway.broker import Broker, Delivery, History, parse_offset
-from wsfleet_gateway.metrics import GatewayMetrics
 
 MOVED = (2**64, 0)
 """A moved connection's subscriptions' last offset: above every offset, so nothing is sent."""
@@ -75,10 +74,47 @@ class Subscription:
         """True once `Broker.attach` returned (so `detach` is owed)."""
 
 
+class Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Gauge(Counter, Protocol):
+    def dec(self, amount: float = 1) -> None: ...
+
+
+class Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class HubMetrics(Protocol):
+    """The gateway's metrics as the hub, the sessions and the server count into them
+    (`metrics.GatewayMetrics`; a Protocol, so the pure core imports no Prometheus)."""
+
+    @property
+    def deliveries(self) -> Counter: ...
+
+    @property
+    def messages(self) -> Counter: ...
+
+    @property
+    def connections(self) -> Gauge: ...
+
+    @property
+    def message_delivery_seconds(self) -> Observer: ...
+
+    @property
+    def subscribe_seconds(self) -> Observer: ...
+
+    @property
+    def channel_switch_seconds(self) -> Observer: ...
+
+    def reject(self, reason: str) -> None: ...
+
+
 class Hub:
     """Local subscriptions of one gateway and the fan-out to them."""
 
-    def __init__(self, broker: Broker, metrics: GatewayMetrics) -> None:
+    def __init__(self, broker: Broker, metrics: HubMetrics) -> None:
         self.broker = broker
         self.metrics = metrics
         self._channels: dict[str, dict[Subscriber, Subscription]] = {}

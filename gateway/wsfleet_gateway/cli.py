@@ -19,8 +19,8 @@ import uvloop
 
 from wsfleet_gateway.app import Gateway
 from wsfleet_gateway.gctune import GcSettings, GcTuner
-from wsfleet_gateway.jwt_auth import AuthConfigError
 from wsfleet_gateway.logs import configure_logging
+from wsfleet_gateway.protection.jwt_auth import AuthConfigError
 from wsfleet_gateway.settings import GatewaySettings
 from wsfleet_gateway.tasks import cancel_and_wait, wait_ended
 

@@ -23,14 +23,27 @@ import contextlib
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import structlog
 
+from wsfleet_gateway.channels import Hub
+from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.protocol import encode_reconnect
+from wsfleet_gateway.server import WsServer
+from wsfleet_gateway.settings import GatewaySettings
 
-if TYPE_CHECKING:
-    from wsfleet_gateway.app import Gateway
+
+class Gateway(Protocol):
+    """What a drain uses of a gateway (`app.Gateway` is one), so the drain names only
+    this, never the app that runs it."""
+
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    ws: WsServer
+    hub: Hub
+    draining: bool
+
 
 log = structlog.get_logger("wsfleet_gateway.drain")
 

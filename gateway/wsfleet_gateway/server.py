@@ -46,7 +46,7 @@ from picows import (
     ws_create_server,
 )
 
-from wsfleet_gateway.admission import (
+from wsfleet_gateway.protection.admission import (
     CLOSE_NODE_FULL,
     CLOSE_RATE_LIMITED,
     CLOSE_SLOW_CONSUMER,
@@ -55,10 +55,10 @@ from wsfleet_gateway.admission import (
     client_ip,
     node_full,
 )
-from wsfleet_gateway.audit import AuditLog
-from wsfleet_gateway.auth import Authenticator, Principal, Unauthorized
-from wsfleet_gateway.bandwidth import CLOSE, TokenBucket, burst_bytes
-from wsfleet_gateway.protection_metrics import ProtectionMetrics
+from wsfleet_gateway.protection.audit import AuditLog
+from wsfleet_gateway.protection.auth import Authenticator, Principal, Unauthorized
+from wsfleet_gateway.protection.bandwidth import CLOSE, TokenBucket, burst_bytes
+from wsfleet_gateway.protection.metrics import ProtectionMetrics
 from wsfleet_gateway.protocol import BAD_REQUEST, RATE_LIMITED, encode_welcome
 from wsfleet_gateway.session import Session, SessionContext, next_connection_id
 from wsfleet_gateway.tasks import cancel_and_wait

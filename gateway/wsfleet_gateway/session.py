@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from wsfleet_gateway.audit import AuditLog
-from wsfleet_gateway.auth import Principal
 from wsfleet_gateway.broker import BadRequestError, BrokerUnavailableError, History
 from wsfleet_gateway.channels import Hub, SendFrame, Subscription
+from wsfleet_gateway.protection.audit import AuditLog
+from wsfleet_gateway.protection.auth import Principal
 from wsfleet_gateway.protocol import (
     BAD_REQUEST,
     FORBIDDEN,

@@ -13,7 +13,7 @@ import socket
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from wsfleet_gateway.protection_settings import ProtectionSettings
+from wsfleet_gateway.protection.settings import ProtectionSettings
 
 SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
 

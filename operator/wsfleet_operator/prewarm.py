@@ -7,7 +7,7 @@ reported as `status.forecast.prewarmedFor`), so a tick that repeats, or a refit 
 the predicted peak by less than the window, does not pre-warm again.
 
 The I/O edge (`CachePrewarmer.run`): the hottest channels come from the gateways' own
-popularity set in Redis (`wsf:hot`, kept by `wsfleet_gateway.prewarm.HotTracker`); each
+popularity set in Redis (`wsf:hot`, kept by `wsfleet_gateway.cache.prewarm.HotTracker`); each
 ready gateway pod gets `POST /api/prewarm {"channels": [...]}` on its admin port with
 `Authorization: Bearer <api key>` (the key read from `auth.apiKeySecretRef`). Every
 failure becomes a Warning Event, never an exception. Keys are never logged.
@@ -33,7 +33,7 @@ from wsfleet_operator.spec import FleetSpec, SecretKeyRef, SecretKeySelector
 log = structlog.get_logger("wsfleet.operator.prewarm")
 
 HOT_KEY = "wsf:hot"
-"""The gateways' channel popularity sorted set (`wsfleet_gateway.prewarm.HOT_KEY`)."""
+"""The gateways' channel popularity sorted set (`wsfleet_gateway.cache.prewarm.HOT_KEY`)."""
 
 
 def prewarm_due(now: float, peak_at: float | None, before_s: float, done_for: float | None) -> bool:

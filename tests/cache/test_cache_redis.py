@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.backends.redis.streams import meta_key
 from wsfleet_gateway.broker import BrokerUnavailableError
-from wsfleet_gateway.cache import META, L1Cache
-from wsfleet_gateway.cache_layers import L1_TIMING_EVERY, ChannelCache
+from wsfleet_gateway.cache.l1 import META, L1Cache
+from wsfleet_gateway.cache.layers import L1_TIMING_EVERY, ChannelCache
+from wsfleet_gateway.cache.prewarm import HOT_KEY, HotTracker
 from wsfleet_gateway.metrics import GatewayMetrics
-from wsfleet_gateway.prewarm import HOT_KEY, HotTracker
-from wsfleet_gateway.protection_metrics import ProtectionMetrics
-from wsfleet_gateway.redis_streams import meta_key
+from wsfleet_gateway.protection.breaker import CircuitBreaker
+from wsfleet_gateway.protection.metrics import ProtectionMetrics
 
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_gateway.cache import (
+from wsfleet_gateway.cache.l1 import (
     DEFAULT_TTLS,
     ENTRY_OVERHEAD_BYTES,
     FALLBACK_TTL_S,

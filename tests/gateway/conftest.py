@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from wsfleet_gateway.app import Gateway
-from wsfleet_gateway.memory_broker import MemoryBroker
-from wsfleet_gateway.redis_broker import RedisBroker
+from wsfleet_gateway.backends.memory import MemoryBroker
+from wsfleet_gateway.backends.redis.broker import RedisBroker
 
 from tests.gateway.helpers import Pod, PodFactory, make_settings
 from wsfleet.client import Client

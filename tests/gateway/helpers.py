@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsfleet_gateway.backends.redis.broker import RedisBroker
 from wsfleet_gateway.broker import Delivery
 from wsfleet_gateway.channels import Subscription
-from wsfleet_gateway.redis_broker import RedisBroker
 from wsfleet_gateway.settings import GatewaySettings
 
 API_KEY = "test-api-key"

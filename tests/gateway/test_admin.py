@@ -7,8 +7,8 @@ from typing import Any
 import aiohttp
 import pytest
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.broker import BrokerUnavailableError, Delivery
-from wsfleet_gateway.memory_broker import MemoryBroker
 from wsfleet_gateway.metrics import METRIC_NAMES
 
 from tests.gateway.conftest import ClientFactory

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from wsfleet_gateway.app import Gateway
-from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.settings import effective_backlog, read_somaxconn
 
 from tests.gateway.helpers import make_settings

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.broker import BrokerUnavailableError, Delivery, History
 from wsfleet_gateway.channels import Hub
-from wsfleet_gateway.memory_broker import MemoryBroker
 from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.protocol import encode_subscribed
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.broker import parse_offset
-from wsfleet_gateway.memory_broker import MemoryBroker
 from wsfleet_gateway.protocol import encode_reconnect
 
 from tests.gateway.conftest import ClientFactory

@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from wsfleet_gateway.redis_lane import CommandLane
-from wsfleet_gateway.resp import Endpoint
+from wsfleet_gateway.backends.redis.lane import CommandLane
+from wsfleet_gateway.backends.redis.resp import Endpoint
 
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer

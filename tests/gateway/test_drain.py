@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.broker import (
     Delivery,
     History,
@@ -21,7 +22,6 @@ from wsfleet_gateway.broker import (
     parse_offset,
 )
 from wsfleet_gateway.drain import SEND_WINDOW, jitter_ms, plan_drain
-from wsfleet_gateway.memory_broker import MemoryBroker
 
 from tests.gateway.helpers import make_settings
 from tests.support.waiting import wait_until

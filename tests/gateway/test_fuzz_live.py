@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsfleet_gateway.app import Gateway
-from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.backends.memory import MemoryBroker
 
 from tests.gateway.fuzz_corpus import CORPUS
 from tests.gateway.helpers import make_settings

@@ -10,12 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsfleet_gateway.backends.redis.broker import RedisBroker
 from wsfleet_gateway.broker import Delivery, History, format_offset, parse_offset
 from wsfleet_gateway.channels import Hub
 from wsfleet_gateway.history_ring import HistoryRings
 from wsfleet_gateway.metrics import GatewayMetrics
 from wsfleet_gateway.protocol import encode_subscribed
-from wsfleet_gateway.redis_broker import RedisBroker
 
 from tests.gateway.helpers import HubConn, Pod, PodFactory
 from tests.support.waiting import wait_until

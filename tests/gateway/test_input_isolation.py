@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 from wsfleet_gateway.app import Gateway
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.broker import BadRequestError, Delivery, encode_data, is_text
-from wsfleet_gateway.memory_broker import MemoryBroker
 
 from tests.gateway.helpers import API_KEY, make_settings
 from tests.support.waiting import wait_until

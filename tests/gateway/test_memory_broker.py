@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.broker import Delivery, offset_after, parse_offset
-from wsfleet_gateway.memory_broker import MemoryBroker
 
 
 class Clock:

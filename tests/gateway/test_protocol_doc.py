@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from wsfleet_gateway.app import Gateway
-from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.protocol import ERROR_CODES
 from wsfleet_gateway.server import CLOSE_CODES
 

@@ -14,16 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsfleet_gateway.broker import (
-    ZERO_OFFSET,
-    BrokerUnavailableError,
-    Delivery,
-    InvalidOffsetError,
-    format_offset,
-    parse_offset,
-)
-from wsfleet_gateway.redis_broker import LANE_WARM
-from wsfleet_gateway.redis_streams import (
+from wsfleet_gateway.backends.redis.broker import LANE_WARM
+from wsfleet_gateway.backends.redis.streams import (
     HISTORY_LUA,
     MISSING_STREAM,
     StreamState,
@@ -33,6 +25,14 @@ from wsfleet_gateway.redis_streams import (
     encode_payload,
     pubsub_name,
     stream_key,
+)
+from wsfleet_gateway.broker import (
+    ZERO_OFFSET,
+    BrokerUnavailableError,
+    Delivery,
+    InvalidOffsetError,
+    format_offset,
+    parse_offset,
 )
 
 from tests.gateway.helpers import Pod, PodFactory

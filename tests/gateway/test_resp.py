@@ -16,15 +16,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from wsfleet_gateway.broker import BrokerUnavailableError
-from wsfleet_gateway.redis_broker import RedisBroker
-from wsfleet_gateway.resp import (
+from wsfleet_gateway.backends.redis.broker import RedisBroker
+from wsfleet_gateway.backends.redis.resp import (
     Endpoint,
     Request,
     open_connection,
     pack_resp,
     reply_error,
 )
+from wsfleet_gateway.broker import BrokerUnavailableError
 
 from tests.support.certs import write_certs
 from tests.support.waiting import wait_until

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from wsfleet_gateway.app import Gateway
-from wsfleet_gateway.auth import Principal, Unauthorized
+from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.broker import BrokerUnavailableError, Delivery
-from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.protection.auth import Principal, Unauthorized
 
 from tests.gateway.conftest import ClientFactory
 from tests.gateway.helpers import make_settings

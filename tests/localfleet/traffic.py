@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from wsfleet_gateway.backends.redis.streams import stream_key
 from wsfleet_gateway.broker import parse_offset
-from wsfleet_gateway.redis_streams import stream_key
 
 from wsfleet.client import Client, ConnectionClosedError, ServerError
 

@@ -15,16 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
+from wsfleet_gateway.protection import jwt_auth
 from wsfleet_operator import resources as r
 from wsfleet_operator.reconcile import validate
 from wsfleet_operator.spec import FleetSpec, parse_spec
 
 from tests.operator.gateway_env import settings_from_env
-
-gateway_settings = pytest.importorskip(
-    "wsfleet_gateway.settings", reason="the gateway package (wsfleet_gateway) is not installed"
-)
-jwt_auth = pytest.importorskip("wsfleet_gateway.jwt_auth", reason="wsfleet_gateway.jwt_auth")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -11,15 +11,12 @@ import json
 from typing import Any
 
 import pytest
+from wsfleet_gateway import cli as gateway_cli
+from wsfleet_gateway import settings as gateway_settings
 from wsfleet_operator import resources as r
 from wsfleet_operator.spec import FleetSpec, parse_spec
 
 from tests.operator.gateway_env import settings_from_env
-
-gateway_settings = pytest.importorskip(
-    "wsfleet_gateway.settings", reason="the gateway package (wsfleet_gateway) is not installed"
-)
-gateway_cli = pytest.importorskip("wsfleet_gateway.cli", reason="wsfleet_gateway.cli missing")
 
 EXAMPLE: dict[str, Any] = {
     "redis": {"url": "redis://redis:6379/0"},

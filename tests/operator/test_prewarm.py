@@ -8,7 +8,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_gateway import prewarm as gw_prewarm
+from wsfleet_gateway.cache import prewarm as gw_prewarm
 from wsfleet_operator.autoscaler import Autoscaler
 from wsfleet_operator.forecast.provider import SeasonalForecastProvider
 from wsfleet_operator.prewarm import (

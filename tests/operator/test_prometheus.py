@@ -32,7 +32,8 @@ async def scraped(prometheus_server: PrometheusServer) -> AsyncIterator[FakeGate
 
 
 def test_default_queries_read_metrics_the_gateway_serves() -> None:
-    metrics = pytest.importorskip("wsfleet_gateway.metrics")
+    from wsfleet_gateway import metrics
+
     served = set(metrics.METRIC_NAMES)
     for name, query in QueriesSpec().model_dump().items():
         used = set(re.findall(r"wsfleet_[a-z_]+", query))

@@ -122,7 +122,8 @@ def test_configmap_carries_gateway_settings() -> None:
 
 
 def test_gateway_env_names_are_gateway_settings() -> None:
-    settings = pytest.importorskip("wsfleet_gateway.settings")
+    from wsfleet_gateway import settings
+
     fields = set(settings.GatewaySettings.model_fields)
     env = r.gateway_env(FleetSpec())
     known = {k.removeprefix("WSFLEET_").lower() for k in env} & fields

@@ -232,7 +232,6 @@ def test_kubernetes_validate_rejects_a_broken_manifest(default_render: list[Mani
 @pytest.mark.parametrize("render", ["default_render", "all_features_render", "namespaced_render"])
 def test_operator_args_parse_with_the_real_cli(render: str, request: pytest.FixtureRequest) -> None:
     """The chart's container args are accepted by `wsfleet operator`'s own parser."""
-    pytest.importorskip("wsfleet_operator.cli", reason="wsfleet_operator.cli not built yet")
     from wsfleet.cli import build_parser
 
     manifests: list[Manifest] = request.getfixturevalue(render)
@@ -246,7 +245,6 @@ def test_peering_gives_each_pod_its_own_priority(
 ) -> None:
     """The rendered args, parsed by the real `wsfleet` parser, give each pod (HOSTNAME) its
     own kopf priority: same-priority peers would all pause."""
-    pytest.importorskip("wsfleet_operator.cli", reason="wsfleet_operator.cli not built yet")
     from wsfleet_operator import cli as operator_cli
 
     from wsfleet.cli import build_parser

@@ -209,7 +209,6 @@ def test_gateway_image_default_command_listens_on_every_interface(
     operator makes pass explicit args: tests/operator/test_gateway_contract.py.)"""
     import os
 
-    pytest.importorskip("wsfleet_gateway.cli", reason="the gateway package is not installed")
     from wsfleet_gateway.cli import settings_from_args
 
     from wsfleet.cli import build_parser

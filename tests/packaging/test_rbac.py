@@ -8,12 +8,9 @@ must grant each of them that applies to the install mode, nothing else, never a 
 from __future__ import annotations
 
 import pytest
+from wsfleet_operator import rbac
 
 from tests.packaging.chart import Helm, Manifest, by_kind, one
-
-rbac = pytest.importorskip(
-    "wsfleet_operator.rbac", reason="wsfleet_operator.rbac (REQUIRED_RULES) not built yet"
-)
 
 Triple = tuple[str, str, str]
 

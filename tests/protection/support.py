@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from wsfleet_gateway.app import Gateway
-from wsfleet_gateway.jwt_auth import issue_token
+from wsfleet_gateway.protection.jwt_auth import issue_token
 from wsfleet_gateway.settings import GatewaySettings
 
 from wsfleet.client import Client, ConnectionClosedError

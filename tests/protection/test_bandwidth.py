@@ -10,7 +10,7 @@ import pytest
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_gateway.bandwidth import ACCEPT, CLOSE, REJECT, TokenBucket, burst_bytes
+from wsfleet_gateway.protection.bandwidth import ACCEPT, CLOSE, REJECT, TokenBucket, burst_bytes
 
 from tests.protection.support import (
     RawClient,

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 
 import redis.asyncio as aioredis
-from wsfleet_gateway.redis_broker import RedisBroker
-from wsfleet_gateway.redis_pool import POOL_HEADROOM
+from wsfleet_gateway.backends.redis.broker import RedisBroker
+from wsfleet_gateway.backends.redis.pool import POOL_HEADROOM
 
 from tests.protection.support import protected_settings, running, token
 from wsfleet.client import Client, ServerError

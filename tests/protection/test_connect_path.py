@@ -17,14 +17,20 @@ import redis.asyncio as aioredis
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_gateway.admission import client_ip
 from wsfleet_gateway.app import Gateway
-from wsfleet_gateway.auth import Principal
-from wsfleet_gateway.breaker import CircuitBreaker
-from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.backends.memory import MemoryBroker
+from wsfleet_gateway.backends.redis.pool import RedisGate
+from wsfleet_gateway.protection.admission import client_ip
+from wsfleet_gateway.protection.auth import Principal
+from wsfleet_gateway.protection.breaker import CircuitBreaker
+from wsfleet_gateway.protection.ratelimit import (
+    CONNECT_LUA,
+    MAX_BATCH,
+    MemoryCounter,
+    RateLimiter,
+    decide,
+)
 from wsfleet_gateway.protocol import encode_welcome
-from wsfleet_gateway.ratelimit import CONNECT_LUA, MAX_BATCH, MemoryCounter, RateLimiter, decide
-from wsfleet_gateway.redis_pool import RedisGate
 from wsfleet_gateway.server import _json_plain, welcome_template
 
 from tests.protection.support import close_code_of, protected_settings, running, token

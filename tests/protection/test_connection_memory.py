@@ -13,11 +13,11 @@ import subprocess
 import sys
 import tracemalloc
 
-from wsfleet_gateway.admission import Decision
-from wsfleet_gateway.auth import Principal
-from wsfleet_gateway.bandwidth import TokenBucket
-from wsfleet_gateway.jwt_auth import JwtAuthenticator
-from wsfleet_gateway.quotas import TierQuotas
+from wsfleet_gateway.protection.admission import Decision
+from wsfleet_gateway.protection.auth import Principal
+from wsfleet_gateway.protection.bandwidth import TokenBucket
+from wsfleet_gateway.protection.jwt_auth import JwtAuthenticator
+from wsfleet_gateway.protection.quotas import TierQuotas
 from wsfleet_gateway.server import ConnectionListener, WsServer
 from wsfleet_gateway.session import Session
 

@@ -9,8 +9,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from wsfleet_gateway.auth import Unauthorized
-from wsfleet_gateway.jwt_auth import (
+from wsfleet_gateway.protection.auth import Unauthorized
+from wsfleet_gateway.protection.jwt_auth import (
     NO_AUTH_WARNING,
     AuthConfigError,
     JwtAuthenticator,
@@ -19,8 +19,8 @@ from wsfleet_gateway.jwt_auth import (
     load_key,
     token_from_request,
 )
-from wsfleet_gateway.protection_settings import ProtectionSettings
-from wsfleet_gateway.quotas import TierQuotas
+from wsfleet_gateway.protection.quotas import TierQuotas
+from wsfleet_gateway.protection.settings import ProtectionSettings
 
 from tests.protection.support import SECRET
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from wsfleet_gateway.cache_broker import ProtectedBroker
-from wsfleet_gateway.prewarm import HOT_KEY
-from wsfleet_gateway.redis_streams import meta_key
+from wsfleet_gateway.backends.redis.streams import meta_key
+from wsfleet_gateway.cache.broker import ProtectedBroker
+from wsfleet_gateway.cache.prewarm import HOT_KEY
 
 from tests.protection.support import SECRET, protected_settings, running, token
 from tests.protection.test_live_rules import admin, sample

@@ -14,7 +14,7 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from wsfleet_gateway.app import Gateway
-from wsfleet_gateway.jwt_auth import issue_token
+from wsfleet_gateway.protection.jwt_auth import issue_token
 
 from tests.protection.support import (
     API_KEY,

@@ -8,17 +8,17 @@ import random
 import pytest
 import redis
 import redis.asyncio as aioredis
-from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.backends.memory import MemoryBroker
+from wsfleet_gateway.backends.redis.broker import RedisBroker
 from wsfleet_gateway.broker import BrokerUnavailableError, Delivery, History, InvalidOffsetError
-from wsfleet_gateway.cache import META, L1Cache
-from wsfleet_gateway.cache_broker import ProtectedBroker
-from wsfleet_gateway.cache_layers import ChannelCache
-from wsfleet_gateway.memory_broker import MemoryBroker
+from wsfleet_gateway.cache.broker import ProtectedBroker
+from wsfleet_gateway.cache.l1 import META, L1Cache
+from wsfleet_gateway.cache.layers import ChannelCache
+from wsfleet_gateway.cache.prewarm import HOT_KEY, HotTracker
 from wsfleet_gateway.metrics import GatewayMetrics
-from wsfleet_gateway.prewarm import HOT_KEY, HotTracker
-from wsfleet_gateway.protection_metrics import ProtectionMetrics
-from wsfleet_gateway.ratelimit import RATE_LUA, RateLimiter, decide
-from wsfleet_gateway.redis_broker import RedisBroker
+from wsfleet_gateway.protection.breaker import CircuitBreaker
+from wsfleet_gateway.protection.metrics import ProtectionMetrics
+from wsfleet_gateway.protection.ratelimit import RATE_LUA, RateLimiter, decide
 
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer

@@ -8,22 +8,22 @@ import asyncio
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
-from wsfleet_gateway.breaker import CircuitBreaker
-from wsfleet_gateway.broker import BrokerUnavailableError
-from wsfleet_gateway.cache import L1Cache
-from wsfleet_gateway.cache_broker import ProtectedBroker
-from wsfleet_gateway.cache_layers import ChannelCache
-from wsfleet_gateway.metrics import GatewayMetrics
-from wsfleet_gateway.protection_metrics import ProtectionMetrics
-from wsfleet_gateway.ratelimit import RateLimiter
-from wsfleet_gateway.redis_broker import RedisBroker
-from wsfleet_gateway.redis_pool import (
+from wsfleet_gateway.backends.redis.broker import RedisBroker
+from wsfleet_gateway.backends.redis.pool import (
     RedisBusyError,
     RedisGate,
     SingleFlight,
     is_redis_failure,
     make_client,
 )
+from wsfleet_gateway.broker import BrokerUnavailableError
+from wsfleet_gateway.cache.broker import ProtectedBroker
+from wsfleet_gateway.cache.l1 import L1Cache
+from wsfleet_gateway.cache.layers import ChannelCache
+from wsfleet_gateway.metrics import GatewayMetrics
+from wsfleet_gateway.protection.breaker import CircuitBreaker
+from wsfleet_gateway.protection.metrics import ProtectionMetrics
+from wsfleet_gateway.protection.ratelimit import RateLimiter
 
 from tests.support.waiting import wait_until
 from wsfleet.services import RedisServer

@@ -6,11 +6,11 @@ import pytest
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
-from wsfleet_gateway.admission import client_ip, connect_key, node_full, ready_for_more
-from wsfleet_gateway.audit import AuditLog
-from wsfleet_gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from wsfleet_gateway.quotas import TierQuotas, UnknownTierError, may_hold
-from wsfleet_gateway.ratelimit import MemoryCounter, decide, window_position
+from wsfleet_gateway.protection.admission import client_ip, connect_key, node_full, ready_for_more
+from wsfleet_gateway.protection.audit import AuditLog
+from wsfleet_gateway.protection.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from wsfleet_gateway.protection.quotas import TierQuotas, UnknownTierError, may_hold
+from wsfleet_gateway.protection.ratelimit import MemoryCounter, decide, window_position
 
 
 class Clock:

@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wsfleet_gateway.auth import Principal
+from wsfleet_gateway.protection.auth import Principal
 
 GLOB = st.text(alphabet="ab*?[]!-.:", max_size=6)
 CHANNEL = st.text(alphabet="ab.:-*?[]", max_size=6)

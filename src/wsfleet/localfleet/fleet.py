@@ -142,7 +142,7 @@ class LocalFleet:
         """A JWT the gateways accept (None when auth is off): development and the load tool."""
         if not self.options.auth:
             return None
-        from wsfleet_gateway.jwt_auth import issue_token
+        from wsfleet_gateway.protection.jwt_auth import issue_token
 
         return issue_token(
             self.jwt_secret, user, channels=channels or ["*"], tier=tier, ttl_s=ttl_s

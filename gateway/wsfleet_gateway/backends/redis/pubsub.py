@@ -37,6 +37,8 @@ from typing import Any, Protocol
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from wsfleet_gateway.backends.redis.resp import Endpoint, RespConnection, open_connection, pack_resp
+from wsfleet_gateway.backends.redis.streams import decode_payload, pubsub_name
 from wsfleet_gateway.broker import (
     BrokerUnavailableError,
     Delivery,
@@ -44,11 +46,9 @@ from wsfleet_gateway.broker import (
     check_text,
     parse_offset,
 )
-from wsfleet_gateway.redis_streams import decode_payload, pubsub_name
-from wsfleet_gateway.resp import Endpoint, RespConnection, open_connection, pack_resp
 from wsfleet_gateway.tasks import cancel_and_wait
 
-log = structlog.get_logger("wsfleet_gateway.redis_pubsub")
+log = structlog.get_logger("wsfleet_gateway.backends.redis.pubsub")
 
 CATCH_UP_PAGE = 500
 

@@ -26,12 +26,12 @@ import structlog
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.types import Options
 
-from wsfleet_gateway.auth import ANONYMOUS, Authenticator, Principal, Unauthorized
 from wsfleet_gateway.broker import is_text
-from wsfleet_gateway.protection_settings import ProtectionSettings
-from wsfleet_gateway.quotas import TierQuotas, UnknownTierError
+from wsfleet_gateway.protection.auth import ANONYMOUS, Authenticator, Principal, Unauthorized
+from wsfleet_gateway.protection.quotas import TierQuotas, UnknownTierError
+from wsfleet_gateway.protection.settings import ProtectionSettings
 
-log = structlog.get_logger("wsfleet_gateway.jwt_auth")
+log = structlog.get_logger("wsfleet_gateway.protection.jwt_auth")
 
 MAX_TOKEN_BYTES: Final = 8192
 MIN_SECRET_BYTES: Final = 32

@@ -36,9 +36,9 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.backends.redis.pool import RedisBusyError, RedisGate, is_redis_failure
 from wsfleet_gateway.broker import is_text
-from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, is_redis_failure
+from wsfleet_gateway.protection.breaker import CircuitBreaker
 
 KEY_PREFIX: Final = "wsf:rl:"
 

@@ -39,7 +39,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-from wsfleet_gateway.resp import (
+from wsfleet_gateway.backends.redis.resp import (
     Arg,
     Endpoint,
     Request,

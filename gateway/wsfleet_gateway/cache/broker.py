@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import structlog
 
-from wsfleet_gateway.breaker import CLOSED, CircuitBreaker
+from wsfleet_gateway.backends.redis.pool import is_redis_failure
 from wsfleet_gateway.broker import (
     ZERO_OFFSET,
     Broker,
@@ -34,11 +34,11 @@ from wsfleet_gateway.broker import (
     Snapshot,
     parse_offset,
 )
-from wsfleet_gateway.cache_layers import ChannelCache
-from wsfleet_gateway.redis_pool import is_redis_failure
+from wsfleet_gateway.cache.layers import ChannelCache
+from wsfleet_gateway.protection.breaker import CLOSED, CircuitBreaker
 from wsfleet_gateway.tasks import cancel_and_wait
 
-log = structlog.get_logger("wsfleet_gateway.cache_broker")
+log = structlog.get_logger("wsfleet_gateway.cache.broker")
 
 JoinHeld = Callable[[str, str | None, int], History | None]
 """`join_held(channel, since, limit)`: a reference and the history at once, or None."""

@@ -68,24 +68,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from wsfleet_gateway.broker import (
-    ZERO_OFFSET,
-    BadRequestError,
-    BrokerUnavailableError,
-    Delivery,
-    History,
-    JSONValue,
-    OnDelivery,
-    Snapshot,
-    encode_data,
-    encode_json,
-    parse_offset,
-)
-from wsfleet_gateway.history_ring import HistoryRings
-from wsfleet_gateway.redis_lane import CommandLane
-from wsfleet_gateway.redis_pool import RedisGate, SingleFlight
-from wsfleet_gateway.redis_pubsub import FanoutStats, PubSubFanout
-from wsfleet_gateway.redis_streams import (
+from wsfleet_gateway.backends.redis.lane import CommandLane
+from wsfleet_gateway.backends.redis.pool import RedisGate, SingleFlight
+from wsfleet_gateway.backends.redis.pubsub import FanoutStats, PubSubFanout
+from wsfleet_gateway.backends.redis.resp import Arg, Endpoint
+from wsfleet_gateway.backends.redis.streams import (
     HISTORY_LUA,
     PUBLISH_LUA,
     StreamState,
@@ -100,10 +87,23 @@ from wsfleet_gateway.redis_streams import (
     stream_key,
     ts_of,
 )
-from wsfleet_gateway.resp import Arg, Endpoint
+from wsfleet_gateway.broker import (
+    ZERO_OFFSET,
+    BadRequestError,
+    BrokerUnavailableError,
+    Delivery,
+    History,
+    JSONValue,
+    OnDelivery,
+    Snapshot,
+    encode_data,
+    encode_json,
+    parse_offset,
+)
+from wsfleet_gateway.history_ring import HistoryRings
 from wsfleet_gateway.tasks import cancel_and_wait
 
-log = structlog.get_logger("wsfleet_gateway.redis_broker")
+log = structlog.get_logger("wsfleet_gateway.backends.redis.broker")
 
 LANE_WARM: Final = 4
 """Command connections, all opened at start. The lane pipelines every command of one

@@ -19,11 +19,11 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.backends.redis.pool import is_redis_failure
 from wsfleet_gateway.broker import is_text
-from wsfleet_gateway.redis_pool import is_redis_failure
+from wsfleet_gateway.protection.breaker import CircuitBreaker
 
-log = structlog.get_logger("wsfleet_gateway.prewarm")
+log = structlog.get_logger("wsfleet_gateway.cache.prewarm")
 
 HOT_KEY: Final = "wsf:hot"
 MAX_TRACKED: Final = 10_000

@@ -26,11 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from wsfleet_gateway.audit import AuditLog
-from wsfleet_gateway.auth import Principal
-from wsfleet_gateway.protection_metrics import ProtectionMetrics
-from wsfleet_gateway.protection_settings import ProtectionSettings
-from wsfleet_gateway.ratelimit import RateLimiter
+from wsfleet_gateway.protection.audit import AuditLog
+from wsfleet_gateway.protection.auth import Principal
+from wsfleet_gateway.protection.metrics import ProtectionMetrics
+from wsfleet_gateway.protection.ratelimit import RateLimiter
+from wsfleet_gateway.protection.settings import ProtectionSettings
 
 CLOSE_UNAUTHORIZED: Final = 4001
 CLOSE_RATE_LIMITED: Final = 4008

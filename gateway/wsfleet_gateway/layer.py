@@ -16,22 +16,22 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from wsfleet_gateway.admission import Admission, ready_for_more
-from wsfleet_gateway.audit import AuditLog
-from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.backends.redis.pool import RedisGate, make_client
 from wsfleet_gateway.broker import Broker
-from wsfleet_gateway.cache import META, L1Cache
-from wsfleet_gateway.cache_broker import ProtectedBroker
-from wsfleet_gateway.cache_layers import ChannelCache
+from wsfleet_gateway.cache.broker import ProtectedBroker
+from wsfleet_gateway.cache.l1 import META, L1Cache
+from wsfleet_gateway.cache.layers import ChannelCache
+from wsfleet_gateway.cache.prewarm import HotTracker
 from wsfleet_gateway.metrics import GatewayMetrics
-from wsfleet_gateway.prewarm import HotTracker
-from wsfleet_gateway.protection_metrics import ProtectionMetrics
-from wsfleet_gateway.ratelimit import RateLimiter
-from wsfleet_gateway.redis_pool import RedisGate, make_client
+from wsfleet_gateway.protection.admission import Admission, ready_for_more
+from wsfleet_gateway.protection.audit import AuditLog
+from wsfleet_gateway.protection.breaker import CircuitBreaker
+from wsfleet_gateway.protection.metrics import ProtectionMetrics
+from wsfleet_gateway.protection.ratelimit import RateLimiter
 from wsfleet_gateway.server import Protection
 from wsfleet_gateway.settings import GatewaySettings
 
-log = structlog.get_logger("wsfleet_gateway.protection")
+log = structlog.get_logger("wsfleet_gateway.layer")
 
 LISTENER_WAIT_S = 2.0
 """Most seconds start() waits for the invalidation listener before pre-warming."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from wsfleet_gateway.breaker import CLOSED, HALF_OPEN, OPEN
 from wsfleet_gateway.metrics import GatewayMetrics, LabelledCounter
+from wsfleet_gateway.protection.breaker import CLOSED, HALF_OPEN, OPEN
 
 CACHE_BUCKETS_S = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}

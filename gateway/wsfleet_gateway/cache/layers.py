@@ -29,15 +29,20 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from wsfleet_gateway.breaker import CircuitBreaker
+from wsfleet_gateway.backends.redis.pool import (
+    RedisBusyError,
+    RedisGate,
+    SingleFlight,
+    is_redis_failure,
+)
+from wsfleet_gateway.backends.redis.streams import decode_meta, meta_key
 from wsfleet_gateway.broker import BrokerUnavailableError, JSONValue, encode_data, encode_json
-from wsfleet_gateway.cache import META, MISSING, L1Cache
-from wsfleet_gateway.prewarm import HotTracker
-from wsfleet_gateway.protection_metrics import ProtectionMetrics
-from wsfleet_gateway.redis_pool import RedisBusyError, RedisGate, SingleFlight, is_redis_failure
-from wsfleet_gateway.redis_streams import decode_meta, meta_key
+from wsfleet_gateway.cache.l1 import META, MISSING, L1Cache
+from wsfleet_gateway.cache.prewarm import HotTracker
+from wsfleet_gateway.protection.breaker import CircuitBreaker
+from wsfleet_gateway.protection.metrics import ProtectionMetrics
 
-log = structlog.get_logger("wsfleet_gateway.cache")
+log = structlog.get_logger("wsfleet_gateway.cache.l1")
 
 INVALIDATION_CHANNEL: Final = "wsf:cache:inv"
 PREWARM_CHUNK: Final = 200

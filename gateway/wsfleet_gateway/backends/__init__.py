@@ -1,0 +1,1 @@
+"""Where channels live: the in-memory broker (one process) and Redis (a fleet)."""
