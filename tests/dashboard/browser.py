@@ -38,7 +38,7 @@ def chromium_path() -> str:
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        pytest.skip("browser test needs playwright (pip install -e '.[test]')")
+        pytest.skip("browser test needs playwright (pip install -e '.[dev]')")
     return path
 
 

@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -120,18 +121,25 @@ def test_stages_are_pinned_and_targets_share_build_and_runtime() -> None:
     build = STAGES["build"]
     assert build.base == "${PYTHON_IMAGE}"
     runtime = STAGES["runtime"]
-    assert "--from=build /opt/venv /opt/venv" in runtime.all("COPY")
+    assert runtime.all("COPY") == [], "no venv in the shared stage: each target has its own"
+    for target in TARGETS:
+        assert STAGES[f"build-{target}"].base == "build"
+        assert f"--from=build-{target} /opt/venv /opt/venv" in STAGES[target].all("COPY")
     # Nothing of the build (compilers, pip caches, sources) reaches the runtime stages.
     assert all("--from" in c for s in (runtime, *map(STAGES.get, TARGETS)) for c in s.all("COPY"))
 
 
-def test_dependencies_are_a_cached_wheel_only_layer_before_the_source() -> None:
-    steps = STAGES["build"].instructions
-    deps = next(i for i, (kw, a) in enumerate(steps) if kw == "RUN" and "-r /tmp/req" in a)
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_dependencies_are_a_cached_wheel_only_layer_before_the_source(target: str) -> None:
+    assert any(a.startswith("pyproject.toml") for a in STAGES["build"].all("COPY"))
+    steps = STAGES[f"build-{target}"].instructions
+    deps = next(
+        i for i, (kw, a) in enumerate(steps) if kw == "RUN" and f"-r /tmp/{target}.txt" in a
+    )
     assert "--only-binary=:all:" in steps[deps][1]
     copies = [(i, a) for i, (kw, a) in enumerate(steps) if kw == "COPY"]
+    assert copies
     assert all(i > deps for i, a in copies if a.startswith(("src/", "gateway/", "operator/")))
-    assert all(i < deps for i, a in copies if a.startswith("pyproject.toml"))
     (install,) = [a for kw, a in steps if kw == "RUN" and "pip install --no-deps ." in a]
     assert "python -m compileall" in install, "bytecode baked in: nothing written at runtime"
 
@@ -173,16 +181,20 @@ def test_only_the_gateway_gets_listen_env() -> None:
     assert set(image_env("gateway")) >= {"WSFLEET_HOST", "WSFLEET_ADMIN_PORT"}
 
 
-def test_requirements_step_reads_the_real_dependencies() -> None:
-    """The Dockerfile's inline Python turns pyproject's dependencies into requirements."""
+def test_requirements_step_reads_each_images_own_extra(tmp_path: Path) -> None:
+    """The Dockerfile's inline Python writes one requirements file per image: the base
+    dependencies plus that image's extra, nothing of the other's."""
     text = DOCKERFILE.read_text()
-    (script,) = re.findall(r"RUN python - <<'PY' > /tmp/requirements.txt\n(.*?)\nPY\n", text, re.S)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    reqs = proc.stdout.split()
-    assert "picows>=1.6" in reqs
-    assert "kopf>=1.37" in reqs
+    (script,) = re.findall(r"RUN python - <<'PY'\n(.*?)\nPY\n", text, re.S)
+    script = script.replace("/tmp/", f"{tmp_path}/")
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
+    gateway = (tmp_path / "gateway.txt").read_text().split()
+    operator = (tmp_path / "operator.txt").read_text().split()
+    assert "picows>=1.6" in gateway
+    assert "pydantic>=2.6" in gateway
+    assert not [r for r in gateway if r.startswith(("kopf", "numpy", "matplotlib"))]
+    assert "kopf>=1.37" in operator
+    assert not [r for r in operator if r.startswith(("picows", "uvloop", "matplotlib"))]
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

@@ -166,7 +166,10 @@ def _daily_table(schedule: Schedule) -> str:
 
 def render_png(schedule: Schedule, path: Path, title: str = "") -> None:
     """Forecast, floor and capacity (connections) and replicas (right axis) over the day."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:  # an optional extra
+        raise RuntimeError("charts need matplotlib: pip install 'wsfleet[plot]'") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -207,7 +207,10 @@ def build_report(
 
 def write_chart(report: Report, path: Path) -> Path:
     """A PNG of open connections (and target) and deliveries over time (needs matplotlib)."""
-    import matplotlib  # lazily: only the chart needs it
+    try:
+        import matplotlib  # lazily: only the chart needs it (the `plot` extra)
+    except ModuleNotFoundError as exc:
+        raise RuntimeError("charts need matplotlib: pip install 'wsfleet[plot]'") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
