@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from wsfleet_gateway.backends.redis.broker import RedisBroker
+from wsfleet_gateway.backends.redis.pool import make_client
 from wsfleet_gateway.backends.redis.resp import (
     Endpoint,
     Request,
@@ -24,6 +25,7 @@ from wsfleet_gateway.backends.redis.resp import (
     pack_resp,
     reply_error,
 )
+from wsfleet_gateway.backends.redis.url import parse_url
 from wsfleet_gateway.broker import BrokerUnavailableError
 
 from tests.support.certs import write_certs
@@ -263,3 +265,68 @@ async def test_a_connection_closed_by_the_server_fails_what_waits(
         assert isinstance(conn.error, RedisConnectionError)
     finally:
         killer.abort()
+
+
+# -- one URL reader for both clients ---------------------------------------------
+
+
+def test_one_reading_of_a_url_for_both_clients() -> None:
+    target = parse_url("rediss://me:p%40ss@cache.example:6390/4?ssl_ca_certs=/ca.pem")
+    kwargs = target.redis_py_kwargs()
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.example", 6390, 4)
+    assert (kwargs["username"], kwargs["password"]) == ("me", "p@ss")
+    assert kwargs["connection_class"].__name__ == "SSLConnection"
+    assert (kwargs["ssl_ca_certs"], kwargs["ssl_cert_reqs"]) == ("/ca.pem", "required")
+    endpoint = Endpoint.from_url("rediss://me:p%40ss@cache.example:6390/4?ssl_cert_reqs=none")
+    assert (endpoint.host, endpoint.port, endpoint.db) == ("cache.example", 6390, 4)
+    unix = parse_url("unix://:pw@/run/redis.sock?db=2").redis_py_kwargs()
+    assert (unix["path"], unix["db"], unix["password"]) == ("/run/redis.sock", 2, "pw")
+    assert unix["connection_class"].__name__ == "UnixDomainSocketConnection"
+    assert "p@ss" not in repr(target)
+    with pytest.raises(ValueError, match="database is a number"):
+        parse_url("redis://h/zero")
+
+
+async def agree(url: str) -> None:
+    """The broker's connection writes, redis-py (the cache's client) reads: one server, one
+    database, one set of credentials, from one URL."""
+    own = await open_connection(Endpoint.from_url(url))
+    client = make_client(url, timeout_s=5.0, pool_size=1)
+    try:
+        assert await own.call("SET", "agree", url[:8]) == "OK"
+        assert await client.get("agree") == url[:8]
+        assert await client.client_info() is not None
+    finally:
+        own.abort()
+        await client.aclose()
+
+
+async def test_both_clients_reach_the_same_database_with_the_same_password() -> None:
+    with RedisServer(extra_args=["--requirepass", PASSWORD]) as server:
+        secret = PASSWORD.replace("/", "%2F").replace("@", "%40")
+        await agree(f"redis://:{secret}@127.0.0.1:{server.port}/5")
+        bad = make_client(f"redis://:wrong@127.0.0.1:{server.port}/5", 5.0, 1)
+        try:
+            with pytest.raises(AuthenticationError):
+                await bad.get("agree")
+        finally:
+            await bad.aclose()
+
+
+async def test_both_clients_over_a_unix_socket() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = Path(tmp) / "redis.sock"
+        with RedisServer(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"]):
+            await agree(f"unix://{sock}?db=6")
+
+
+async def test_both_clients_over_tls(tls_redis: tuple[int, Path]) -> None:
+    port, ca = tls_redis
+    await agree(f"rediss://127.0.0.1:{port}/7?ssl_ca_certs={ca}")
+    await agree(f"rediss://127.0.0.1:{port}/7?ssl_cert_reqs=none")
+    unverified = make_client(f"rediss://127.0.0.1:{port}/7", 5.0, 1)  # system CAs: refused
+    try:
+        with pytest.raises(RedisConnectionError):
+            await unverified.get("agree")
+    finally:
+        await unverified.aclose()

@@ -34,6 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import MaxConnectionsError
 
+from wsfleet_gateway.backends.redis.url import parse_url
 from wsfleet_gateway.broker import BrokerUnavailableError
 
 POOL_HEADROOM: Final = 8
@@ -56,8 +57,8 @@ def is_redis_failure(exc: BaseException) -> bool:
 
 def make_client(url: str, timeout_s: float, pool_size: int) -> aioredis.Redis:
     """A client on a pool of at most ``pool_size + POOL_HEADROOM`` connections."""
-    pool = ConnectionPool.from_url(
-        url,
+    pool = ConnectionPool(
+        **parse_url(url).redis_py_kwargs(),  # the same reading of the URL as the broker's
         max_connections=pool_size + POOL_HEADROOM,
         decode_responses=True,
         protocol=2,

@@ -31,11 +31,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from wsfleet_gateway.backends.redis.url import parse_url
 
 Arg = str | int
 OnPush = Callable[[Any], None]
@@ -81,46 +82,18 @@ class Endpoint:
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
-        """``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS; query
-        ``ssl_cert_reqs=none|optional|required``, ``ssl_ca_certs``, ``ssl_certfile``,
-        ``ssl_keyfile``, ``ssl_check_hostname``) or ``unix://path[?db=N]``."""
-        parts = urlsplit(url)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        db = int(query.get("db", "0") or 0)
-        if parts.scheme == "unix":
-            if not parts.path:
-                raise ValueError("a unix:// Redis URL needs a socket path")
-            return cls(path=parts.path, db=db, username=username, password=password)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(
-                f"Redis URL scheme must be redis://, rediss:// or unix://, not {parts.scheme!r}"
-            )
-        path_db = parts.path.strip("/")
-        if path_db:
-            db = int(path_db)
-        tls = _tls_context(query) if parts.scheme == "rediss" else None
+        """From a Redis URL, read by `url.parse_url` (the forms it lists)."""
+        target = parse_url(url)
+        tls = target.tls.context() if target.tls is not None else None
         return cls(
-            parts.hostname or "127.0.0.1", parts.port or 6379, None, db, username, password, tls
+            target.host,
+            target.port,
+            target.path,
+            target.db,
+            target.username,
+            target.password,
+            tls,
         )
-
-
-def _tls_context(query: dict[str, str]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
-    reqs = query.get("ssl_cert_reqs", "required").lower()
-    if reqs not in ("none", "optional", "required"):
-        raise ValueError(f"ssl_cert_reqs must be none, optional or required, not {reqs!r}")
-    check = query.get("ssl_check_hostname", "true" if reqs != "none" else "false")
-    context.check_hostname = check.lower() in ("1", "true", "yes")
-    context.verify_mode = {
-        "none": ssl.CERT_NONE,
-        "optional": ssl.CERT_OPTIONAL,
-        "required": ssl.CERT_REQUIRED,
-    }[reqs]
-    if "ssl_certfile" in query:
-        context.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile"))
-    return context
 
 
 @dataclass(slots=True, eq=False)
