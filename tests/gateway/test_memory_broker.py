@@ -1,4 +1,5 @@
-"""MemoryBroker: Redis-like offsets, bounded history, recovery status."""
+"""MemoryBroker beyond the shared conformance suite (test_broker_conformance.py): its
+clock, exact trimming by length and age, immediate detach, a model of its history."""
 
 from __future__ import annotations
 
@@ -34,19 +35,6 @@ async def test_offsets_are_redis_like_and_increasing() -> None:
     other = await broker.publish("b", "1")
     assert other.offset == "999905-0"  # offsets are per channel, like stream IDs
     assert third.ts_ms == 1000005
-
-
-async def test_history_without_since_is_the_latest_limit() -> None:
-    broker = MemoryBroker(clock_ms=Clock())
-    empty = await broker.history("a", None, 10)
-    assert (empty.messages, empty.offset, empty.recovered) == ([], "0-0", True)
-    for i in range(5):
-        await broker.publish("a", str(i))
-    history = await broker.history("a", None, 3)
-    assert [d.data for d in history.messages] == [2, 3, 4]
-    assert history.offset == "1000000-4"
-    assert history.recovered
-    assert (await broker.history("a", None, 0)).messages == []
 
 
 async def test_history_since_and_recovered() -> None:
