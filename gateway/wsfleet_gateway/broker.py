@@ -2,9 +2,9 @@
 
 Two implementations share it:
 
-- `MemoryBroker` (``memory_broker.py``): the embedded default, one process,
+- `MemoryBroker` (``backends/memory.py``): the embedded default, one process,
   in-process fan-out and bounded in-memory history.
-- `RedisBroker` (``redis_broker.py``): cross-pod fan-out by Redis pub/sub
+- `RedisBroker` (``backends/redis/broker.py``): cross-pod fan-out by Redis pub/sub
   (one Redis subscription per channel per pod, shared by every local
   subscriber and kept for ``linger_s`` after the last one leaves) and
   per-channel history in a Redis Stream bounded by length and age. Every key
