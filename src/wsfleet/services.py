@@ -228,3 +228,217 @@ class PrometheusServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+CLUSTER_BUS_OFFSET = 10000
+"""A cluster node's bus listens on its port + this (Redis's fixed offset)."""
+MAX_CLUSTER_PORT = 65535 - CLUSTER_BUS_OFFSET
+
+
+def free_cluster_port(host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
+    """A free port below `MAX_CLUSTER_PORT` whose bus port (+10000) is free too."""
+    taken = taken or set()
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port > MAX_CLUSTER_PORT or port in taken or port + CLUSTER_BUS_OFFSET in taken:
+            continue
+        with contextlib.suppress(OSError):
+            for candidate in (port, port + CLUSTER_BUS_OFFSET):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                    probe.bind((host, candidate))
+            return port
+    raise RuntimeError("no free port pair (port, port + 10000) found for a cluster node")
+
+
+@dataclass
+class RedisCluster:
+    """A throw-away Redis Cluster on loopback: `primaries` shards, each with `replicas`
+    replicas (``redis-server --cluster-enabled yes`` per node, joined by
+    ``redis-cli --cluster create``). No persistence; `node_timeout_ms` is the failure
+    detection time (a dead primary's replica is promoted about that long after it died).
+
+    `password` (and `username`, an ACL user with every right) protect every node; the
+    seed `url` carries them, as the gateway's ``--redis-url`` would.
+    """
+
+    primaries: int = 3
+    replicas: int = 1
+    host: str = "127.0.0.1"
+    node_timeout_ms: int = 2000
+    password: str | None = None
+    username: str | None = None
+    workdir: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The seed URL: the first node (credentials included when set)."""
+        return self.node_url(self.nodes[0].port)
+
+    def node_url(self, port: int) -> str:
+        auth = ""
+        if self.password is not None:
+            auth = f"{self.username or ''}:{self.password}@"
+        return f"redis://{auth}{self.host}:{port}/0"
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self) -> Self:
+        cli = find_binary("redis-cli", "redis-tools")
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="wsfleet-rcluster-"))
+        count = self.primaries * (1 + self.replicas)
+        taken: set[int] = set()
+        try:
+            for _ in range(count):
+                port = free_cluster_port(self.host, taken)
+                taken.update((port, port + CLUSTER_BUS_OFFSET))
+                workdir = self.workdir / str(port)
+                workdir.mkdir(parents=True, exist_ok=True)
+                node = RedisServer(port=port, host=self.host, workdir=workdir)
+                node.extra_args = [*self._node_args(), *self.extra_args]
+                self.nodes.append(node)
+                node.start()
+            addresses = [f"{self.host}:{n.port}" for n in self.nodes]
+            create = [cli, *self._cli_auth(), "--cluster", "create", *addresses]
+            create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            subprocess.run(create, check=True, capture_output=True, timeout=60)
+            self.wait_ok(60.0)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _node_args(self) -> list[str]:
+        args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
+        ]
+        if self.password is not None:
+            args += ["--masterauth", self.password, "--requirepass", self.password]
+            if self.username is not None:
+                args += ["--masteruser", self.username]
+                args += ["--user", f"{self.username} on >{self.password} ~* &* +@all"]
+        return args
+
+    def _cli_auth(self) -> list[str]:
+        if self.password is None:
+            return []
+        auth = ["--no-auth-warning", "-a", self.password]
+        if self.username is not None:
+            auth += ["--user", self.username]
+        return auth
+
+    def cli(self, port: int, *args: str, timeout_s: float = 30.0) -> str:
+        """``redis-cli -p port args...`` (authenticated); its output."""
+        cli = find_binary("redis-cli", "redis-tools")
+        argv = [cli, *self._cli_auth(), "-h", self.host, "-p", str(port), *args]
+        done = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=timeout_s)
+        return done.stdout
+
+    def info(self, port: int) -> dict[str, str]:
+        """``CLUSTER INFO`` of one node as a dict."""
+        out = self.cli(port, "cluster", "info")
+        return dict(line.split(":", 1) for line in out.split() if ":" in line)
+
+    def shards(self) -> list[tuple[int, list[int]]]:
+        """Live topology from a reachable node: (primary port, its replicas' ports) per
+        primary that owns slots."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            with contextlib.suppress(subprocess.SubprocessError):
+                return parse_cluster_nodes(self.cli(node.port, "cluster", "nodes"))
+        raise RuntimeError("no cluster node answers")
+
+    def wait_ok(self, timeout_s: float) -> None:
+        """Block until every running node says ``cluster_state:ok`` and agrees on who
+        serves every slot."""
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                running = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+                states = [self.info(n.port) for n in running]
+                views = {
+                    tuple(
+                        (p, tuple(r))
+                        for p, r in parse_cluster_nodes(self.cli(n.port, "cluster", "nodes"))
+                    )
+                    for n in running
+                }
+                ok = all(s.get("cluster_state") == "ok" for s in states)
+                slots = all(s.get("cluster_slots_ok") == "16384" for s in states)
+                view = next(iter(views)) if len(views) == 1 else ()
+                replicated = len(running) - len(view) == sum(len(r) for _, r in view)
+                if ok and slots and view and replicated and self._synced(view):
+                    return
+                last = f"states={[s.get('cluster_state') for s in states]} views={views}"
+            except subprocess.SubprocessError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise TimeoutError(f"redis cluster not ok after {timeout_s}s: {last}")
+
+    def _synced(self, view: tuple[tuple[int, tuple[int, ...]], ...]) -> bool:
+        """Every replica of `view` has finished its first sync with its primary."""
+        for _, replicas in view:
+            for port in replicas:
+                info = self.cli(port, "info", "replication")
+                if "master_link_status:up" not in info:
+                    return False
+        return True
+
+    def node(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (no goodbye: its peers must detect it)."""
+        proc = self.node(port).proc
+        assert proc is not None
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        """Start a stopped node again on its port and folder (it rejoins from nodes.conf)."""
+        node = self.node(port)
+        node.proc = None
+        node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def parse_cluster_nodes(text: str) -> list[tuple[int, list[int]]]:
+    """``CLUSTER NODES`` → (primary port, replica ports) for each live primary with slots,
+    sorted by port."""
+    primaries: dict[str, int] = {}
+    replicas: dict[str, list[int]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        node_id, address, flags, master = fields[0], fields[1], fields[2].split(","), fields[3]
+        port = int(address.split("@")[0].rsplit(":", 1)[1])
+        if "fail" in flags or "noaddr" in flags:
+            continue
+        if "master" in flags and len(fields) > 8:
+            primaries[node_id] = port
+        elif "slave" in flags:
+            replicas.setdefault(master, []).append(port)
+    return sorted((port, sorted(replicas.get(node_id, []))) for node_id, port in primaries.items())

@@ -65,13 +65,15 @@ from typing import Any, Final
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from wsfleet_gateway.backends.redis.cluster import ClusterLanes
 from wsfleet_gateway.backends.redis.lane import CommandLane
 from wsfleet_gateway.backends.redis.pool import RedisGate, SingleFlight
 from wsfleet_gateway.backends.redis.pubsub import FanoutStats, PubSubFanout
 from wsfleet_gateway.backends.redis.resp import Arg, Endpoint
+from wsfleet_gateway.backends.redis.shards import ShardedFanout
 from wsfleet_gateway.backends.redis.streams import (
     HISTORY_LUA,
     PUBLISH_LUA,
@@ -110,6 +112,9 @@ LANE_WARM: Final = 4
 loop pass in one write and multiplexes writes, so a burst needs a few, not one each."""
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+DURABILITIES: Final = ("primary", "replicas")
+"""``primary``: a publish is acknowledged once its primary ran it. ``replicas``: once
+``WAIT`` confirmed a replica has it too (it survives the primary's death)."""
 
 
 class RedisBroker:
@@ -129,8 +134,18 @@ class RedisBroker:
         queue_timeout_s: float = 5.0,
         ring_capacity: int = 64,
         ring_max_bytes: int = 16 << 20,
+        publish_durability: str = "primary",
     ) -> None:
+        if publish_durability not in DURABILITIES:
+            raise ValueError(f"publish_durability must be one of {DURABILITIES}")
         self.url = url
+        self.publish_durability = publish_durability
+        self._wait_replicas = publish_durability == "replicas"
+        self._publish_plain = not self._wait_replicas
+        """One Redis, ``primary`` durability: `publish` runs its script inline."""
+        self.wait_ms = max(1, int(op_timeout_s * 500))
+        """``WAIT 1 wait_ms`` after a publish with ``replicas`` durability (half the op
+        timeout: the lane aborts a connection whose command waited the whole of it)."""
         self.history_max_len = history_max_len
         self.history_max_age_ms = max(1, int(history_max_age_s * 1000))
         self.op_timeout_s = op_timeout_s
@@ -139,7 +154,9 @@ class RedisBroker:
         """Bounds the commands in flight; a burst queues here instead of opening connections."""
         self._publish_sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
         self._history_sha = hashlib.sha1(HISTORY_LUA.encode()).hexdigest()
-        self._lane = CommandLane(self.endpoint, LANE_WARM, op_timeout_s)
+        self._scripts = (HISTORY_LUA, PUBLISH_LUA)
+        """Loaded at start (`_warm`)."""
+        self._lane: CommandLane | ClusterLanes = CommandLane(self.endpoint, LANE_WARM, op_timeout_s)
         """Every command's connections."""
         self.reads: SingleFlight[
             tuple[str, str | None, int, bool, object], tuple[History, str | None]
@@ -153,7 +170,7 @@ class RedisBroker:
             ring_capacity, ring_max_bytes, self.history_max_age_ms, history_max_len
         )
         """Recent messages of attached channels (history reads without Redis)."""
-        self._fanout = PubSubFanout(
+        self._fanout: PubSubFanout | ShardedFanout = PubSubFanout(
             self.endpoint,
             self,
             linger_s=linger_s,
@@ -182,8 +199,8 @@ class RedisBroker:
         try:
             async with asyncio.timeout(self.op_timeout_s * 2):
                 await self._lane.warm(LANE_WARM)
-                await self._lane.execute("SCRIPT", "LOAD", HISTORY_LUA)
-                await self._lane.execute("SCRIPT", "LOAD", PUBLISH_LUA)
+                for script in self._scripts:
+                    await self._lane.execute("SCRIPT", "LOAD", script)
         except (RedisError, OSError, TimeoutError) as exc:
             log.info("redis_warm_up_skipped", error=type(exc).__name__)
 
@@ -260,7 +277,74 @@ class RedisBroker:
 
     # -- the Broker protocol -----------------------------------------------
 
+    async def _call_many(self, what: str, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        """`commands` back to back on one connection (`CommandLane.execute_many`), with
+        `_call`'s gate and error mapping; error replies come back as values."""
+        gate = self.gate
+        await gate.acquire()
+        try:
+            replies = await self._lane.execute_many(commands)
+        except _CONNECTION_ERRORS as exc:
+            self._command_failed()
+            raise BrokerUnavailableError(
+                f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except RedisError as exc:
+            raise BrokerUnavailableError(
+                f"redis error during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except UnicodeEncodeError:
+            raise BadRequestError(f"{what}: an argument is not valid Unicode") from None
+        finally:
+            gate.release()
+        self._commands_ok = True
+        return replies
+
+    def _publish_script(self, channel: str, data_json: str) -> tuple[tuple[str, str], list[Arg]]:
+        """The publish script and its keys count, keys and arguments."""
+        args: list[Arg] = [
+            2,
+            stream_key(channel),
+            pubsub_name(channel),
+            data_json,
+            self.history_max_len,
+            self.history_max_age_ms,
+        ]
+        return (self._publish_sha, PUBLISH_LUA), args
+
+    async def _publish_replicated(self, channel: str, data_json: str) -> str:
+        """The publish script and ``WAIT 1`` on one connection: the offset once a replica
+        confirmed it has the message; `BrokerUnavailableError` when none did in time
+        (the message may still be kept: the client may publish it again)."""
+        (sha, source), args = self._publish_script(channel, data_json)
+        commands: list[tuple[Arg, ...]] = [("EVALSHA", sha, *args), ("WAIT", 1, self.wait_ms)]
+        replies = await self._call_many("publish", commands)
+        if isinstance(replies[0], NoScriptError):  # it did not run: load it, once
+            await self._call("publish", "SCRIPT", "LOAD", source)
+            replies = await self._call_many("publish", commands)
+        offset, acked = replies
+        if isinstance(offset, RedisError):
+            raise BrokerUnavailableError(f"redis error during publish: {offset}") from offset
+        if isinstance(acked, RedisError) or int(acked) < 1:
+            raise BrokerUnavailableError(
+                f"publish not confirmed by a replica within {self.wait_ms} ms"
+                " (publish_durability=replicas): it may or may not be kept"
+            )
+        return str(offset)
+
+    async def _publish_other(self, channel: str, data_json: str) -> str:
+        """A publish other than one node's with ``primary`` durability (`publish`)."""
+        if self._wait_replicas:
+            return await self._publish_replicated(channel, data_json)
+        script, args = self._publish_script(channel, data_json)
+        offset = await self._call("publish", *args, script=script, repeatable=False)
+        return str(offset)
+
     async def publish(self, channel: str, data_json: str) -> Delivery:
+        if not self._publish_plain:
+            offset = await self._publish_other(channel, data_json)
+            self.rings.published(channel, parse_offset(offset))
+            return Delivery(channel, offset, data_json, ts_of(offset))
         offset = await self._call(
             "publish",
             2,

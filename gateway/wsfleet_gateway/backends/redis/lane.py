@@ -34,10 +34,11 @@ reply settles it straight from the connection's `data_received`
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from wsfleet_gateway.backends.redis.resp import (
     Arg,
@@ -97,6 +98,41 @@ class CommandLane:
         request = Request(args, loop.create_future(), repeatable, packed)
         queued.append(request)
         return await request.reply
+
+    async def execute_many(
+        self, commands: Sequence[tuple[Arg, ...]], *, repeatable: bool = False
+    ) -> list[Any]:
+        """`commands` back to back in one write on one connection (an ``ASKING`` and the
+        command it is for; a write and the ``WAIT`` for its replication). Each reply in
+        order, an error reply as its exception (returned, not raised); a lost connection
+        raises. Not `repeatable` by default: none is sent again on another connection."""
+        if self._closing:
+            raise RedisConnectionError("command lane closed")
+        packed = [pack_resp(command) for command in commands]  # refused here, alone
+        loop = asyncio.get_running_loop()
+        queued = self._queued
+        if queued is None:
+            queued = self._queued = []
+            loop.call_soon(self._flush)
+        requests = [
+            Request(command, loop.create_future(), repeatable, data)
+            for command, data in zip(commands, packed, strict=True)
+        ]
+        queued.extend(requests)
+        replies: list[Any] = []
+        try:
+            for request in requests:
+                try:
+                    replies.append(await request.reply)
+                except ResponseError as exc:
+                    replies.append(exc)
+        finally:
+            for request in requests:  # the caller gave up, or a connection error
+                if not request.reply.done():
+                    request.reply.cancel()
+                elif not request.reply.cancelled():
+                    request.reply.exception()  # retrieved
+        return replies
 
     async def evalsha(self, sha: str, script: str, *args: Arg, repeatable: bool = True) -> Any:
         """``EVALSHA sha *args`` (`args`: the number of keys, the keys, the arguments),

@@ -85,6 +85,8 @@ class _Sub:
     """The connection a SUBSCRIBE was last sent on."""
     idle_since: float | None = None
     """Loop time the last reference went (None while referenced)."""
+    buffer: list[str] | None = None
+    """Live payloads held back while a moved channel catches up (`shards.ShardPubSub`)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -123,6 +125,11 @@ class FanoutStats:
 
 class PubSubFanout:
     """Live messages of attached channels, from one pub/sub connection."""
+
+    SUBSCRIBE = "SUBSCRIBE"
+    UNSUBSCRIBE = "UNSUBSCRIBE"
+    MERGE = True
+    """Consecutive (UN)SUBSCRIBEs of one loop pass share one command (many channels)."""
 
     def __init__(
         self,
@@ -289,7 +296,7 @@ class PubSubFanout:
             if sub.sent_on is conn and not sub.confirmed:
                 self._stale_confirms[sub.name] = self._stale_confirms.get(sub.name, 0) + 1
             self.stats.unsubscribes += 1
-            self._queue(conn, "UNSUBSCRIBE", sub.name)
+            self._queue(conn, self.UNSUBSCRIBE, sub.name)
 
     def _subscribe(self, sub: _Sub) -> asyncio.Future[None]:
         """The confirmation of `sub`'s SUBSCRIBE on the live connection, sent now unless
@@ -301,7 +308,7 @@ class PubSubFanout:
             confirm = sub.confirm = asyncio.get_running_loop().create_future()
             self.stats.subscribes += 1
             sub.sent_on = conn
-            self._queue(conn, "SUBSCRIBE", sub.name)  # a failed write: the connection is gone
+            self._queue(conn, self.SUBSCRIBE, sub.name)  # a failed write: the connection is gone
         return confirm
 
     def _queue(self, conn: RespConnection, command: str, name: str) -> None:
@@ -315,7 +322,7 @@ class PubSubFanout:
             loop = asyncio.get_running_loop()
             box = self._outbox = _Outbox(conn)
             loop.call_soon(self._flush, box)
-        if box.commands and box.commands[-1][0] == command:
+        if box.commands and box.commands[-1][0] == command and self.MERGE:
             box.commands[-1].append(name)
         else:
             box.commands.append([command, name])
@@ -327,6 +334,10 @@ class PubSubFanout:
             return  # the connection is gone: its pending confirmations failed with it
         self._send_many(box.conn, box.commands)
         self.stats.writes += 1
+
+    def _subscribe_commands(self, names: list[str]) -> list[list[str]]:
+        """The commands that subscribe `names` on a new connection."""
+        return [[self.SUBSCRIBE, *names]]
 
     def note_offset(self, channel: str, offset: str) -> None:
         """A stream read of an attached `channel` saw `offset` as its newest.
@@ -402,7 +413,7 @@ class PubSubFanout:
             sub.sent_on = conn
         if syncing.pending:
             self.stats.subscribes += len(syncing.pending)
-            self._send(conn, "SUBSCRIBE", *sorted(syncing.pending))
+            self._send_many(conn, self._subscribe_commands(sorted(syncing.pending)))
             await asyncio.wait([syncing.confirmed, conn.lost], return_when=asyncio.FIRST_COMPLETED)
             if not syncing.confirmed.done():
                 raise conn.error or RedisConnectionError("redis pub/sub lost while subscribing")

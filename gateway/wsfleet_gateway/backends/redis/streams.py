@@ -72,6 +72,25 @@ redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[1])
 return id
 """
 
+PUBLISH_SHARDED_LUA = """
+-- Redis Cluster: KEYS[1] stream; ARGV[1] data_json, ARGV[2] max length (approximate),
+-- ARGV[3] max age ms, ARGV[4] the shard pub/sub channel (the stream's slot: one hash
+-- tag). Not declared as a key: during a slot migration a declared key that is not
+-- stored (a pub/sub channel never is) makes Redis answer TRYAGAIN until the stream
+-- itself has moved.
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
+local max_age = tonumber(ARGV[3])
+local min_ms = now_ms - max_age
+if min_ms > 0 then
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', min_ms))
+end
+redis.call('PEXPIRE', KEYS[1], string.format('%d', max_age * 2))
+redis.call('SPUBLISH', ARGV[4], id .. ' ' .. ARGV[1])
+return id
+"""
+
 HISTORY_LUA = """
 -- KEYS[1] stream, KEYS[2] (optional) metadata key; ARGV[1] since ('' = latest),
 -- ARGV[2] how many entries to read, ARGV[3] max age ms (entries older are
