@@ -38,12 +38,18 @@ log = structlog.get_logger("wsfleet_gateway.app")
 
 
 def create_broker(settings: GatewaySettings) -> Broker:
-    """`RedisBroker` when ``redis_url`` is set, else `MemoryBroker`."""
+    """`RedisBroker` when ``redis_url`` is set (`RedisClusterBroker` with
+    ``redis_cluster``), else `MemoryBroker`."""
     if settings.redis_url:
         # imported on demand: the embedded mode never loads the Redis client
-        redis_broker = importlib.import_module("wsfleet_gateway.backends.redis.broker")
-        broker: Broker = redis_broker.RedisBroker(
+        if settings.redis_cluster:
+            module = importlib.import_module("wsfleet_gateway.backends.redis.cluster_broker")
+            kind = module.RedisClusterBroker
+        else:
+            kind = importlib.import_module("wsfleet_gateway.backends.redis.broker").RedisBroker
+        broker: Broker = kind(
             settings.redis_url,
+            publish_durability=settings.publish_durability,
             history_max_len=settings.history_max_len,
             history_max_age_s=settings.history_max_age_s,
             linger_s=settings.linger_s,

@@ -38,6 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--admin-host", help="admin HTTP interface (WSFLEET_ADMIN_HOST)")
     parser.add_argument("--admin-port", type=int, help="admin HTTP port (WSFLEET_ADMIN_PORT)")
     parser.add_argument("--redis-url", help="Redis URL; unset = in-memory (WSFLEET_REDIS_URL)")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="--redis-url is a seed node of a Redis Cluster (WSFLEET_REDIS_CLUSTER=true)",
+    )
     parser.add_argument("--node-name", help="node name (WSFLEET_NODE_NAME)")
     parser.add_argument(
         "--reuse-port",
@@ -67,6 +73,8 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         for name in ("host", "port", "admin_host", "admin_port", "redis_url", "node_name")
         if getattr(args, name, None) is not None
     }
+    if getattr(args, "redis_cluster", None):
+        overrides["redis_cluster"] = True
     if getattr(args, "reuse_port", None):
         overrides["reuse_port"] = True
     if getattr(args, "no_auth", None):

@@ -13,10 +13,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 
-from wsfleet_gateway.backends.redis.pool import RedisGate, make_client
+from wsfleet_gateway.backends.redis.pool import RedisClient, RedisGate, make_client
 from wsfleet_gateway.broker import Broker
 from wsfleet_gateway.cache.broker import ProtectedBroker
 from wsfleet_gateway.cache.l1 import META, L1Cache
@@ -49,9 +48,11 @@ class ProtectionLayer:
             s.breaker_failures, s.breaker_reset_s, failure_window_s=s.breaker_window_s
         )
         self.breaker.on_change(self._breaker_changed)
-        self.redis: aioredis.Redis | None = None
+        self.redis: RedisClient | None = None
         if s.redis_url:
-            self.redis = make_client(s.redis_url, s.redis_timeout_s, s.redis_pool_size)
+            self.redis = make_client(
+                s.redis_url, s.redis_timeout_s, s.redis_pool_size, cluster=s.redis_cluster
+            )
         self.gate = RedisGate(s.redis_pool_size, s.redis_queue_timeout_s)
         """Shared by the rate limiter and the L2 cache: a burst queues here."""
         ttls = {META: s.cache_meta_ttl_s}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -55,7 +56,16 @@ class GatewaySettings(ProtectionSettings):
     admin_port: int = Field(default=9090, ge=0, le=65535)
     """Admin HTTP port; 0 picks a free port (see `Gateway.admin_port`)."""
     redis_url: str | None = None
-    """Redis URL (``redis://host:port/0``); None runs the in-memory broker."""
+    """Redis URL (``redis://host:port/0``); None runs the in-memory broker. With
+    `redis_cluster`, one seed node of the cluster (same forms; database 0)."""
+    redis_cluster: bool = False
+    """`redis_url` is a node of a Redis Cluster: the gateway reads the topology, sends each
+    channel's commands to the shard serving its slot and fans out by sharded pub/sub."""
+    publish_durability: Literal["primary", "replicas"] = "primary"
+    """``primary``: a publish is acknowledged once its primary ran it (a primary dying
+    right after may lose it: replication is asynchronous). ``replicas``: only once
+    ``WAIT`` confirmed a replica has it (more latency; `unavailable` when no replica
+    confirms within half of `redis_timeout_s`)."""
     api_key: SecretStr | None = None
     """Bearer key for the admin write API; when unset every write gets 401."""
     node_name: str = Field(default_factory=default_node_name)
@@ -107,6 +117,8 @@ class GatewaySettings(ProtectionSettings):
     def _check_timeouts(self) -> GatewaySettings:
         if self.idle_timeout_s <= self.heartbeat_s:
             raise ValueError("idle_timeout_s must be greater than heartbeat_s")
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("redis_cluster needs redis_url (a seed node of the cluster)")
         return self
 
     @property

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from wsfleet_gateway.backends.redis.pool import (
     RedisBusyError,
+    RedisClient,
     RedisGate,
     SingleFlight,
     is_redis_failure,
@@ -87,7 +88,7 @@ class ChannelCache:
         l1: L1Cache,
         metrics: ProtectionMetrics,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         breaker: CircuitBreaker | None = None,
         origin: Origin | None = None,
         origin_write: OriginWrite | None = None,
@@ -301,7 +302,7 @@ class ChannelCache:
             token = self.l1.load_token()
             try:
                 async with self.gate.slot(), asyncio.timeout(self.op_timeout_s * 2):
-                    rows = await self._redis.mget([meta_key(c) for c in chunk])
+                    rows = await self._mget([meta_key(c) for c in chunk])
             except (*_ERRORS, RedisBusyError) as exc:
                 self._failed(exc)
                 break
@@ -314,6 +315,15 @@ class ChannelCache:
                     loaded += 1
         self.metrics.cache_bytes.set(self.l1.bytes)
         return loaded
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        """``MGET``; on a cluster one per slot (``mget_nonatomic``): the keys of many
+        channels live on many shards."""
+        redis = self._redis
+        assert redis is not None
+        if isinstance(redis, aioredis.RedisCluster):
+            return await redis.mget_nonatomic(keys)
+        return await redis.mget(keys)
 
     async def prewarm_hottest(self, n: int) -> int:
         """Pre-warm the `n` hottest channels of the fleet (tracked in Redis)."""

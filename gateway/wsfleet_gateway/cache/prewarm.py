@@ -15,11 +15,10 @@ import contextlib
 from collections import Counter
 from typing import Final
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from wsfleet_gateway.backends.redis.pool import is_redis_failure
+from wsfleet_gateway.backends.redis.pool import RedisClient, is_redis_failure
 from wsfleet_gateway.broker import is_text
 from wsfleet_gateway.protection.breaker import CircuitBreaker
 
@@ -34,7 +33,7 @@ DECAY_EVERY: Final = 720
 class HotTracker:
     """Counts channel use locally and flushes the counts to Redis."""
 
-    def __init__(self, redis: aioredis.Redis | None, breaker: CircuitBreaker | None = None) -> None:
+    def __init__(self, redis: RedisClient | None, breaker: CircuitBreaker | None = None) -> None:
         self._redis = redis
         self.breaker = breaker
         self.pending: Counter[str] = Counter()

@@ -21,8 +21,10 @@ not counted) and counts the user's new connection. Concurrent connects are
 batched: the connects decided in one event-loop pass share one ``EVALSHA`` of
 `CONNECT_LUA` (atomic, items applied in arrival order), at most `MAX_BATCHES`
 batches in flight, so under a burst batches grow instead of round trips.
-A batch touches keys of several names: it needs one Redis server (not a
-cluster, where keys of different hash tags live on different shards).
+A batch touches keys of several names, so it needs one Redis server: on a Redis
+Cluster (keys of different hash tags live on different shards) each connect runs
+`RATE_LUA` twice instead, the address's read and then the user's count, each on the
+shard of its name (two round trips per connect, several connects in flight at once).
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from wsfleet_gateway.backends.redis.pool import RedisBusyError, RedisGate, is_redis_failure
+from wsfleet_gateway.backends.redis.pool import (
+    RedisBusyError,
+    RedisClient,
+    RedisGate,
+    is_redis_failure,
+)
 from wsfleet_gateway.broker import is_text
 from wsfleet_gateway.protection.breaker import CircuitBreaker
 
@@ -164,7 +171,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        redis: aioredis.Redis | None,
+        redis: RedisClient | None,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.time,
         gate: RedisGate | None = None,
@@ -176,6 +183,8 @@ class RateLimiter:
         self._connect_script: Any = (
             redis.register_script(CONNECT_LUA) if redis is not None else None
         )
+        self.cluster = isinstance(redis, aioredis.RedisCluster)
+        """On a Redis Cluster a connect's two names live on two shards: no batch script."""
         self.breaker = breaker
         self.memory = MemoryCounter()
         self._clock = clock
@@ -290,7 +299,7 @@ class RateLimiter:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Pending]) -> None:
-        replies: list[list[int]] | None = None
+        replies: list[list[int] | None] | None = None
         try:
             replies = await self._call_batch(batch)
         finally:
@@ -302,11 +311,14 @@ class RateLimiter:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _call_batch(self, batch: list[_Pending]) -> list[list[int]] | None:
+    async def _call_batch(self, batch: list[_Pending]) -> list[list[int] | None] | None:
         """One `CONNECT_LUA` call for `batch`; None: the memory counters decide."""
         breaker = self.breaker
         if breaker is not None and not breaker.allow():
             return None
+        if self.cluster:
+            self.batches_total += 1
+            return list(await asyncio.gather(*(self._connect_one(k, a) for k, a, _ in batch)))
         keys = [key for item in batch for key in item[0]]
         args = [arg for item in batch for arg in item[1]]
         self.batches_total += 1
@@ -315,3 +327,24 @@ class RateLimiter:
             return None
         values = [int(v) for v in flat]
         return [values[i : i + 4] for i in range(0, len(values), 4)]
+
+    async def _connect_one(
+        self, keys: tuple[str, str, str, str], args: tuple[int, int, int, int, int]
+    ) -> list[int] | None:
+        """`CONNECT_LUA`'s rule for one connect on a cluster: the address's counter read
+        (`RATE_LUA`, nothing counted), then, when it passes, the user's connection
+        counted, each on the shard of its own name. None: the memory counters decide."""
+        ip_limit, ip_weight, user_limit, user_weight, window_ms = args
+        ip = await self._guarded(
+            self._script, [keys[0], keys[1]], [0, ip_limit, ip_weight, window_ms, 0]
+        )
+        if ip is None:
+            return None
+        if not int(ip[0]):
+            return [0, int(ip[1]), 0, 0]
+        user = await self._guarded(
+            self._script, [keys[2], keys[3]], [1, user_limit, user_weight, window_ms, 0]
+        )
+        if user is None:
+            return None
+        return [1, int(ip[1]), int(user[0]), int(user[1])]

@@ -55,8 +55,25 @@ def is_redis_failure(exc: BaseException) -> bool:
     )
 
 
-def make_client(url: str, timeout_s: float, pool_size: int) -> aioredis.Redis:
-    """A client on a pool of at most ``pool_size + POOL_HEADROOM`` connections."""
+RedisClient = aioredis.Redis | aioredis.RedisCluster
+"""What the cache, the rate limiter and the popularity tracker talk to Redis through."""
+
+
+def make_client(
+    url: str, timeout_s: float, pool_size: int, *, cluster: bool = False
+) -> RedisClient:
+    """A client on a pool of at most ``pool_size + POOL_HEADROOM`` connections (per node,
+    a redis-py `RedisCluster` seeded at `url`, with `cluster`)."""
+    if cluster:
+        return aioredis.RedisCluster(
+            **parse_url(url).redis_py_cluster_kwargs(),
+            max_connections=pool_size + POOL_HEADROOM,
+            decode_responses=True,
+            protocol=2,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
     pool = ConnectionPool(
         **parse_url(url).redis_py_kwargs(),  # the same reading of the URL as the broker's
         max_connections=pool_size + POOL_HEADROOM,

@@ -84,6 +84,29 @@ class RedisUrl:
             )
         return kwargs
 
+    def redis_py_cluster_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a redis-py (asyncio) `RedisCluster` seeded at this URL:
+        host and port of the seed, credentials and TLS options for every node."""
+        if self.path is not None:
+            raise ValueError("a Redis Cluster is reached over TCP: no unix:// seed")
+        if self.db:
+            raise ValueError("a Redis Cluster has database 0 only: drop the /N of the URL")
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.username is not None:
+            kwargs["username"] = self.username
+        if self.password is not None:
+            kwargs["password"] = self.password
+        if self.tls is not None:
+            kwargs.update(
+                ssl=True,
+                ssl_cert_reqs=self.tls.cert_reqs,
+                ssl_ca_certs=self.tls.ca_certs,
+                ssl_check_hostname=self.tls.check_hostname,
+                ssl_certfile=self.tls.certfile,
+                ssl_keyfile=self.tls.keyfile,
+            )
+        return kwargs
+
 
 def parse_url(url: str) -> RedisUrl:
     """A Redis URL (see the module docstring); ValueError says what is wrong with it."""
