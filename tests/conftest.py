@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from wsfleet.services import PrometheusServer, RedisServer
+from wsfleet.services import PrometheusServer, RedisCluster, RedisServer
 
 
 @pytest.fixture
@@ -22,6 +22,17 @@ def shared_redis() -> Iterator[RedisServer]:
     """One real redis-server for tests that only need isolation by key."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One real Redis Cluster for the session: 3 primaries, 3 replicas, on loopback.
+
+    Tests share it (each empties it first when it needs to): starting one takes
+    seconds. Tests that kill or move nodes start their own.
+    """
+    with RedisCluster(primaries=3, replicas=1) as cluster:
+        yield cluster
 
 
 @pytest.fixture

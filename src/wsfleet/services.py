@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import yaml
 
@@ -397,6 +397,19 @@ class RedisCluster:
                     return False
         return True
 
+    def flushall(self) -> None:
+        """Empty every primary (tests sharing one cluster start each from nothing)."""
+        for primary, _ in self.shards():
+            self.cli(primary, "flushall")
+
+    def owner(self, slot: int) -> int:
+        """The port of the primary serving `slot` now."""
+        alive = next(n for n in self.nodes if n.proc is not None and n.proc.poll() is None)
+        for row in json_slots(self.cli(alive.port, "--json", "cluster", "slots")):
+            if row[0] <= slot <= row[1]:
+                return int(row[2][1])
+        raise LookupError(f"no primary serves slot {slot}")
+
     def node(self, port: int) -> RedisServer:
         return next(n for n in self.nodes if n.port == port)
 
@@ -442,3 +455,11 @@ def parse_cluster_nodes(text: str) -> list[tuple[int, list[int]]]:
         elif "slave" in flags:
             replicas.setdefault(master, []).append(port)
     return sorted((port, sorted(replicas.get(node_id, []))) for node_id, port in primaries.items())
+
+
+def json_slots(text: str) -> list[list[Any]]:
+    """``redis-cli --json cluster slots`` parsed."""
+    import json
+
+    rows: list[list[Any]] = json.loads(text)
+    return rows

@@ -1,5 +1,6 @@
-"""One suite, both `Broker` implementations: what the gateway relies on holds for the
-in-memory broker (one process) and the Redis broker (real redis-server) alike.
+"""One suite, every `Broker` implementation: what the gateway relies on holds for the
+in-memory broker (one process), the Redis broker (real redis-server) and the Redis
+Cluster broker (a real cluster of 3 primaries and 3 replicas) alike.
 
 Where they differ by design it is said here: Redis trims history approximately
 (`MAXLEN ~`), and keeps a detached channel's subscription for `linger_s`.
@@ -7,29 +8,40 @@ Where they differ by design it is said here: Redis trims history approximately
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.backends.redis.broker import RedisBroker
+from wsfleet_gateway.backends.redis.cluster_broker import RedisClusterBroker
 from wsfleet_gateway.broker import Broker, Delivery, parse_offset
 
 from tests.support.waiting import wait_until
-from wsfleet.services import RedisServer
+from wsfleet.services import RedisCluster, RedisServer
 
 Make = Callable[..., Awaitable[tuple[Broker, list[Delivery]]]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
-    """`await make(**options)` -> (a started broker of this kind, what it delivered)."""
+    """`await make(**options)` -> (a started broker of this kind, what it delivered).
+
+    ``cluster``: `RedisClusterBroker` on the session's Redis Cluster (3 primaries, 3
+    replicas), emptied before each test.
+    """
     brokers: list[Broker] = []
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        await asyncio.to_thread(cluster.flushall)
 
     async def factory(**options: Any) -> tuple[Broker, list[Delivery]]:
         broker: Broker
         if request.param == "memory":
             broker = MemoryBroker(**options)
+        elif request.param == "cluster":
+            broker = RedisClusterBroker(cluster.url, op_timeout_s=2.0, linger_s=0.05, **options)
         else:
             server: RedisServer = request.getfixturevalue("redis_server")
             broker = RedisBroker(server.url, op_timeout_s=2.0, linger_s=0.05, **options)
