@@ -377,6 +377,13 @@ class ForecastSpec(WireModel):
         default=0.85, ge=0, le=1, description="below this backtest accuracy the floor is off"
     )
     headroom: float = Field(default=0.3, ge=0, le=10, description="burst headroom on top")
+    floor_quantile: float = Field(
+        default=0.9,
+        ge=0.5,
+        le=0.99,
+        description="the forecast quantile the floor holds (0.9: the load the forecast"
+        " expects to exceed one time in ten), before the headroom",
+    )
     history_days: int = Field(default=28, ge=1, le=800)
     prewarm_before_seconds: int = Field(
         default=3600,

@@ -56,7 +56,8 @@ def test_csv_round_trip(iso_csv: Path) -> None:
 def test_backtest_csv_table_and_json(iso_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "forecast", "backtest", "--csv", str(iso_csv))
     assert code == 0
-    assert "seasonal model" in out
+    assert "forecaster (p50)" in out
+    assert "p90 coverage" in out
     assert "naive: last week" in out
     assert "naive: last day" in out
     assert "forecast weight 1.00" in out
@@ -128,8 +129,39 @@ def test_predict_unix_table_and_long_horizon(
     )
     assert code == 0
     rows = json.loads(out)
-    assert len(rows) == int(365.2425 * 86400 // 600)
+    last = float(read_csv(unix_csv).timestamps[-1])
+    year_later = datetime.fromtimestamp(last, UTC).replace(
+        year=datetime.fromtimestamp(last, UTC).year + 1
+    )
+    assert len(rows) == round((year_later.timestamp() - last) / 600)  # a calendar year
     assert all(isinstance(r["timestamp"], int) for r in rows[:10])
+    assert all(r["p10"] <= r["p50"] == r["value"] <= r["p90"] for r in rows)
+
+
+def test_predict_monthly_keeps_the_calendar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten years of monthly values on the 1st: 12mo and 1y give the next 12 month starts."""
+    path = tmp_path / "monthly.csv"
+    months = [datetime(2010 + m // 12, m % 12 + 1, 1, tzinfo=UTC) for m in range(120)]
+    season = [1.0, 0.9, 1.0, 1.1, 1.2, 1.6, 1.5, 1.3, 1.2, 1.1, 1.0, 1.2]
+    lines = ["timestamp,value"] + [
+        f"{d:%Y-%m-%d},{100 * 1.01**i * season[d.month - 1]:.3f}" for i, d in enumerate(months)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    for horizon in ("12mo", "1y"):
+        code, out, _ = _run(
+            capsys, "forecast", "predict", "--csv", str(path), "--horizon", horizon, "--json"
+        )
+        assert code == 0
+        rows = json.loads(out)
+        assert [r["timestamp"] for r in rows] == [
+            f"2020-{m:02d}-01T00:00:00Z" for m in range(1, 13)
+        ]
+    june, january = rows[5]["value"], rows[0]["value"]
+    # the yearly shape and the trend survive: June 1.6/1.0 of January, 1 %/month growth
+    assert june / january == pytest.approx(1.6 * 1.01**5, rel=0.03)
+    assert january == pytest.approx(100 * 1.01**120, rel=0.03)
 
 
 def test_plan_june_table_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,22 +169,46 @@ def test_plan_june_table_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code, out, _ = _run(capsys, "plan", "-f", str(WEDDINGS), "--month", "6", "--png", str(png))
     assert code == 0
     lines = out.strip().splitlines()
-    assert "replica schedule for" in lines[0]
-    assert "-06-15" in lines[0]
-    rows = [line.split() for line in lines[2:26]]
+    assert "replica schedule for 30 days from" in lines[0]
+    assert "-06-01" in lines[0]
+    daily = [line.split() for line in lines[2:32]]
+    assert [r[0][5:] for r in daily] == [f"06-{d:02d}" for d in range(1, 31)]
+    busiest = next(i for i, line in enumerate(lines) if line.startswith("busiest day: "))
+    assert "-06-" in lines[busiest]
+    rows = [line.split() for line in lines[busiest + 3 : busiest + 27]]
     assert [r[0] for r in rows] == [f"{h:02d}:00" for h in range(24)]
     replicas = {r[0]: int(r[3]) for r in rows}
     # June x10 on a baseline of half the min fleet, x2 in the 18-20 peak (Europe/London)
     assert replicas["19:00"] > replicas["04:00"] >= 2
     assert max(replicas.values()) <= 20
+    # the busiest day needs the most replicas of the month
+    assert max(replicas.values()) == max(int(r[2].split("-")[-1]) for r in daily)
     assert lines[-1] == f"plot written to {png}"
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
     image = matplotlib.image.imread(png)
-    assert image.shape[:2] == (500, 1000)
+    assert image.shape[:2] == (800, 1100)
     assert float(np.std(image)) > 0.05  # something was drawn
+
+
+def test_plan_month_from_history_with_band(
+    iso_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "month.png"
+    argv = ["plan", "-f", str(WEDDINGS), "--csv", str(iso_csv), "--month", "6"]
+    code, out, _ = _run(capsys, *argv, "--json")
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["month"].endswith("-06")
+    assert len(plan["daily"]) == 30
+    assert all(r["peakP90"] >= r["peakForecast"] for r in plan["daily"])
+    assert len(plan["hours"]) == 24
+    assert plan["busiestDay"] in {r["day"] for r in plan["daily"]}
+    code, out, _ = _run(capsys, *argv, "--png", str(png))
+    assert code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plan_a_season(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -146,6 +146,13 @@ class Forecaster:
         return self.lattice.timezone
 
     @property
+    def n_days(self) -> int:
+        """Days of history the seasonal model saw (steps x days per step otherwise)."""
+        if self.model is not None:
+            return self.model.n_days
+        return round(self.n_points * self.lattice.grid.approx_s / DAY_S)
+
+    @property
     def slot_s(self) -> float:
         """The resolution the forecast varies at (the daily profile's slot for intraday)."""
         if self.model is not None and self.lattice.family != "yearly":
@@ -264,7 +271,8 @@ def fit_forecaster(
     if model is None and lattice.family != "yearly":
         model = fit_model(t, v, priors, timezone=timezone, settings=settings, step_s=step_s)
     if not components:
-        spread = Spread(by="lead", scale=np.ones(4), z=_normal_z(0.25), horizon=1.0)
+        # priors only: no error seen, no interval (the headroom is the only margin)
+        spread = Spread(by="lead", scale=np.ones(4), z=np.zeros(LEVELS.size), horizon=1.0)
         return Forecaster(lattice, (), {}, spread, 0.0, model, n_points=0)
     plan = inner_plan(lattice)
     inner = fit.inner_errors(data, plan)

@@ -1,9 +1,11 @@
 """The replica schedule the autoscaler's forecast floor implies over a day or a season.
 
-For every slot of the day: the forecast, the floor (max forecast over the next
-`leadTimeSeconds` x (1 + headroom) x weight), and the replicas that hold the floor
-(`ceil(floor / connectionsPerPod)`, clamped to [min, max]), as the autoscaler would
-pre-scale with no live metrics. `render_png` draws it (matplotlib, imported lazily).
+For every slot of the day: the forecast (p50, and the p10-p90 band), the floor (max of
+the `floorQuantile` forecast over the next `leadTimeSeconds` x (1 + headroom) x weight),
+and the replicas that hold the floor (`ceil(floor / connectionsPerPod)`, clamped to
+[min, max]), as the autoscaler would pre-scale with no live metrics. `plan_month` is a
+month's view: one row per day and the busiest day hour by hour. `render_png` and
+`render_month_png` draw them (matplotlib, imported lazily).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from wsfleet_operator.forecast.model import SeasonalModel
+from wsfleet_operator.forecast.ensemble import Forecaster
 from wsfleet_operator.forecast.provider import replicas_for
 from wsfleet_operator.forecast.time import FloatArray, IntArray, load_zone
 from wsfleet_operator.spec import FleetSpec
@@ -37,6 +39,10 @@ class Schedule:
     capacity: FloatArray
     weight: float
     days: int = 1
+    lower: FloatArray | None = None
+    """p10 of the forecast"""
+    upper: FloatArray | None = None
+    """p90 of the forecast"""
 
     @property
     def step_s(self) -> float:
@@ -53,6 +59,9 @@ class Schedule:
                 {
                     "day": day.isoformat(),
                     "peakForecast": round(float(self.forecast[sel].max()), 1),
+                    "peakP90": None
+                    if self.upper is None
+                    else round(float(self.upper[sel].max()), 1),
                     "minReplicas": int(self.replicas[sel].min()),
                     "maxReplicas": int(self.replicas[sel].max()),
                     "podHours": round(float(self.replicas[sel].sum()) * self.step_s / 3600.0, 1),
@@ -100,7 +109,7 @@ def day_start(day: date, timezone: str) -> float:
 
 
 def plan_day(
-    model: SeasonalModel, spec: FleetSpec, day: date, weight: float = 1.0, days: int = 1
+    model: Forecaster, spec: FleetSpec, day: date, weight: float = 1.0, days: int = 1
 ) -> Schedule:
     """The schedule over `days` local days from `day`, every 5 minutes (or finer slots)."""
     fc = spec.forecast
@@ -113,7 +122,8 @@ def plan_day(
     ahead = math.ceil(lead / step)
     grid = start + step * np.arange(times.size + ahead + 1, dtype=np.float64)
     values = model.predict(grid)
-    window = np.lib.stride_tricks.sliding_window_view(values, ahead + 1)[: times.size]
+    held = model.quantile(grid, fc.floor_quantile)
+    window = np.lib.stride_tricks.sliding_window_view(held, ahead + 1)[: times.size]
     floor = window.max(axis=1) * (1.0 + fc.headroom) * weight
     cpp = spec.targets.connections_per_pod
     replicas = np.array(
@@ -130,6 +140,53 @@ def plan_day(
         capacity=(replicas * cpp).astype(np.float64),
         weight=weight,
         days=days,
+        lower=model.quantile(times, 0.1),
+        upper=model.quantile(times, 0.9),
+    )
+
+
+@dataclass(frozen=True)
+class MonthPlan:
+    """A month: the schedule of all its days, and its busiest day's."""
+
+    month: Schedule
+    busiest: Schedule
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "month": self.month.day.strftime("%Y-%m"),
+            "timezone": self.month.timezone,
+            "weight": self.month.weight,
+            "daily": self.month.daily(),
+            "busiestDay": self.busiest.day.isoformat(),
+            "hours": self.busiest.hourly(),
+        }
+
+
+def plan_month(
+    model: Forecaster, spec: FleetSpec, year: int, month: int, weight: float = 1.0
+) -> MonthPlan:
+    """The month's schedule and, hour by hour, its busiest day (most replicas, then the
+    highest peak)."""
+    first = date(year, month, 1)
+    following = date(year + month // 12, month % 12 + 1, 1)
+    days = following.toordinal() - first.toordinal()
+    whole = plan_day(model, spec, first, weight, days=days)
+    rows = whole.daily()
+    best = max(rows, key=lambda r: (r["maxReplicas"], r["peakForecast"]))
+    busiest = plan_day(model, spec, date.fromisoformat(best["day"]), weight)
+    return MonthPlan(month=whole, busiest=busiest)
+
+
+def format_month(plan: MonthPlan) -> str:
+    """The month's daily table, then its busiest day's hourly table."""
+    return "\n".join(
+        [
+            _daily_table(plan.month),
+            "",
+            f"busiest day: {plan.busiest.day.isoformat()}",
+            format_table(plan.busiest),
+        ]
     )
 
 
@@ -158,6 +215,8 @@ def _daily_table(schedule: Schedule) -> str:
     ]
     for row in schedule.daily():
         span = f"{row['minReplicas']}-{row['maxReplicas']}"
+        if row["minReplicas"] == row["maxReplicas"]:
+            span = str(row["maxReplicas"])
         lines.append(
             f"{row['day']:>10}  {row['peakForecast']:>10.1f}  {span:>9}  {row['podHours']:>9.1f}"
         )
@@ -179,7 +238,16 @@ def render_png(schedule: Schedule, path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
     try:
         ax.plot(hours, schedule.forecast, label="forecast (connections)", color="tab:blue")
-        ax.plot(hours, schedule.floor, label="floor (lead window x headroom)", color="tab:orange")
+        if schedule.lower is not None and schedule.upper is not None:
+            ax.fill_between(
+                hours, schedule.lower, schedule.upper, color="tab:blue", alpha=0.2, label="p10-p90"
+            )
+        ax.plot(
+            hours,
+            schedule.floor,
+            label="floor (lead window quantile x headroom)",
+            color="tab:orange",
+        )
         ax.step(hours, schedule.capacity, where="post", label="capacity", color="tab:green")
         if schedule.days == 1:
             ax.set_xlabel(f"hour of {schedule.day.isoformat()} ({schedule.timezone})")
@@ -206,6 +274,80 @@ def render_png(schedule: Schedule, path: Path, title: str = "") -> None:
         r_handles, r_labels = right.get_legend_handles_labels()
         ax.legend(handles + r_handles, labels + r_labels, loc="upper left")
         ax.set_title(title or "wsfleet plan")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def render_month_png(
+    plan: MonthPlan,
+    path: Path,
+    history: tuple[FloatArray, FloatArray] | None,
+    model: Forecaster,
+    title: str = "",
+) -> None:
+    """Top: the recent history and the forecast after it with its p10-p90 band. Bottom:
+    the planned month, daily peak forecast with its band, and the peak replicas."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:  # an optional extra
+        raise RuntimeError("charts need matplotlib: pip install 'wsfleet[plot]'") from exc
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8), dpi=100)
+    try:
+        if history is not None and history[0].size:
+            t, v = history
+            end = float(t[-1])
+            recent = t >= end - 14 * 86400.0
+            step = max(model.slot_s, 300.0)
+            ahead = end + step * np.arange(1, int(7 * 86400.0 / step) + 1)
+            days_t = (t[recent] - end) / 86400.0
+            days_a = (ahead - end) / 86400.0
+            top.plot(days_t, v[recent], color="black", linewidth=0.8, label="history")
+            top.plot(days_a, model.predict(ahead), color="tab:blue", label="forecast (p50)")
+            top.fill_between(
+                days_a,
+                model.quantile(ahead, 0.1),
+                model.quantile(ahead, 0.9),
+                color="tab:blue",
+                alpha=0.25,
+                label="p10-p90",
+            )
+            top.axvline(0.0, color="grey", linestyle=":")
+            top.set_xlabel("days from the end of the history")
+            top.legend(loc="upper left")
+        else:
+            top.text(0.5, 0.5, "no history: the priors alone", ha="center", transform=top.transAxes)
+        top.set_ylabel("connections")
+        top.set_ylim(bottom=0)
+        top.grid(alpha=0.3)
+        top.set_title(title or "wsfleet plan")
+        sched = plan.month
+        x = (sched.times - sched.times[0]) / 86400.0 + 1.0
+        bottom.plot(x, sched.forecast, color="tab:blue", linewidth=0.6, label="forecast (p50)")
+        if sched.lower is not None and sched.upper is not None:
+            bottom.fill_between(
+                x, sched.lower, sched.upper, color="tab:blue", alpha=0.2, label="p10-p90"
+            )
+        bottom.step(x, sched.capacity, where="post", color="tab:green", label="capacity")
+        bottom.set_xlabel(f"day of {sched.day.strftime('%B %Y')} ({sched.timezone})")
+        bottom.set_ylabel("connections")
+        bottom.set_ylim(bottom=0)
+        bottom.set_xlim(1.0, float(sched.days) + 1.0)
+        bottom.grid(alpha=0.3)
+        right = bottom.twinx()
+        right.step(
+            x, sched.replicas, where="post", color="tab:red", linestyle="--", label="replicas"
+        )
+        right.set_ylabel("replicas")
+        right.set_ylim(0, max(int(sched.replicas.max()) + 1, 2))
+        handles, labels = bottom.get_legend_handles_labels()
+        r_handles, r_labels = right.get_legend_handles_labels()
+        bottom.legend(handles + r_handles, labels + r_labels, loc="upper left")
         fig.tight_layout()
         fig.savefig(path)
     finally:

@@ -1,8 +1,9 @@
 """The forecast as the autoscaler sees it: a floor over the lead window.
 
-`floor_connections(now)` = max forecast over [now, now + leadTime] x (1 + headroom)
-x weight; `floor(now)` is the same in replicas (/ connectionsPerPod: headroom is
-already in it), which is what `autoscaler.ForecastProvider` and `scaling.decide` take.
+`floor_connections(now)` = max over [now, now + leadTime] of the forecast's
+`floorQuantile` (p90 by default) x (1 + headroom) x weight; `floor(now)` is the same
+in replicas (/ connectionsPerPod: headroom is already in it), which is what
+`autoscaler.ForecastProvider` and `scaling.decide` take.
 
 `SeasonalForecastProvider` holds the last fit (so a Prometheus outage keeps the
 forecast as the fallback floor), refits from history arrays the operator fetched
@@ -23,8 +24,8 @@ import numpy as np
 import structlog
 
 from wsfleet_operator.forecast.backtest import BacktestResult, backtest, forecast_weight
+from wsfleet_operator.forecast.ensemble import Forecaster, fit_forecaster
 from wsfleet_operator.forecast.io import MAX_POINTS_PER_QUERY
-from wsfleet_operator.forecast.model import SeasonalModel, fit_model
 from wsfleet_operator.forecast.settings import ModelSettings, Priors
 from wsfleet_operator.forecast.time import DAY_S, FloatArray, to_unix
 from wsfleet_operator.prometheus import PrometheusClient, render_query
@@ -72,6 +73,9 @@ def replicas_for(connections: float, connections_per_pod: int) -> int:
 class Peak:
     at: float
     connections: float
+    """the forecast's median (p50) there"""
+    upper: float | None = None
+    """the floor's quantile there (None when it is the median)"""
 
 
 class SeasonalForecastProvider:
@@ -95,12 +99,12 @@ class SeasonalForecastProvider:
         self.backtest_horizon_s = backtest_horizon_s
         self.backtest_origins = backtest_origins
         self.step_s = step_s
-        self.model: SeasonalModel | None = None
+        self.model: Forecaster | None = None
         self.backtest: BacktestResult | None = None
         self.weight = 1.0
         self.fitted_at: float | None = None
         if baseline is not None:
-            self.model = fit_model([], [], self.priors, timezone=self.spec.timezone)
+            self.model = fit_forecaster([], [], self.priors, timezone=self.spec.timezone)
 
     @property
     def spec(self) -> ForecastSpec:
@@ -127,7 +131,9 @@ class SeasonalForecastProvider:
         """Refit from history (unix seconds, connections) and backtest the fit."""
         t = np.asarray(timestamps, dtype=np.float64)
         v = np.asarray(values, dtype=np.float64)
-        model = fit_model(t, v, self.priors, timezone=self.spec.timezone, settings=self.settings)
+        model = fit_forecaster(
+            t, v, self.priors, timezone=self.spec.timezone, settings=self.settings
+        )
         if not model.ready:
             return  # keep the last fit: no history is no news
         self.model = model
@@ -140,13 +146,15 @@ class SeasonalForecastProvider:
             settings=self.settings,
             horizon_s=self.backtest_horizon_s,
             origins=self.backtest_origins,
+            quantile=self.spec.floor_quantile,
         )
         self.weight = forecast_weight(self.accuracy, self.spec.accuracy_threshold)
         log.info(
             "forecast.fitted",
             points=model.n_points,
-            days=model.n_days,
+            combination=model.weights,
             accuracy=self.accuracy,
+            coverage=None if self.backtest is None else self.backtest.coverage,
             weight=self.weight,
             degraded=self.degraded,
         )
@@ -160,15 +168,16 @@ class SeasonalForecastProvider:
         await asyncio.to_thread(self.update, timestamps, values)
 
     def peak(self, now: datetime | float) -> Peak | None:
-        """The highest forecast in [now, now + leadTime]."""
+        """The highest `floorQuantile` forecast in [now, now + leadTime]."""
         if self.model is None or not self.model.ready:
             return None
         start = to_unix(now)
         end = start + self.spec.lead_time_seconds
         step = min(self.model.slot_s, max(self.spec.lead_time_seconds, 1))
         grid, values = self.model.predict_range(start, end, step)
-        i = int(np.argmax(values))
-        return Peak(at=float(grid[i]), connections=float(values[i]))
+        upper = self.model.quantile(grid, self.spec.floor_quantile)
+        i = int(np.argmax(upper))
+        return Peak(at=float(grid[i]), connections=float(values[i]), upper=float(upper[i]))
 
     def next_peak(self, now: datetime | float, horizon_s: float = DAY_S) -> Peak | None:
         """The highest forecast in [now, now + horizon] (e.g. to pre-warm caches before it)."""
@@ -180,11 +189,13 @@ class SeasonalForecastProvider:
         return Peak(at=float(grid[i]), connections=float(values[i]))
 
     def floor_connections(self, now: datetime | float) -> float | None:
-        """Connections the fleet should hold now: the window's peak x (1 + headroom) x weight."""
+        """Connections the fleet should hold now: the window's highest `floorQuantile`
+        forecast x (1 + headroom) x weight."""
         peak = self.peak(now)
         if peak is None or self.weight <= 0.0:
             return None
-        return peak.connections * (1.0 + self.spec.headroom) * self.weight
+        upper = peak.connections if peak.upper is None else peak.upper
+        return upper * (1.0 + self.spec.headroom) * self.weight
 
     def floor(self, now: float) -> float | None:
         """The replica floor (fractional; the decision rounds it up)."""
@@ -212,6 +223,13 @@ class SeasonalForecastProvider:
             "floorReplicas": None if floor is None else replicas_for(floor, self._cpp),
             "peakAt": None if peak is None else peak.at,
             "peakConnections": None if peak is None else round(peak.connections, 1),
+            "floorQuantile": self.spec.floor_quantile,
+            "peakQuantileConnections": None
+            if peak is None or peak.upper is None
+            else round(peak.upper, 1),
+            "coverage": None
+            if self.backtest is None or self.backtest.coverage is None
+            else round(self.backtest.coverage, 4),
             "nextPeakAt": None if upcoming is None else upcoming.at,
             "nextPeakConnections": None if upcoming is None else round(upcoming.connections, 1),
             "fittedThrough": self.fitted_at,
