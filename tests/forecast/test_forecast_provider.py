@@ -154,3 +154,39 @@ def test_priors_from_spec() -> None:
     assert priors.baseline == 10.0
     assert replicas_for(2000.0000001, 1000) == 2
     assert replicas_for(2001, 1000) == 3
+
+
+def _noisy_evenings(days: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """400 by day; 18:00-20:00 an evening peak whose height varies a lot from day to day
+    (median 3000, log-sd 0.35: one evening in ten above ~4700)."""
+    rng = np.random.default_rng(seed)
+    t = START + 300.0 * np.arange(int(days * DAY / 300))
+    h = (t % DAY) / 3600.0
+    height = 3000.0 * np.exp(rng.normal(0.0, 0.35, days))[((t - START) // DAY).astype(int)]
+    y = np.where((h >= 18.0) & (h < 20.0), height, 400.0)
+    return t, y * np.exp(rng.normal(0.0, 0.03, t.size))
+
+
+def test_a_p90_floor_scales_ahead_of_a_noisy_evening_that_a_p50_floor_misses() -> None:
+    t, y = _noisy_evenings(28, seed=4)
+    before_peak = START + 28 * DAY + 17 * 3600 + 50 * 60  # the lead window reaches 18:10
+    evening = 3500.0  # a busy evening, as one in three of the evenings seen
+    hours = (t % DAY) / 3600
+    seen = y[(hours >= 18.5) & (hours < 19.5)]
+    assert 0.2 <= float(np.mean(seen >= evening)) <= 0.5
+    desired = {}
+    for quantile in (0.5, 0.9):
+        spec = _spec(headroom=0.0, floorQuantile=quantile)
+        provider = SeasonalForecastProvider(spec)
+        provider.update(t, y)
+        assert provider.weight == 1.0
+        assert provider.backtest is not None
+        assert provider.backtest.coverage is not None
+        decision = decide(spec, None, provider.floor(before_peak), 2, History(0.0), 0.0)
+        desired[quantile] = decision.recommendation
+        status = provider.status(before_peak)
+        assert status["floorQuantile"] == quantile
+        assert status["coverage"] == pytest.approx(provider.backtest.coverage, abs=1e-4)
+    # 1000 connections per pod: the p50 floor has too few pods for the busy evening, the
+    # p90 floor has them before it starts
+    assert desired[0.5] * 1000 < evening <= desired[0.9] * 1000

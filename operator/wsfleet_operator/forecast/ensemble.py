@@ -460,17 +460,32 @@ def _spread(
     total = sum(weights[n] for n in names)
     combined = np.asarray(sum(weights[n] * errors[n] for n in names) / total, dtype=np.float64)
     if by == "hour":
-        local = times + utc_offsets(times, load_zone(lattice.timezone))
-        key = np.floor(np.mod(local, DAY_S) / 3600.0).astype(np.int64) % 24
+        # the shape over the day from the seasonal model's in-sample errors (every day of
+        # the history), the level of the quantiles from the backtest's
+        key = _hour_keys(lattice, times)
+        resid = data.log - components[0].predict_log(data.index, data.times, corrected=False)
+        ok = np.isfinite(resid)
+        scale = _group_spread(_hour_keys(lattice, data.times[ok]), resid[ok], groups)
     else:
         key = _lead_keys(combined.size, inner.leads, plan)
-    overall = float(np.mean(np.abs(combined))) or 1e-3
-    sums = np.bincount(key, weights=np.abs(combined), minlength=groups)
-    counts = np.bincount(key, minlength=groups).astype(np.float64)
-    scale = (sums + SPREAD_PRIOR * overall) / (counts + SPREAD_PRIOR)
+        scale = _group_spread(key, combined, groups)
     z = np.quantile(combined / scale[key], LEVELS)
     z = z - float(np.interp(0.5, LEVELS, z))  # the median is the combination itself
     return Spread(by, np.asarray(scale), np.asarray(z), float(plan.horizon), int(combined.size))
+
+
+def _hour_keys(lattice: Lattice, times: FloatArray) -> np.ndarray:
+    local = times + utc_offsets(times, load_zone(lattice.timezone))
+    return np.asarray(np.floor(np.mod(local, DAY_S) / 3600.0).astype(np.int64) % 24)
+
+
+def _group_spread(key: np.ndarray, errors: FloatArray, groups: int) -> FloatArray:
+    """Mean absolute error per group, shrunk toward the overall one."""
+    overall = float(np.mean(np.abs(errors))) if errors.size else 0.0
+    overall = max(overall, 1e-3)
+    sums = np.bincount(key, weights=np.abs(errors), minlength=groups)
+    counts = np.bincount(key, minlength=groups).astype(np.float64)
+    return np.asarray((sums + SPREAD_PRIOR * overall) / (counts + SPREAD_PRIOR), dtype=np.float64)
 
 
 def _lead_keys(n: int, leads: FloatArray, plan: InnerPlan) -> np.ndarray:
