@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import random
 from collections.abc import Callable, Sequence
+from operator import ne
 from typing import Any, Final
 
 import structlog
@@ -40,6 +41,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from wsfleet_gateway.backends.redis.lane import CommandLane
 from wsfleet_gateway.backends.redis.resp import Arg, Endpoint, open_connection
 from wsfleet_gateway.backends.redis.slots import (
+    SLOTS,
     Address,
     SlotMap,
     command_key,
@@ -84,6 +86,8 @@ class ClusterLanes:
         self.timeout_s = timeout_s
         self.refresh_s = refresh_s
         self.map: SlotMap | None = None
+        self._announced: list[Address | None] | None = None
+        """The owners `listeners` were last told of (`map` is patched by MOVED replies)."""
         self._lanes: dict[Address, CommandLane] = {}
         self._refreshing: asyncio.Task[SlotMap] | None = None
         self._periodic: asyncio.Task[None] | None = None
@@ -197,15 +201,17 @@ class ClusterLanes:
         raise ClusterUnavailableError("no Redis Cluster node answered: " + "; ".join(errors))
 
     def _adopt(self, slot_map: SlotMap) -> None:
-        old = self.map
+        old = self._announced
         self.map = slot_map
         self.refreshes += 1
-        if old is not None and old.same_owners(slot_map):
+        if old is not None and old == slot_map.owners:
             return
+        self._announced = list(slot_map.owners)  # `map` itself is patched by MOVED replies
         log.info(
             "redis_cluster_topology",
             primaries=[f"{h}:{p}" for h, p in slot_map.primaries],
             covered=slot_map.covered,
+            slots_changed=SLOTS if old is None else sum(map(ne, old, slot_map.owners)),
         )
         serving = set(slot_map.primaries)
         for address in [a for a in self._lanes if a not in serving]:

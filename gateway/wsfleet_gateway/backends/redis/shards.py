@@ -152,6 +152,13 @@ class ShardPubSub(PubSubFanout):
             log.warning("redis_shard_pubsub_error", node=self.address, error=message)
             return
         moved = [s for s in self._subs.values() if slot_of(s.channel) == redirect.slot]
+        log.info(
+            "redis_shard_moved",
+            node=f"{self.address[0]}:{self.address[1]}",
+            slot=redirect.slot,
+            to=f"{redirect.address[0]}:{redirect.address[1]}",
+            channels=len(moved),
+        )
         syncing = self._syncing
         for sub in moved:
             if sub.confirmed:
@@ -228,7 +235,12 @@ class ShardPubSub(PubSubFanout):
                 self._on_message(sub.name, payload)
             sub.ready = self._live
         except (RedisError, OSError, TimeoutError, BrokerUnavailableError) as exc:
-            log.info("redis_shard_adopt_failed", channel=channel, error=repr(exc))
+            log.info(
+                "redis_shard_adopt_failed",
+                node=f"{self.address[0]}:{self.address[1]}",
+                channel=channel,
+                error=repr(exc),
+            )
             self._on_trouble()
         finally:
             self._adopting.discard(channel)
@@ -435,9 +447,7 @@ class ShardedFanout:
                         node.resubscribe(channel)
                 if self._healthy():
                     break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await self._trouble.wait()
+                await asyncio.sleep(pause)
                 self._trouble.clear()
                 pause = min(pause * 1.5, self.backoff_max_s)
 
