@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the suite: instructions per operation under callgrind, features "
         "on vs off (about 15 minutes; writes <date>-instructions.json and .md)",
     )
+    parser.add_argument(
+        "--forecast",
+        action="store_true",
+        help="instead of the suite: the forecaster's fit time on 90 days of 5-minute data"
+        " (writes <date>-forecast.json and .md)",
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="results dir")
     parser.add_argument("--name", default=None, help="file stem (default: the date)")
@@ -39,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.instructions:
         return count_instructions(args.out, args.name, tiny=args.tiny)
+    if args.forecast:
+        return forecast_fit(args.out, args.name, runs=args.runs or 5)
     config = (
         SuiteConfig.tiny() if args.tiny else SuiteConfig.quick() if args.quick else SuiteConfig()
     )
@@ -100,6 +108,21 @@ def count_instructions(out_dir: Path, name: str | None, tiny: bool = False) -> i
     markdown = instructions.to_markdown(doc)
     dirty = " (uncommitted changes)" if made["dirty"] else ""
     (out_dir / f"{stem}.md").write_text(f"Commit `{made['commit']}`{dirty}.\n\n{markdown}")
+    print(markdown)
+    return 0
+
+
+def forecast_fit(out_dir: Path, name: str | None, runs: int) -> int:
+    """`--forecast`: see `wsfleet.bench.forecast`."""
+    from wsfleet.bench import forecast
+    from wsfleet.bench.results import provenance
+
+    doc = {"provenance": provenance(), **forecast.measure(runs=runs)}
+    stem = name or dt.date.today().isoformat() + "-forecast"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    markdown = forecast.to_markdown(doc)
+    (out_dir / f"{stem}.md").write_text(f"Commit `{doc['provenance']['commit']}`.\n\n{markdown}")
     print(markdown)
     return 0
 
