@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
@@ -46,6 +46,7 @@ from picows import (
     ws_create_server,
 )
 
+from wsfleet_gateway.deflate import Agreement, Deflater, TooBigError, inflate, negotiate
 from wsfleet_gateway.protection.admission import (
     CLOSE_NODE_FULL,
     CLOSE_RATE_LIMITED,
@@ -72,6 +73,7 @@ SWEEP_SLICE = 256
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_CODES = frozenset(
     {
@@ -79,6 +81,7 @@ CLOSE_CODES = frozenset(
         CLOSE_GOING_AWAY,
         CLOSE_POLICY,
         CLOSE_TOO_BIG,
+        CLOSE_PROTOCOL_ERROR,
         CLOSE_UNAUTHORIZED,
         CLOSE_RATE_LIMITED,
         CLOSE_NODE_FULL,
@@ -120,6 +123,7 @@ class ConnectionListener(WSListener):
         "_fragments",
         "auth_error",
         "bucket",
+        "deflate",
         "headers",
         "held",
         "ip",
@@ -136,8 +140,11 @@ class ConnectionListener(WSListener):
         principal: Principal | None,
         auth_error: str = "",
         headers: Mapping[str, str] | None = None,
+        deflate: Agreement | None = None,
     ) -> None:
         self.server = server
+        self.deflate = deflate
+        """permessage-deflate, when negotiated."""
         self.last_seen = _monotonic()
         self.principal = principal
         self.auth_error = auth_error
@@ -214,12 +221,13 @@ class ConnectionListener(WSListener):
         server = self.server
         ctx = server.ctx
         assert self.principal is not None
-        session = Session(
-            ctx,
-            self.principal,
-            partial(transport.send, _TEXT),
-            next_connection_id(ctx.settings.node_name),
+        deflate = self.deflate
+        send = (
+            partial(transport.send, _TEXT)
+            if deflate is None
+            else compressing_sender(transport, server.deflater, deflate.server_max_window_bits)
         )
+        session = Session(ctx, self.principal, send, next_connection_id(ctx.settings.node_name))
         self.session = session
         bandwidth = server.bandwidth
         if bandwidth is not None:
@@ -273,7 +281,9 @@ class ConnectionListener(WSListener):
             if verdict:
                 self._over_bandwidth(transport, session, frame, verdict)
                 return
-        if msg_type is _TEXT and frame.fin and self._fragments is None:
+        if frame.rsv1:
+            self._on_compressed(transport, session, frame)
+        elif msg_type is _TEXT and frame.fin and self._fragments is None:
             session.receive(frame.get_payload_as_bytes())
         elif msg_type is WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code(), frame.get_close_message())
@@ -282,6 +292,32 @@ class ConnectionListener(WSListener):
             session.reject(None, BAD_REQUEST, "binary frames are not supported: send JSON text")
         elif msg_type in (_TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION):
             self._on_fragment(transport, session, frame)
+
+    def _on_compressed(self, transport: WSTransport, session: Session, frame: WSFrame) -> None:
+        """RSV1: a compressed message (or its first fragment), if compression was agreed."""
+        if self.deflate is None or frame.msg_type not in _DATA or self._fragments is not None:
+            close_transport(transport, CLOSE_PROTOCOL_ERROR, b"unexpected RSV1")
+            return
+        if not frame.fin:  # the first fragment of a compressed message
+            self._fragments = bytearray(b"Z" if frame.msg_type is _TEXT else b"B")
+            self._fragments += frame.get_payload_as_memoryview()
+            return
+        if frame.msg_type is WSMsgType.BINARY:
+            session.reject(None, BAD_REQUEST, "binary frames are not supported: send JSON text")
+            return
+        self._receive_compressed(transport, session, frame.get_payload_as_bytes())
+
+    def _receive_compressed(self, transport: WSTransport, session: Session, data: bytes) -> None:
+        try:
+            payload = inflate(data, self.server.ctx.settings.max_message_bytes)
+        except TooBigError:
+            self.server.ctx.hub.metrics.reject("too_big")
+            close_transport(transport, CLOSE_TOO_BIG, b"message too big")
+            return
+        except ValueError:
+            close_transport(transport, CLOSE_PROTOCOL_ERROR, b"bad compressed data")
+            return
+        session.receive(payload)
 
     def _over_bandwidth(
         self, transport: WSTransport, session: Session, frame: WSFrame, verdict: int
@@ -344,6 +380,8 @@ class ConnectionListener(WSListener):
             self._fragments = None
             if fragments[0] == ord("T"):
                 session.receive(bytes(fragments[1:]))
+            elif fragments[0] == ord("Z"):
+                self._receive_compressed(transport, session, bytes(fragments[1:]))
             else:
                 session.reject(None, BAD_REQUEST, "binary frames are not supported: send JSON text")
 
@@ -404,6 +442,10 @@ class WsServer:
             self.bandwidth = (rate, burst, s.bandwidth_max_strikes)
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self.deflater: Deflater | None = (
+            Deflater(s.compression_level, s.compression_min_bytes) if s.compression else None
+        )
+        """Compresses for every connection that negotiated permessage-deflate (None: off)."""
         self._welcomes: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         """``welcome`` templates by (node, limits): the frame around the connection id."""
 
@@ -446,7 +488,15 @@ class WsServer:
             principal: Principal | None = self.authenticator(path, headers)
         except Unauthorized as exc:
             principal, auth_error = None, str(exc) or "unauthorized"
-        return ConnectionListener(self, principal, auth_error, headers)
+        offer = headers.get("sec-websocket-extensions") if self.deflater is not None else None
+        deflate = negotiate(offer) if offer else None
+        listener = ConnectionListener(self, principal, auth_error, headers, deflate)
+        if deflate is None:
+            return listener
+        extension = {"Sec-WebSocket-Extensions": deflate.header}
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_101_response(extra_headers=extension), listener
+        )
 
     async def start(self) -> None:
         s = self.ctx.settings
@@ -537,6 +587,25 @@ def welcome_template(node: str, limits: Mapping[str, int | float]) -> tuple[byte
 def _json_plain(text: str) -> bool:
     """JSON encodes `text` as itself between quotes (printable ASCII, no quote or backslash)."""
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def compressing_sender(
+    transport: WSTransport, deflater: Deflater | None, wbits: int
+) -> Callable[[bytes], None]:
+    """`send` of a connection that negotiated permessage-deflate: frames from the
+    deflater's threshold up go compressed (RSV1), the same bytes for every subscriber."""
+    assert deflater is not None
+    send = transport.send
+    compress = deflater.compress
+    threshold = deflater.min_bytes
+
+    def send_frame(frame: bytes) -> None:
+        if len(frame) < threshold:
+            send(_TEXT, frame)
+        else:
+            send(_TEXT, compress(frame, wbits), True, True)
+
+    return send_frame
 
 
 def close_transport(transport: WSTransport, code: int, reason: bytes) -> None:

@@ -102,6 +102,12 @@ class GatewaySettings(ProtectionSettings):
     """Seconds without any incoming data (pong included) before a client is dropped."""
     read_buffer_bytes: int = Field(default=2048, ge=256)
     """Initial per-connection read buffer (grows on demand; small keeps idle memory low)."""
+    compression: bool = True
+    """permessage-deflate for clients that offer it (no context takeover: see deflate.py)."""
+    compression_min_bytes: int = Field(default=256, ge=0)
+    """Messages shorter than this go uncompressed on a compressing connection."""
+    compression_level: int = Field(default=6, ge=1, le=9)
+    """zlib level of the compressed frames (each fan-out message is compressed once)."""
 
     drain_grace_s: float = Field(default=30.0, ge=0)
     """Seconds a draining gateway waits for clients to move before closing the rest."""

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from picows import WSFrame, WSHandshakeError, WSListener, WSMsgType, WSTransport, ws_connect
 from wsfleet_gateway.broker import InvalidOffsetError, parse_offset
+from wsfleet_gateway.deflate import EXTENSION, inflate
 
 DEFAULT_TIMEOUT_S: Final = 10.0
 RECONNECT_ATTEMPTS: Final = 10
@@ -115,6 +116,10 @@ def _key(offset: str) -> tuple[int, int]:
         return (0, 0)
 
 
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+"""Largest message the client reads (a frame, or a compressed one inflated)."""
+
+
 class _Listener(WSListener):
     def __init__(self, client: Client, welcome: asyncio.Future[Welcome]) -> None:
         self.client = client
@@ -140,7 +145,10 @@ class _Listener(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.TEXT:
-            self.client._on_text(self, frame.get_payload_as_bytes())
+            payload = frame.get_payload_as_bytes()
+            if frame.rsv1:  # permessage-deflate (only ever offered, never sent by us)
+                payload = inflate(payload, MAX_MESSAGE_BYTES)
+            self.client._on_text(self, payload)
         elif frame.msg_type is WSMsgType.CLOSE:
             code: Any = frame.get_close_code()
             self.close_code = int(getattr(code, "value", code))
@@ -170,8 +178,13 @@ class Client:
         follow_reconnect: bool = True,
         read_buffer_bytes: int = 4096,
         record_frames: bool = False,
+        compression: bool = True,
     ) -> None:
         self.url = url
+        self.compression = compression
+        """Offer permessage-deflate (the gateway then compresses messages from 256 bytes)."""
+        self.compressed = False
+        """The current connection negotiated permessage-deflate."""
         self.token = token
         self.timeout_s = timeout_s
         self.follow_reconnect = follow_reconnect
@@ -211,7 +224,9 @@ class Client:
 
     async def _open(self, url: str) -> None:
         loop = asyncio.get_running_loop()
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if self.compression:
+            headers["Sec-WebSocket-Extensions"] = f"{EXTENSION}; client_max_window_bits"
         welcome: asyncio.Future[Welcome] = loop.create_future()
         listener_holder: list[_Listener] = []
         abandoned = False
@@ -229,7 +244,7 @@ class Client:
                 extra_headers=headers,
                 websocket_handshake_timeout=self.timeout_s,
                 read_buffer_init_size=self.read_buffer_bytes,
-                max_frame_size=64 * 1024 * 1024,
+                max_frame_size=MAX_MESSAGE_BYTES,
             )
         except asyncio.CancelledError:
             abandoned = True
@@ -244,6 +259,8 @@ class Client:
             raise ConnectionClosedError(None, "connection lost during the handshake")
         self._conn = _Connection(transport, listener_holder[0])
         self.url = url
+        agreed = transport.response.headers.get("sec-websocket-extensions") or ""
+        self.compressed = agreed.strip().lower().startswith(EXTENSION)
         try:
             async with asyncio.timeout(self.timeout_s):
                 self.welcome = await welcome

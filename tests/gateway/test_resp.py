@@ -1,5 +1,5 @@
-"""`backends/redis/resp.py` and `url.py`: Redis URLs, the handshake (AUTH, SELECT, TLS, Unix sockets) and the
-connection's reply handling, against real redis-servers."""
+"""`backends/redis/resp.py` and `url.py`: Redis URLs, the handshake (AUTH, SELECT,
+TLS, Unix sockets) and the connection's reply handling, against real redis-servers."""
 
 from __future__ import annotations
 

@@ -66,10 +66,10 @@ async def close_code_of(url: str, tok: str | None = None) -> int | None:
     return None
 
 
-def frame_bytes(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
-    """One masked client frame."""
+def frame_bytes(payload: bytes, opcode: int = 0x1, fin: bool = True, rsv1: bool = False) -> bytes:
+    """One masked client frame (`rsv1`: the permessage-deflate bit)."""
     mask = os.urandom(4)
-    first = (0x80 if fin else 0) | opcode
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     n = len(payload)
     if n < 126:
         header = struct.pack("!BB", first, 0x80 | n)
@@ -126,8 +126,10 @@ class RawClient:
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         return head
 
-    def send_frame(self, payload: bytes, opcode: int = 0x1, fin: bool = True) -> None:
-        self.sock.sendall(frame_bytes(payload, opcode, fin))
+    def send_frame(
+        self, payload: bytes, opcode: int = 0x1, fin: bool = True, rsv1: bool = False
+    ) -> None:
+        self.sock.sendall(frame_bytes(payload, opcode, fin, rsv1))
 
     def send_json(self, obj: Any) -> None:
         self.send_frame(json.dumps(obj).encode())
@@ -142,13 +144,17 @@ class RawClient:
         return out
 
     def recv_frame(self) -> tuple[int, bytes]:
+        return self.recv_frame_bits()[1:]
+
+    def recv_frame_bits(self) -> tuple[bool, int, bytes]:
+        """(RSV1, opcode, payload) of the next frame."""
         first, second = self._read(2)
         n = second & 0x7F
         if n == 126:
             (n,) = struct.unpack("!H", self._read(2))
         elif n == 127:
             (n,) = struct.unpack("!Q", self._read(8))
-        return first & 0x0F, self._read(n)
+        return bool(first & 0x40), first & 0x0F, self._read(n)
 
     def recv_json(self) -> dict[str, Any]:
         while True:
