@@ -2,7 +2,10 @@
 
 Each `Gateway` owns a `GatewayMetrics` with its own `CollectorRegistry`, so
 several gateways in one process (tests) never share counters. The operator's
-default PromQL reads these names; `METRIC_NAMES` lists them for that check.
+default PromQL reads these names; `METRIC_NAMES` lists them for that check. The
+registry also carries prometheus_client's process collector (``process_*``:
+``process_resident_memory_bytes`` beside ``wsfleet_connections`` is the operator's
+memory-per-connection signal, its leak detector).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -116,6 +120,7 @@ class GatewayMetrics:
         self.node = node
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU, open fds
         self.connections = Gauge("wsfleet_connections", "Open WebSocket connections.", registry=r)
         self.channel_switch_seconds = Histogram(
             "wsfleet_channel_switch_seconds",

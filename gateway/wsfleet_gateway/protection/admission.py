@@ -16,7 +16,9 @@ close code the client can read):
 5. accepted.
 
 Every decision writes an audit event and counts
-``wsfleet_admissions_total{result}``. `Admission` holds no per-connection
+``wsfleet_admissions_total{result}``; every attempt is also recorded in the sliding
+minute behind ``wsfleet_connects_per_minute`` and the top user and top address shares
+(`connects.py`), the operator's flood signal. `Admission` holds no per-connection
 state; the listener in ``server.py`` calls it.
 """
 
@@ -115,13 +117,19 @@ class Admission:
         self.metrics.admission_results.inc(decision.reason)
         return decision
 
+    def _attempt(self, user: str | None, ip: str) -> None:
+        """Count one attempt in the flood signal (with auth disabled nobody is a user)."""
+        self.metrics.connects.record(None if self.settings.auth_disabled else user, ip)
+
     def reject_full(self, ip: str, user: str | None) -> Decision:
+        self._attempt(user, ip)
         self.audit.rejected(NODE_FULL, ip, user)
         return self._count(FULL)
 
     async def admit(self, principal: Principal | None, auth_error: str, ip: str) -> Decision:
         """Decide on one authenticated (or failed) connection."""
         s = self.settings
+        self._attempt(principal.user if principal is not None else None, ip)
         ip_key = f"authfail:{ip}"
         if principal is None:
             failures = await self.limiter.hit(

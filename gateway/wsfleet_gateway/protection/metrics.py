@@ -2,18 +2,60 @@
 
 Registered in the gateway's own registry next to `GatewayMetrics`; cache
 lookups count in the contract's ``wsfleet_cache_requests_total``, which
-`GatewayMetrics` owns.
+`GatewayMetrics` owns. The connect-rate gauges (`CONNECT_METRIC_NAMES`) are read by
+the operator's flood detector: a count and two shares over a sliding minute, never a
+label per user or address (`connects.py`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Final
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from wsfleet_gateway.metrics import GatewayMetrics, LabelledCounter
 from wsfleet_gateway.protection.breaker import CLOSED, HALF_OPEN, OPEN
+from wsfleet_gateway.protection.connects import ConnectWindow
 
 CACHE_BUCKETS_S = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+CONNECT_METRIC_NAMES: Final = (
+    "wsfleet_connects_per_minute",
+    "wsfleet_connects_top_user_share",
+    "wsfleet_connects_top_ip_share",
+)
+"""The flood signal of the metrics contract (served with the protection layer on)."""
+
+
+class ConnectRateCollector(Collector):
+    """Exports a `ConnectWindow` as three gauges, computed when scraped."""
+
+    def __init__(self, window: ConnectWindow) -> None:
+        self.window = window
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.window.stats()
+        rate, user, ip = CONNECT_METRIC_NAMES
+        yield GaugeMetricFamily(
+            rate,
+            "Connection attempts that reached admission (accepted or refused) in the last "
+            "minute, sliding in 10 s steps.",
+            value=stats.attempts,
+        )
+        yield GaugeMetricFamily(
+            user,
+            "Share of the last minute's connection attempts made by its most frequent user.",
+            value=stats.top_user_share,
+        )
+        yield GaugeMetricFamily(
+            ip,
+            "Share of the last minute's connection attempts from its most frequent client address.",
+            value=stats.top_ip_share,
+        )
 
 
 class ProtectionMetrics:
@@ -60,6 +102,9 @@ class ProtectionMetrics:
             registry=r,
         )
         self.admission_results = LabelledCounter(self.admissions)
+        self.connects = ConnectWindow()
+        """Every connection attempt that reaches admission is recorded here (`admission.py`)."""
+        r.register(ConnectRateCollector(self.connects))
 
     def breaker_changed(self, old: str, new: str) -> None:
         self.breaker_state.set(BREAKER_VALUES.get(new, 0))
