@@ -16,11 +16,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsfleet_gateway.cli import serve
 from wsfleet_gateway.gctune import Decision, GcSettings, GcTuner, decide
+from wsfleet_gateway.server import ConnectionListener
+from wsfleet_gateway.session import Session
 from wsfleet_gateway.settings import GatewaySettings
 
 from tests.gateway.test_cli import GatewayProcess
+from tests.protection.support import protected_settings, running, token
 from tests.support.waiting import wait_until
-from wsfleet.services import free_port
+from wsfleet.client import Client
+from wsfleet.services import RedisServer, free_port
 
 
 @pytest.fixture
@@ -37,17 +41,19 @@ def restore_gc() -> Iterator[None]:
     now=st.integers(0, 100_000),
     burst=st.integers(1, 5_000),
 )
-def test_decide_refreezes_after_a_burst_and_refreshes_when_halved(
+def test_decide_refreezes_after_a_burst_and_collects_only_when_empty(
     frozen_at: int, now: int, burst: int
 ) -> None:
     decision = decide(frozen_at, now, burst)
-    assert not (decision.refreeze and decision.refresh)
+    assert sum((decision.refreeze, decision.refresh, decision.rebase)) <= 1
     assert decision.refreeze == (now >= frozen_at + burst)
-    if decision.refresh:
-        assert now <= frozen_at // 2
+    # the full collection (a pause for every open connection) only with none open
+    assert decision.refresh == (now == 0 and frozen_at >= burst)
+    if decision.rebase:
+        assert 0 < now <= frozen_at // 2
         assert frozen_at >= 2 * burst
-    if frozen_at >= 2 * burst and now <= frozen_at // 2:
-        assert decision == Decision(refresh=True)
+    if frozen_at >= 2 * burst and 0 < now <= frozen_at // 2:
+        assert decision == Decision(rebase=True)
 
 
 def test_settings_read_wsfleet_gc_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,9 +94,15 @@ async def test_run_refreezes_after_accept_bursts_and_refreshes(restore_gc: None)
         connections[0] = 250  # a burst of accepts
         await wait_until(lambda: tuner.frozen_at == 250, timeout_s=30, message="refreeze")
         assert tuner.freezes == 2
-        connections[0] = 100  # the fleet shrank below half
-        await wait_until(lambda: tuner.frozen_at == 100, timeout_s=30, message="refresh")
+        connections[0] = 100  # the fleet shrank below half: rebased, no collection
+        await wait_until(lambda: tuner.frozen_at == 100, timeout_s=30, message="rebase")
+        assert tuner.freezes == 2
+        connections[0] = 250  # grew again by a burst from there: frozen again
+        await wait_until(lambda: tuner.frozen_at == 250, timeout_s=30, message="refreeze")
         assert tuner.freezes == 3
+        connections[0] = 0  # nobody left to stall: the full collection
+        await wait_until(lambda: tuner.freezes == 4, timeout_s=30, message="refresh")
+        assert tuner.frozen_at == 0
         assert tuner.check() == Decision()  # nothing more to do
     finally:
         task.cancel()
@@ -164,3 +176,40 @@ async def test_serve_tunes_the_collector_and_stops_the_tuner(restore_gc: None) -
     assert gc.get_threshold()[0] == GcSettings().gen0_threshold
     os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler stops it
     assert await asyncio.wait_for(task, timeout=60) == 0
+
+
+async def test_a_closed_connection_leaves_no_cyclic_garbage(
+    redis_server: RedisServer, restore_gc: None
+) -> None:
+    """What `GcTuner` relies on to collect only when empty: a connection's objects (with
+    every feature on: JWT, protection, Redis, compression) are freed by reference
+    counting when it closes, never left in a cycle for the collector."""
+    settings = protected_settings(redis_url=redis_server.url, redis_timeout_s=2.0)
+    async with running(settings) as gw:
+        clients = [
+            await Client.connect(gw.ws_url, token(f"user-{i}"), compression=i % 2 == 0)
+            for i in range(12)
+        ]
+        for i, client in enumerate(clients):
+            await client.subscribe(f"wedding-{i % 3}")
+        await clients[0].publish("wedding-0", {"note": "cake at 9 " * 60})
+        await clients[1].switch("wedding-1", "wedding-2")
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for client in clients:
+                await client.close()
+            await wait_until(lambda: gw.connections == 0, timeout_s=30, message="all closed")
+            gc.collect()
+            ours = [
+                type(o).__qualname__
+                for o in gc.garbage
+                if type(o).__module__.startswith(("wsfleet_gateway", "picows"))
+            ]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert ours == []
+        # and nothing of theirs is kept alive (a leak the collector could not even see)
+        alive = [o for o in gc.get_objects() if isinstance(o, ConnectionListener | Session)]
+        assert alive == []
