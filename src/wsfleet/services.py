@@ -278,6 +278,12 @@ class RedisCluster:
         """The seed URL: the first node (credentials included when set)."""
         return self.node_url(self.nodes[0].port)
 
+    @property
+    def live_url(self) -> str:
+        """A seed URL of a node that runs now (the first node may have been killed)."""
+        alive = next(n for n in self.nodes if n.proc is not None and n.proc.poll() is None)
+        return self.node_url(alive.port)
+
     def node_url(self, port: int) -> str:
         auth = ""
         if self.password is not None:

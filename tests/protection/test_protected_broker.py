@@ -10,7 +10,13 @@ import redis
 import redis.asyncio as aioredis
 from wsfleet_gateway.backends.memory import MemoryBroker
 from wsfleet_gateway.backends.redis.broker import RedisBroker
-from wsfleet_gateway.broker import BrokerUnavailableError, Delivery, History, InvalidOffsetError
+from wsfleet_gateway.broker import (
+    BrokerUnavailableError,
+    Delivery,
+    History,
+    InvalidOffsetError,
+    parse_offset,
+)
 from wsfleet_gateway.cache.broker import ProtectedBroker
 from wsfleet_gateway.cache.l1 import META, L1Cache
 from wsfleet_gateway.cache.layers import ChannelCache
@@ -120,6 +126,44 @@ async def test_local_attachments_are_reattached_with_catch_up() -> None:
         broker.detach("c")
         broker.detach("c")
         assert inner.attached["c"] == 0
+    finally:
+        await broker.close()
+
+
+class RacyBroker(FlakyBroker):
+    """A live message arrives the moment an attach completes, before any catch-up read."""
+
+    async def attach(self, channel: str) -> None:
+        await super().attach(channel)
+        await MemoryBroker.publish(self, channel, '"live"')
+
+
+async def test_a_reattach_delivers_its_catch_up_before_live_messages() -> None:
+    """Issue 20 (seen in the cluster failover test): a re-attached channel's catch-up
+    went out after a newer live message, and subscriptions drop older offsets."""
+    inner = RacyBroker()
+    breaker = CircuitBreaker(2, 0.05)
+    metrics = ProtectionMetrics(GatewayMetrics())
+    cache = ChannelCache(L1Cache(), metrics, origin=inner.get_meta, origin_write=inner.set_meta)
+    broker = ProtectedBroker(inner, cache, breaker)
+    got: list[Delivery] = []
+    await broker.start(got.append)
+    try:
+        await broker.attach("c")  # (a live "live" at once)
+        await broker.publish("c", '"one"')
+        await wait_until(lambda: len(got) == 2, timeout_s=5)
+        broker.detach("c")
+        inner.down = True
+        await broker.attach("c")  # served locally
+        assert broker.local_attachments == {"c": 1}
+        await MemoryBroker.publish(inner, "c", '"missed"')  # another pod, while away
+        inner.down = False
+        await wait_until(lambda: not broker.local_attachments, timeout_s=10)
+        await wait_until(lambda: len(got) == 4, timeout_s=5)
+        assert [d.data for d in got] == ["live", "one", "missed", "live"]
+        offsets = [parse_offset(d.offset) for d in got]
+        assert offsets == sorted(offsets)
+        broker.detach("c")
     finally:
         await broker.close()
 

@@ -59,12 +59,12 @@ class TimedPublisher(Publisher):
 
     acked_at: list[tuple[float, str, str]] = field(default_factory=list)
     """(monotonic time, channel, offset) per acknowledged publish."""
-    failed_at: list[float] = field(default_factory=list)
+    failed_at: list[tuple[float, str]] = field(default_factory=list)
 
     async def publish(self, channel: str, data: Any) -> str | None:
         offset = await super().publish(channel, data)
         if offset is None:
-            self.failed_at.append(time.monotonic())
+            self.failed_at.append((time.monotonic(), channel))
         else:
             self.acked_at.append((time.monotonic(), channel, offset))
         return offset

@@ -63,7 +63,13 @@ class ProtectedBroker:
         self._reattach: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._on_delivery: OnDelivery | None = None
+        self._holding: dict[str, list[Delivery]] = {}
+        """Live deliveries of channels being re-attached, held until their catch-up is out:
+        a subscription drops any offset at or below one it got, so a catch-up delivered
+        after a newer live message would be lost to it."""
         self._join_held: JoinHeld | None = getattr(inner, "join_held", None)
+        self._held_history: JoinHeld | None = getattr(inner, "held_history", None)
+        """The inner broker's history from what it delivered (`RedisBroker.held_history`)."""
         """The inner broker's join without awaiting, where it has one (`RedisBroker`)."""
         breaker.on_change(self._on_breaker_change)
 
@@ -71,6 +77,7 @@ class ProtectedBroker:
 
     async def start(self, on_delivery: OnDelivery) -> None:
         offsets = self.last_offsets
+        holding = self._holding
 
         def remember(delivery: Delivery) -> None:
             if len(offsets) >= MAX_TRACKED_OFFSETS and delivery.channel not in offsets:
@@ -78,8 +85,14 @@ class ProtectedBroker:
             offsets[delivery.channel] = delivery.offset
             on_delivery(delivery)
 
+        def live(delivery: Delivery) -> None:
+            if holding and delivery.channel in holding:  # re-attaching: after its catch-up
+                holding[delivery.channel].append(delivery)
+                return
+            remember(delivery)
+
         self._on_delivery = remember
-        await self.inner.start(remember)
+        await self.inner.start(live)
 
     async def close(self) -> None:
         reattach, self._reattach = self._reattach, None
@@ -162,24 +175,36 @@ class ProtectedBroker:
     async def _reattach_one(self, channel: str) -> bool:
         if self.local_attachments.get(channel, 0) <= 0:
             return True
+        held = self._holding.setdefault(channel, [])
         try:
-            await self.inner.attach(channel)
-        except (BrokerUnavailableError, TimeoutError):
-            return False
-        if self.local_attachments.get(channel, 0) <= 0:  # detached while we attached
-            self.inner.detach(channel)
+            try:
+                await self.inner.attach(channel)
+            except (BrokerUnavailableError, TimeoutError):
+                return False
+            if self.local_attachments.get(channel, 0) <= 0:  # detached while we attached
+                self.inner.detach(channel)
+                return True
+            self.local_attachments[channel] -= 1
+            if not self.local_attachments[channel]:
+                del self.local_attachments[channel]
+            since = self.last_offsets.get(channel)
+            if since is not None and self._on_delivery is not None:
+                # messages published between Redis coming back and this attach, first
+                with contextlib.suppress(BrokerUnavailableError, TimeoutError):
+                    history = await self.inner.history(channel, since, CATCH_UP_LIMIT)
+                    for delivery in history.messages:
+                        self._on_delivery(delivery)
             return True
-        self.local_attachments[channel] -= 1
-        if not self.local_attachments[channel]:
-            del self.local_attachments[channel]
-        since = self.last_offsets.get(channel)
-        if since is not None and self._on_delivery is not None:
-            # messages published between Redis coming back and this attach
-            with contextlib.suppress(BrokerUnavailableError, TimeoutError):
-                history = await self.inner.history(channel, since, CATCH_UP_LIMIT)
-                for delivery in history.messages:
-                    self._on_delivery(delivery)
-        return True
+        finally:
+            if self._holding.get(channel) is held:
+                del self._holding[channel]
+            deliver = self._on_delivery
+            top = self.last_offsets.get(channel)
+            for delivery in held:  # then the live ones that arrived meanwhile
+                if deliver is not None and (
+                    top is None or parse_offset(delivery.offset) > parse_offset(top)
+                ):
+                    deliver(delivery)
 
     async def history(self, channel: str, since: str | None, limit: int) -> History:
         # commands may work while only the pub/sub link reconnects: ask the breaker alone
@@ -193,6 +218,12 @@ class ProtectedBroker:
                 return history
         if since is not None:
             parse_offset(since)  # a malformed since is still a bad request
+            held = self._held_history(channel, since, limit) if self._held_history else None
+            if held is not None:  # what this pod delivered after `since`: nothing skipped
+                known = self.last_offsets.get(channel)
+                if known is not None and parse_offset(held.offset) < parse_offset(known):
+                    self.last_offsets[channel] = held.offset  # catch up from there
+                return held
         offset = self.last_offsets.get(channel, since or ZERO_OFFSET)
         return History([], offset, since is None or since == offset)
 

@@ -247,9 +247,7 @@ class RedisBroker:
                 reply = await self._lane.evalsha(script[0], script[1], *args, repeatable=repeatable)
         except _CONNECTION_ERRORS as exc:
             self._command_failed()
-            raise BrokerUnavailableError(
-                f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._unavailable(what, exc) from exc
         except RedisError as exc:
             raise BrokerUnavailableError(
                 f"redis error during {what}: {type(exc).__name__}: {exc}"
@@ -260,6 +258,21 @@ class RedisBroker:
             gate.release()
         self._commands_ok = True
         return reply
+
+    def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailableError:
+        """The error a lost, refused or stuck connection becomes."""
+        return BrokerUnavailableError(
+            f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
+        )
+
+    def held_history(self, channel: str, since: str, limit: int) -> History | None:
+        """The messages after `since` from the channel's ring, even while the channel is
+        not subscribed (its node is down): what this pod delivered, up to its last
+        offset; None when the ring does not reach back to `since`. For answers while
+        Redis is out (`ProtectedBroker`), never for a live read."""
+        return self.rings.read(
+            channel, check_since(since), max(0, limit), time.time_ns() // 1_000_000
+        )
 
     def _command_failed(self) -> None:
         """Mark Redis unavailable; a probe marks it available again once it answers."""
@@ -286,9 +299,7 @@ class RedisBroker:
             replies = await self._lane.execute_many(commands)
         except _CONNECTION_ERRORS as exc:
             self._command_failed()
-            raise BrokerUnavailableError(
-                f"redis unavailable during {what}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._unavailable(what, exc) from exc
         except RedisError as exc:
             raise BrokerUnavailableError(
                 f"redis error during {what}: {type(exc).__name__}: {exc}"

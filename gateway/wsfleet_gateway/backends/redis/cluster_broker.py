@@ -24,7 +24,8 @@ import hashlib
 from typing import Any
 
 from wsfleet_gateway.backends.redis.broker import LANE_WARM, RedisBroker
-from wsfleet_gateway.backends.redis.cluster import ClusterLanes
+from wsfleet_gateway.backends.redis.cluster import ClusterLanes, ClusterUnavailableError
+from wsfleet_gateway.backends.redis.pool import ShardUnavailableError
 from wsfleet_gateway.backends.redis.resp import Arg
 from wsfleet_gateway.backends.redis.shards import ShardedFanout
 from wsfleet_gateway.backends.redis.streams import (
@@ -33,6 +34,7 @@ from wsfleet_gateway.backends.redis.streams import (
     pubsub_name,
     stream_key,
 )
+from wsfleet_gateway.broker import BrokerUnavailableError
 
 TOPOLOGY_REFRESH_S = 5.0
 """Seconds between topology reads when nothing asked for one sooner."""
@@ -82,6 +84,15 @@ class RedisClusterBroker(RedisBroker):
         fanout = self._fanout
         assert isinstance(fanout, ShardedFanout)
         return fanout
+
+    def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailableError:
+        """One node out is its shard's trouble (`ShardUnavailableError`, which the breaker
+        does not count); no node answering at all is the cluster's."""
+        if isinstance(exc, ClusterUnavailableError):
+            return super()._unavailable(what, exc)
+        return ShardUnavailableError(
+            f"redis cluster node unavailable during {what}: {type(exc).__name__}: {exc}"
+        )
 
     def _publish_script(self, channel: str, data_json: str) -> tuple[tuple[str, str], list[Arg]]:
         args: list[Arg] = [

@@ -48,11 +48,19 @@ class RedisBusyError(BrokerUnavailableError):
     """No Redis connection became free in time: local congestion, not a Redis failure."""
 
 
+class ShardUnavailableError(BrokerUnavailableError):
+    """One node of a Redis Cluster failed: its shard is out (until a replica takes over),
+    the other shards serve. Not a failure of Redis as a whole: the breaker, which would
+    refuse every channel, does not count it."""
+
+
+_NOT_COUNTED = (RedisBusyError, MaxConnectionsError, ShardUnavailableError)
+
+
 def is_redis_failure(exc: BaseException) -> bool:
-    """Should the circuit breaker count `exc`? Not for local queueing or a full pool."""
-    return not isinstance(exc, RedisBusyError | MaxConnectionsError) and not isinstance(
-        exc.__cause__, RedisBusyError | MaxConnectionsError
-    )
+    """Should the circuit breaker count `exc`? Not for local queueing, a full pool or one
+    cluster node."""
+    return not isinstance(exc, _NOT_COUNTED) and not isinstance(exc.__cause__, _NOT_COUNTED)
 
 
 RedisClient = aioredis.Redis | aioredis.RedisCluster
