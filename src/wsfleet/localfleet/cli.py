@@ -96,7 +96,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--no-auth", action="store_true", help="gateways accept anyone (development only)"
     )
+    parser.add_argument(
+        "--redis-cluster",
+        type=cluster_primaries,
+        default=0,
+        metavar="PRIMARIES",
+        help="a local Redis Cluster of PRIMARIES shards, one replica each (3: 6 nodes)",
+    )
     parser.set_defaults(func=run)
+
+
+def cluster_primaries(text: str) -> int:
+    """``--redis-cluster``: 0 (one Redis) or at least 3 primaries (Redis Cluster's minimum)."""
+    value = int(text)
+    if value != 0 and value < 3:
+        raise argparse.ArgumentTypeError("a Redis Cluster needs at least 3 primaries")
+    return value
 
 
 def _first(*values: Any) -> Any:
@@ -148,6 +163,7 @@ def options_from(args: argparse.Namespace, settings: UpSettings) -> FleetOptions
         workdir=args.workdir,
         dashboard_port=None if args.no_dashboard else args.dashboard_port,
         auth=not args.no_auth,
+        redis_cluster=args.redis_cluster,
     )
 
 

@@ -42,7 +42,13 @@ from wsfleet.localfleet.manifest import (
 )
 from wsfleet.localfleet.supervisor import Gateway, GatewaySupervisor, SupervisorConfig
 from wsfleet.localfleet.target import LocalProcessTarget
-from wsfleet.services import PrometheusServer, RedisServer, find_binary, free_port
+from wsfleet.services import (
+    PrometheusServer,
+    RedisCluster,
+    RedisServer,
+    find_binary,
+    free_port,
+)
 
 log = structlog.get_logger("wsfleet.localfleet")
 
@@ -69,6 +75,9 @@ class FleetOptions:
     """Where to serve the dashboard (taken: any free port); None: no dashboard."""
     auth: bool = True
     """JWT auth on the gateways with a secret made for this run (False: anyone connects)."""
+    redis_cluster: int = 0
+    """Run a Redis Cluster of this many primaries (each with one replica) instead of one
+    Redis; the gateways get ``WSFLEET_REDIS_CLUSTER=true``. 0: one Redis."""
 
 
 class PortInUseError(RuntimeError):
@@ -114,6 +123,7 @@ class LocalFleet:
         self.api_key = self.options.api_key or secrets.token_urlsafe(16)
         self.jwt_secret = secrets.token_urlsafe(32)
         self.redis: RedisServer | None = None
+        self.redis_cluster: RedisCluster | None = None
         self.prometheus: PrometheusServer | None = None
         self.supervisor: GatewaySupervisor | None = None
         self.target: LocalProcessTarget | None = None
@@ -171,8 +181,16 @@ class LocalFleet:
         (self.workdir / "logs").mkdir(exist_ok=True)
         redis_dir = self.workdir / "redis"
         redis_dir.mkdir(exist_ok=True)
-        self.redis = RedisServer(workdir=redis_dir)
-        self.redis.start()
+        if self.options.redis_cluster:
+            self.redis_cluster = RedisCluster(
+                primaries=self.options.redis_cluster, replicas=1, workdir=redis_dir
+            )
+            await asyncio.to_thread(self.redis_cluster.start)
+            redis_url = self.redis_cluster.url
+        else:
+            self.redis = RedisServer(workdir=redis_dir)
+            self.redis.start()
+            redis_url = self.redis.url
         prom_dir = self.workdir / "prometheus"
         prom_dir.mkdir(exist_ok=True)
         self.prometheus = PrometheusServer(
@@ -180,12 +198,12 @@ class LocalFleet:
         )
         self.prometheus.start()
         self._start_reaper()
-        self.spec = localize(
-            self.manifest, self.prometheus.url, self.redis.url, self.options.overrides
-        )
+        self.spec = localize(self.manifest, self.prometheus.url, redis_url, self.options.overrides)
         self._session = aiohttp.ClientSession()
         env = gateway_env(self.spec, _known_gateway_settings())
         env["WSFLEET_API_KEY"] = self.api_key
+        if self.redis_cluster is not None:
+            env["WSFLEET_REDIS_CLUSTER"] = "true"
         if self.options.auth:
             env.update(WSFLEET_AUTH="enabled", WSFLEET_JWT_SECRET=self.jwt_secret)
         else:
@@ -194,7 +212,7 @@ class LocalFleet:
             port=self.port,
             host=self.options.host,
             workdir=self.workdir / "logs",
-            redis_url=self.redis.url,
+            redis_url=redis_url,
             env=env,
             ready_timeout_s=self.options.ready_timeout_s,
             drain_timeout_s=self.spec.drain.grace_period_seconds + 15.0,
@@ -234,9 +252,15 @@ class LocalFleet:
 
     def _start_reaper(self) -> None:
         """A watchdog that stops Redis and Prometheus should we be SIGKILLed (see reaper.py)."""
+        servers: list[tuple[RedisServer | PrometheusServer | None, str]] = [
+            (self.redis, "redis-server"),
+            (self.prometheus, "prometheus"),
+        ]
+        if self.redis_cluster is not None:
+            servers += [(node, "redis-server") for node in self.redis_cluster.nodes]
         targets = [
             f"{server.proc.pid}:{name}"
-            for server, name in ((self.redis, "redis-server"), (self.prometheus, "prometheus"))
+            for server, name in servers
             if server is not None and server.proc is not None
         ]
         argv = [sys.executable, "-m", "wsfleet.localfleet.reaper", "--parent", str(os.getpid())]
@@ -304,6 +328,8 @@ class LocalFleet:
             await asyncio.to_thread(self.prometheus.stop)
         if self.redis is not None:
             await asyncio.to_thread(self.redis.stop)
+        if self.redis_cluster is not None:
+            await asyncio.to_thread(self.redis_cluster.stop)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -321,6 +347,15 @@ class LocalFleet:
             return "  Auth        OFF: anyone can connect (development only)"
         return f"  Dev token   {token}  (user 'dev', tier paid, all channels, 24 h; ?token=...)"
 
+    def _redis_line(self) -> str:
+        cluster = self.redis_cluster
+        if cluster is not None and cluster.nodes:
+            return (
+                f"{cluster.url}  (Redis Cluster: {cluster.primaries} primaries,"
+                f" {cluster.primaries * cluster.replicas} replicas; ports {cluster.ports})"
+            )
+        return self.redis.url if self.redis else "-"
+
     def summary(self) -> str:
         spec = self.spec
         lines = [
@@ -329,7 +364,7 @@ class LocalFleet:
             f"  WebSocket   {self.ws_url}  (gateways share the port with SO_REUSEPORT)",
             f"  Dashboard   {self.dashboard.url if self.dashboard else '-'}",
             f"  Prometheus  {self.prometheus_url}",
-            f"  Redis       {self.redis.url if self.redis else '-'}",
+            f"  Redis       {self._redis_line()}",
             f"  Admin API   POST /api/publish with 'Authorization: Bearer {self.api_key}'",
             self._auth_line(),
             "  Gateways:",
