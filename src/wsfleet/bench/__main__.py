@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the suite: the forecaster's fit time on 90 days of 5-minute data"
         " (writes <date>-forecast.json and .md)",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="instead of the suite: one gateway on one Redis vs on a Redis Cluster of 3"
+        " shards: publishes/s, deliveries/s, Redis CPU per publish per shard (writes"
+        " <date>-cluster.json and .md)",
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="results dir")
     parser.add_argument("--name", default=None, help="file stem (default: the date)")
@@ -45,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.instructions:
         return count_instructions(args.out, args.name, tiny=args.tiny)
+    if args.redis_cluster:
+        return cluster_bench(args.out, args.name, args.runs, quick=args.quick)
     if args.forecast:
         return forecast_fit(args.out, args.name, runs=args.runs or 5)
     config = (
@@ -109,6 +118,27 @@ def count_instructions(out_dir: Path, name: str | None, tiny: bool = False) -> i
     dirty = " (uncommitted changes)" if made["dirty"] else ""
     (out_dir / f"{stem}.md").write_text(f"Commit `{made['commit']}`{dirty}.\n\n{markdown}")
     print(markdown)
+    return 0
+
+
+def cluster_bench(out_dir: Path, name: str | None, runs: int | None, quick: bool) -> int:
+    """`--redis-cluster`: see `wsfleet.bench.cluster`."""
+    import uvloop
+
+    from wsfleet.bench import cluster
+    from wsfleet.bench.results import provenance
+
+    config = cluster.ClusterBenchConfig.quick() if quick else cluster.ClusterBenchConfig()
+    if runs is not None:
+        config = dataclasses.replace(config, runs=max(1, runs))
+    made = {**provenance(), "date": dt.date.today().isoformat()}
+    result = uvloop.run(
+        cluster.run_cluster_bench(config, lambda line: print(line, file=sys.stderr))
+    )
+    doc = {"provenance": made, **result}
+    for path in cluster.write(doc, out_dir, name):
+        print(f"wrote {path}", file=sys.stderr)
+    print(cluster.to_markdown(doc))
     return 0
 
 
