@@ -19,10 +19,17 @@ from typing import Any, Protocol
 import structlog
 
 from wsfleet_operator import opmetrics
+from wsfleet_operator.anomaly.track import (
+    AnomalyTracker,
+    Transitions,
+    anomaly_condition,
+    event_message,
+)
 from wsfleet_operator.prometheus import MetricsSource
 from wsfleet_operator.scaling import Decision, History, Metrics, ScaleChange, decide
 from wsfleet_operator.spec import (
     HISTORY_LIMIT,
+    AnomalySignal,
     Condition,
     ConditionType,
     FleetSpec,
@@ -67,6 +74,14 @@ class Prewarmer(Protocol):
     ) -> PrewarmOutcome | None: ...
 
 
+class AnomalyDetector(Protocol):
+    """Watches the fleet for anomalies beside scaling (`anomaly.watch.AnomalyWatch`)."""
+
+    tracker: AnomalyTracker
+
+    async def check(self, now: float) -> Transitions | None: ...
+
+
 @dataclass(frozen=True)
 class FleetEvent:
     """A Kubernetes Event to post about the fleet."""
@@ -103,6 +118,7 @@ class Autoscaler:
         namespace: str = "",
         clock: Callable[[], float] = time.time,
         prewarmer: Prewarmer | None = None,
+        anomalies: AnomalyDetector | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
@@ -113,6 +129,8 @@ class Autoscaler:
         self.clock = clock
         self.prewarmer = prewarmer
         """Pre-warms gateway caches before the forecaster's next peak (forecast only)."""
+        self.anomalies = anomalies
+        """Raises condition `Anomaly`, its Events and metrics (`spec.anomalies`)."""
         self.history: History | None = None
         self.conditions: list[Condition] = []
         self.events: list[ScalingEvent] = []
@@ -242,6 +260,55 @@ class Autoscaler:
         how = "HS256" if auth.jwt_secret_ref is not None else "RS256"
         self._cond(ConditionType.AUTH_ENABLED, True, how, f"JWT auth ({how}) from a Secret", now)
 
+    async def _anomaly_step(
+        self, metrics: Metrics | None, now: float, events: list[FleetEvent]
+    ) -> None:
+        """Condition `Anomaly`, its Events and metrics; checked only with usable metrics
+        (Prometheus down or no gateway scraped: nothing raised, nothing resolved)."""
+        watch = self.anomalies
+        labels = {"namespace": self.namespace, "fleet": self.name}
+        if watch is None or not self.spec.anomalies.enabled:
+            self.conditions = [c for c in self.conditions if c.type is not ConditionType.ANOMALY]
+            if watch is not None:
+                for signal in AnomalySignal:
+                    opmetrics.ANOMALY.labels(**labels, signal=signal.value).set(0)
+            return
+        report: Transitions | None = None
+        if metrics is not None and metrics.usable:
+            try:
+                report = await watch.check(now)
+            except Exception as exc:  # a broken detector must not stop scaling
+                log.warning("autoscaler.anomaly_check_failed", fleet=self.name, error=repr(exc))
+        if report is not None:
+            for record in report.raised:
+                events.append(FleetEvent("AnomalyDetected", event_message(record), "Warning"))
+                opmetrics.ANOMALIES.labels(**labels, signal=record.signal.value).inc()
+                log.warning(
+                    "autoscaler.anomaly",
+                    namespace=self.namespace,
+                    fleet=self.name,
+                    signal=record.signal.value,
+                    subject=record.subject,
+                    size=record.size,
+                    message=record.message,
+                )
+            for record in report.resolved:
+                events.append(FleetEvent("AnomalyResolved", event_message(record, True)))
+                log.info(
+                    "autoscaler.anomaly_resolved",
+                    fleet=self.name,
+                    signal=record.signal.value,
+                    subject=record.subject,
+                )
+            for signal, score in report.scores.items():
+                opmetrics.ANOMALY_SCORE.labels(**labels, signal=signal.value).set(score)
+        holding = watch.tracker.open()
+        for signal in AnomalySignal:
+            on = any(r.signal is signal for r in holding)
+            opmetrics.ANOMALY.labels(**labels, signal=signal.value).set(1 if on else 0)
+        ok, reason, message = anomaly_condition(holding)
+        self._cond(ConditionType.ANOMALY, ok, reason, message, now)
+
     def _status(
         self,
         current: int,
@@ -272,6 +339,11 @@ class Autoscaler:
             conditions=list(self.conditions),
             history=list(self.events[-HISTORY_LIMIT:]),
             forecast=forecast,
+            anomalies=(
+                list(self.anomalies.tracker.history)
+                if self.anomalies is not None and self.spec.anomalies.enabled
+                else []
+            ),
         )
 
     def invalid(self, errors: list[str], now: float | None = None) -> TickResult:
@@ -344,6 +416,7 @@ class Autoscaler:
         self._forecast_condition(forecast, now, events)
         await self._prewarm(forecast, now, events)
         self._auth_condition(now, events)
+        await self._anomaly_step(metrics, now, events)
         running = decision.desired if applied else current
         return TickResult(
             decision,

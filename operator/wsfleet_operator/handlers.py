@@ -26,6 +26,7 @@ import pydantic
 import structlog
 
 from wsfleet_operator import kube
+from wsfleet_operator.anomaly.watch import AnomalyWatch
 from wsfleet_operator.autoscaler import Autoscaler, FleetEvent, ForecastProvider
 from wsfleet_operator.kube import Connection, KubeClient
 from wsfleet_operator.prewarm import kubernetes_prewarmer
@@ -39,6 +40,7 @@ from wsfleet_operator.spec import (
     KIND,
     PLURAL,
     VERSION,
+    AnomalyRecord,
     FleetSpec,
     ScalingEvent,
 )
@@ -246,7 +248,14 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                     if scaler is None:
                         previous = shared.reporter(namespace, name)
                         scaler = _autoscaler(
-                            shared, client, prom, parsed, name, namespace, _prewarmed_for(status)
+                            shared,
+                            client,
+                            prom,
+                            parsed,
+                            name,
+                            namespace,
+                            _prewarmed_for(status),
+                            _anomalies(status),
                         )
                         scaler.conditions = list(previous.conditions)
                         scaler.events = _history(status)
@@ -292,6 +301,7 @@ def _autoscaler(
     name: str,
     namespace: str,
     prewarmed_for: float | None = None,
+    anomalies: list[AnomalyRecord] | None = None,
 ) -> Autoscaler:
     current = {"spec": spec}
 
@@ -307,8 +317,16 @@ def _autoscaler(
     prewarmer = None
     if forecaster is not None:
         prewarmer = kubernetes_prewarmer(client, namespace, name, spec_now, prewarmed_for)
+    watch = AnomalyWatch(prom, spec_now, namespace, name, history=anomalies or ())
     scaler = Autoscaler(
-        spec, target, source, forecaster, name=name, namespace=namespace, prewarmer=prewarmer
+        spec,
+        target,
+        source,
+        forecaster,
+        name=name,
+        namespace=namespace,
+        prewarmer=prewarmer,
+        anomalies=watch,
     )
     return scaler
 
@@ -320,6 +338,17 @@ def _history(status: Any) -> list[ScalingEvent]:
     for row in rows if isinstance(rows, list) else []:
         with contextlib.suppress(pydantic.ValidationError, TypeError):
             out.append(ScalingEvent.model_validate(row))
+    return out
+
+
+def _anomalies(status: Any) -> list[AnomalyRecord]:
+    """The anomalies already in the CR's status: open ones stay open across restarts (no
+    second Event for the same anomaly)."""
+    rows = (status or {}).get("anomalies") or []
+    out: list[AnomalyRecord] = []
+    for row in rows if isinstance(rows, list) else []:
+        with contextlib.suppress(pydantic.ValidationError, TypeError):
+            out.append(AnomalyRecord.model_validate(row))
     return out
 
 

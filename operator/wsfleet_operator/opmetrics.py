@@ -81,3 +81,22 @@ FORECAST_ACCURACY_THRESHOLD = Gauge(
     ["namespace", "fleet"],
     registry=REGISTRY,
 )
+ANOMALY = Gauge(
+    "wsfleet_operator_anomaly",
+    "1 while an anomaly of this signal holds for the fleet (condition Anomaly=True), else 0 "
+    "(SwitchLatency, DeliveryLatency, ConnectFlood, MemoryLeak).",
+    ["namespace", "fleet", "signal"],
+    registry=REGISTRY,
+)
+ANOMALY_SCORE = Gauge(
+    "wsfleet_operator_anomaly_score",
+    "The signal's size over its threshold at the last check (>= 1: anomalous; 0: normal).",
+    ["namespace", "fleet", "signal"],
+    registry=REGISTRY,
+)
+ANOMALIES = Counter(
+    "wsfleet_operator_anomalies_total",
+    "Anomalies raised, by signal.",
+    ["namespace", "fleet", "signal"],
+    registry=REGISTRY,
+)

@@ -403,6 +403,140 @@ class ForecastSpec(WireModel):
         return 1.0
 
 
+# --------------------------------------------------------------------------- anomalies
+
+
+class LatencyAnomalySpec(WireModel):
+    """Switch and delivery p95 far above their own seasonal expectation: a robust z-score
+    of the log latency against the forecast model fitted to the latency's history."""
+
+    enabled: bool = True
+    z_threshold: float = Field(
+        default=6.0,
+        ge=2,
+        le=100,
+        description="robust z-score (log residual / 1.4826 MAD of held-out residuals) at "
+        "or above which the latency is anomalous",
+    )
+    min_excess_seconds: float = Field(
+        default=0.025,
+        ge=0,
+        le=60,
+        description="and at least this far above its expectation (a 1 ms to 3 ms jump is "
+        "no incident)",
+    )
+    history_seconds: int = Field(
+        default=7 * 86400,
+        ge=60,
+        le=90 * 86400,
+        description="latency history the expectation is fitted on",
+    )
+    step_seconds: int = Field(default=300, ge=1, le=3600, description="resolution of that history")
+    refit_seconds: int = Field(
+        default=3600, ge=1, le=86400, description="refit the expectation this often"
+    )
+    min_points: int = Field(
+        default=24,
+        ge=6,
+        le=100000,
+        description="fewer points of history: no latency detection yet",
+    )
+
+
+class FloodAnomalySpec(WireModel):
+    """Bursts of new connections from few users or addresses (the gateways'
+    `wsfleet_connects_*` gauges)."""
+
+    enabled: bool = True
+    min_connects_per_minute: float = Field(
+        default=120,
+        ge=1,
+        description="connection attempts per minute, fleet-wide, below which nothing is a flood",
+    )
+    burst_factor: float = Field(
+        default=3.0,
+        ge=1,
+        le=1000,
+        description="a flood starts at this many times the median rate of the last baselineSeconds",
+    )
+    top_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="share of the attempts from each pod's top user (or top address) at "
+        "or above which the burst is concentrated",
+    )
+    baseline_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    count_client_ips: bool = Field(
+        default=True,
+        description="false when the gateways see one proxy's address for every client "
+        "(no X-Forwarded-For trust): then only the user share counts",
+    )
+
+
+class LeakAnomalySpec(WireModel):
+    """A pod whose memory grows beyond what its connections (and L1 cache) explain."""
+
+    enabled: bool = True
+    window_seconds: int = Field(
+        default=3600, ge=10, le=7 * 86400, description="trend window of RSS per pod"
+    )
+    step_seconds: int = Field(default=60, ge=1, le=3600, description="its resolution")
+    min_growth_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="unexplained growth over the window below this is no leak",
+    )
+    min_growth_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        le=100,
+        description="nor below this share of the pod's RSS over the window",
+    )
+
+
+class AnomalyQueriesSpec(WireModel):
+    """PromQL of the anomaly detectors (placeholders as in `prometheus.queries`)."""
+
+    switch_latency_p95: str = QueriesSpec().switch_latency_p95
+    delivery_latency_p95: str = (
+        "histogram_quantile(0.95, sum by (le) "
+        "(rate(wsfleet_message_delivery_seconds_bucket{${selector}}[${rateWindow}])))"
+    )
+    connects_per_minute: str = "sum(wsfleet_connects_per_minute{${selector}})"
+    top_user_connects: str = (
+        "sum(wsfleet_connects_per_minute{${selector}}"
+        " * wsfleet_connects_top_user_share{${selector}})"
+    )
+    top_ip_connects: str = (
+        "sum(wsfleet_connects_per_minute{${selector}} * wsfleet_connects_top_ip_share{${selector}})"
+    )
+    connects_baseline: str = (
+        "quantile_over_time(0.5, "
+        "sum(wsfleet_connects_per_minute{${selector}})[${baselineWindow}:${baselineStep}])"
+    )
+    pod_memory: str = "sum by (pod) (process_resident_memory_bytes{${selector}})"
+    pod_connections: str = "sum by (pod) (wsfleet_connections{${selector}})"
+    pod_cache_bytes: str = "sum by (pod) (wsfleet_cache_l1_bytes{${selector}})"
+
+
+class AnomaliesSpec(WireModel):
+    """What the operator watches for beside scaling (docs/operate.md, "Anomalies")."""
+
+    enabled: bool = True
+    for_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="an anomaly must hold this long before it is raised, and be gone this "
+        "long before it is resolved",
+    )
+    latency: LatencyAnomalySpec = Field(default_factory=LatencyAnomalySpec)
+    flood: FloodAnomalySpec = Field(default_factory=FloodAnomalySpec)
+    leak: LeakAnomalySpec = Field(default_factory=LeakAnomalySpec)
+    queries: AnomalyQueriesSpec = Field(default_factory=AnomalyQueriesSpec)
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -422,6 +556,7 @@ class FleetSpec(WireModel):
     drain: DrainSpec = Field(default_factory=DrainSpec)
     cost_guard: CostGuardSpec = Field(default_factory=CostGuardSpec)
     forecast: ForecastSpec = Field(default_factory=ForecastSpec)
+    anomalies: AnomaliesSpec = Field(default_factory=AnomaliesSpec)
     dry_run: bool = False
 
     def semantic_errors(self) -> list[str]:
@@ -472,6 +607,8 @@ class ConditionType(enum.StrEnum):
     """False (with a Warning Event) when `auth.disabled`: anyone can connect."""
     FORECAST_ACCURATE = "ForecastAccurate"
     """Only with `forecast.enabled`: the backtest accuracy vs `forecast.accuracyThreshold`."""
+    ANOMALY = "Anomaly"
+    """Only with `anomalies.enabled`: True while an anomaly holds (reason: its signals)."""
 
 
 class Condition(WireModel):
@@ -533,6 +670,28 @@ class ScalingEvent(WireModel):
     dry_run: bool = False
 
 
+class AnomalySignal(enum.StrEnum):
+    """What an anomaly is about (`wsfleet_operator.anomaly`)."""
+
+    SWITCH_LATENCY = "SwitchLatency"
+    DELIVERY_LATENCY = "DeliveryLatency"
+    CONNECT_FLOOD = "ConnectFlood"
+    MEMORY_LEAK = "MemoryLeak"
+
+
+class AnomalyRecord(WireModel):
+    """One anomaly: raised at `at`, resolved at `resolvedAt` (absent while it holds)."""
+
+    signal: AnomalySignal
+    subject: str = Field(description="`fleet`, or the pod it is about")
+    size: float = Field(description="its size when raised, in `unit`")
+    threshold: float = Field(description="the size at which it is raised, in `unit`")
+    unit: str
+    message: str
+    at: float = Field(description="unix time it began (first seen)")
+    resolved_at: float | None = Field(default=None, description="unix time it ended")
+
+
 class FleetStatus(WireModel):
     desired_replicas: int | None = None
     current_replicas: int | None = None
@@ -546,6 +705,9 @@ class FleetStatus(WireModel):
     history: list[ScalingEvent] = Field(default_factory=list)
     forecast: dict[str, Any] | None = Field(
         default=None, description="written by the forecaster (accuracy, next peak, floor)"
+    )
+    anomalies: list[AnomalyRecord] = Field(
+        default_factory=list, description="the last anomalies, open ones included"
     )
     observed_generation: int | None = None
 
