@@ -4,8 +4,8 @@ The same gateway (every feature on, auth off) on each Redis topology, measured i
 same run, alternately (A B, then B A):
 
 - one Redis (`RedisServer`), and
-- a Redis Cluster of 3 primaries, each with one replica (`RedisCluster`), the gateway
-  with ``WSFLEET_REDIS_CLUSTER=true``.
+- a Redis Cluster of 3 primaries (`RedisCluster`, no replicas: neither side pays for
+  replication), the gateway with ``WSFLEET_REDIS_CLUSTER=true``.
 
 Load (the load tool's `Engine`, one process): `channels` channels spread over the
 cluster's shards, `subscribers` subscribers each (every connection subscribes to
@@ -16,8 +16,12 @@ channels, `window` publishes in flight each, `messages` in all. Figures per run:
 - deliveries/s: deliveries / seconds from the first send to the last delivery;
 - Redis CPU per publish, per node: user + system CPU seconds of each ``redis-server``
   process over the run / the publishes its shard served (the channels of that shard),
-  in microseconds; plus each primary's share of the publishes and of the CPU. The
-  replicas' CPU is reported beside (replication costs them too).
+  in microseconds; plus each primary's share of the publishes and of the CPU.
+
+And once, on a cluster of 3 primaries with one replica each, the price of
+``WSFLEET_PUBLISH_DURABILITY=replicas``: two gateways, one per durability, each sent
+`latency_publishes` publishes one at a time (blocks of 50, alternating between the
+gateways); publish round trip p50 / p99 (send to ``published``) of each.
 
 The gateway (one Python process) is the bottleneck on this machine, not Redis: the
 throughput figures say what one gateway does on either topology; the CPU figures show
@@ -62,10 +66,11 @@ class ClusterBenchConfig:
     messages: int = 12000
     runs: int = 3
     timeout_s: float = 120.0
+    latency_publishes: int = 2000
 
     @classmethod
     def quick(cls) -> ClusterBenchConfig:
-        return cls(messages=3000, runs=1)
+        return cls(messages=3000, runs=1, latency_publishes=200)
 
 
 def shard_of(cluster: RedisCluster) -> dict[int, int]:
@@ -159,7 +164,7 @@ async def measure(kind: str, config: ClusterBenchConfig, log: Any) -> dict[str, 
     topology: RedisServer | RedisCluster
     env = dict(ENV)
     if kind == CLUSTER:
-        topology = await asyncio.to_thread(RedisCluster(primaries=3, replicas=1).start)
+        topology = await asyncio.to_thread(RedisCluster(primaries=3, replicas=0).start)
         owners = await asyncio.to_thread(shard_of, topology)
         env["WSFLEET_REDIS_CLUSTER"] = "true"
         primaries = {str(p) for p, _ in await asyncio.to_thread(topology.shards)}
@@ -191,17 +196,68 @@ async def measure(kind: str, config: ClusterBenchConfig, log: Any) -> dict[str, 
             }
             for port in sorted(primaries)
         }
-        replicas_cpu = sum(v for k, v in cpu.items() if k not in primaries)
         return {
             **figures,
             "shards": shards,
             "primaries_cpu_us_per_publish": 1e6 * total_cpu / config.messages,
-            "replicas_cpu_us_per_publish": 1e6 * replicas_cpu / config.messages,
         }
     finally:
         if gateway is not None:
             await asyncio.to_thread(gateway.stop)
         await asyncio.to_thread(topology.stop)
+
+
+async def durability_latency(config: ClusterBenchConfig, log: Any) -> dict[str, Any]:
+    """Publish round trips with ``primary`` vs ``replicas`` durability (see the module)."""
+    cluster = await asyncio.to_thread(RedisCluster(primaries=3, replicas=1).start)
+    gateways: dict[str, ServerProcess] = {}
+    engines: list[Engine] = []
+    try:
+        for durability in ("primary", "replicas"):
+            env = {**ENV, "WSFLEET_REDIS_CLUSTER": "true"}
+            env["WSFLEET_PUBLISH_DURABILITY"] = durability
+            gateways[durability] = gateway_process(redis_url=cluster.url, env=env)
+            await asyncio.to_thread(gateways[durability].start, 60.0)
+        conns = {}
+        for durability, gateway in gateways.items():
+            engine = Engine(gateway.ws_url, bench_options())
+            engines.append(engine)
+            conns[durability] = await engine.open()
+        log(f"  durability: {config.latency_publishes} publishes one at a time on each")
+        samples: dict[str, list[float]] = {d: [] for d in gateways}
+        channels = [f"lat-{i}" for i in range(30)]
+        for block in range(max(1, config.latency_publishes // 50)):
+            order = ("primary", "replicas") if block % 2 == 0 else ("replicas", "primary")
+            for durability in order:
+                conn = conns[durability]
+                assert conn is not None
+                for i in range(50):
+                    started = time.perf_counter()
+                    try:
+                        reply = await conn.request(
+                            "publish", {"channel": channels[i % len(channels)], "data": i}
+                        )
+                    except Exception:  # an error reply: not a sample
+                        continue
+                    if reply.get("type") == "published":
+                        samples[durability].append(1000 * (time.perf_counter() - started))
+        out: dict[str, Any] = {}
+        for durability, values in samples.items():
+            ordered = sorted(values)
+            out[durability] = {
+                "publishes": len(ordered),
+                "p50_ms": ordered[len(ordered) // 2] if ordered else None,
+                "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+                if ordered
+                else None,
+            }
+        return out
+    finally:
+        for engine in engines:
+            await engine.close_all()
+        for gateway in gateways.values():
+            await asyncio.to_thread(gateway.stop)
+        await asyncio.to_thread(cluster.stop)
 
 
 async def run_cluster_bench(config: ClusterBenchConfig, log: Any) -> dict[str, Any]:
@@ -210,7 +266,13 @@ async def run_cluster_bench(config: ClusterBenchConfig, log: Any) -> dict[str, A
         order = (SINGLE, CLUSTER) if n % 2 == 0 else (CLUSTER, SINGLE)
         log(f"run {n + 1}/{config.runs}: {' then '.join(order)}")
         runs.append({kind: await measure(kind, config, log) for kind in order})
-    return {"config": asdict(config), "runs": runs, "summary": summarise(runs)}
+    latency = await durability_latency(config, log)
+    return {
+        "config": asdict(config),
+        "runs": runs,
+        "summary": summarise(runs),
+        "durability": latency,
+    }
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,7 +288,6 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "deliveries_per_s",
                 "delivered_share",
                 "primaries_cpu_us_per_publish",
-                "replicas_cpu_us_per_publish",
             )
         }
         shares = [sorted(s["cpu_share"] for s in r[kind]["shards"].values()) for r in runs]
@@ -269,10 +330,20 @@ def to_markdown(doc: dict[str, Any]) -> str:
     ):
         ratios = s["ratios"].get(f"{key} cluster/single", [])
         lines.append(f"| {label} | {s[SINGLE][key]:,.1f} | {s[CLUSTER][key]:,.1f} | {ratios} |")
-    lines.append(
-        f"| Redis CPU per publish, replicas (µs) | {s[SINGLE]['replicas_cpu_us_per_publish']:.1f}"
-        f" | {s[CLUSTER]['replicas_cpu_us_per_publish']:.1f} | |"
-    )
+    d = doc.get("durability", {})
+    lines += [
+        "",
+        "Publish round trip, one at a time, on a cluster of 3 primaries with a replica each:",
+        "",
+        "| WSFLEET_PUBLISH_DURABILITY | publishes | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for durability in ("primary", "replicas"):
+        row = d.get(durability)
+        if row and row.get("p50_ms") is not None:
+            lines.append(
+                f"| {durability} | {row['publishes']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} |"
+            )
     lines += [
         "",
         "Per primary of the cluster (median over runs, sorted): share of Redis CPU"
