@@ -41,18 +41,14 @@ Key layout (``redis_streams.py``): ``wsf:{<channel>}:s`` (stream),
 ``wsf:{<channel>}:m`` (meta), ``wsf:{<channel>}:p`` (pub/sub channel). The
 hash tag ``{<channel>}`` puts all three in one cluster slot.
 
-Moving to Redis Cluster with sharded pub/sub: because a channel's keys and
-its pub/sub channel share a slot, the publish script stays a single-slot
-script once it calls ``SPUBLISH`` instead of ``PUBLISH`` (the pub/sub name is
-already passed as ``KEYS[2]``, as cluster scripts require); the broker keeps
-one `CommandLane` per shard node (from ``CLUSTER SHARDS``), sends a channel's
-commands to the lane of the node owning its slot (CRC16 of the hash tag) and
-refreshes the map on a ``MOVED`` reply; and `PubSubFanout` keeps one
-connection per shard node, sending ``SSUBSCRIBE``/``SUNSUBSCRIBE`` for a
-channel to the node owning ``CLUSTER KEYSLOT wsf:{<channel>}:p`` and
-re-subscribing on ``MOVED``/slot migration (``sunsubscribe`` pushes). Per
-channel order still holds: one channel lives on one shard. Channel names must
-be non-empty so the hash tag is not ``{}``.
+On a Redis Cluster, `RedisClusterBroker` (``cluster_broker.py``) is this broker with
+`ClusterLanes` for its commands (a lane per primary, MOVED and ASK followed) and
+`ShardedFanout` for its fan-out (``SSUBSCRIBE`` per primary); its publish script ends
+in ``SPUBLISH``. Per channel order still holds: one channel lives on one shard.
+
+**durability**: with ``publish_durability="replicas"`` a publish runs its script and
+``WAIT 1`` back to back on one connection and is acknowledged only once a replica has
+it (`_publish_replicated`).
 """
 
 from __future__ import annotations
