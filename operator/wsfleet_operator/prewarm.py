@@ -229,9 +229,22 @@ async def ready_pod_addresses(client: KubeClient, namespace: str, fleet: str) ->
     return out
 
 
-async def hottest_from_redis(url: str, n: int, timeout_s: float = 5.0) -> list[str]:
-    """The `n` hottest channels of the fleet's Redis ([] on errors: logged, not raised)."""
-    client = aioredis.Redis.from_url(url, socket_timeout=timeout_s)
+TRUE = ("1", "true", "yes", "on")
+"""How a boolean env var says yes (pydantic-settings' reading, as the gateway's)."""
+
+
+async def hottest_from_redis(
+    url: str, n: int, timeout_s: float = 5.0, *, cluster: bool = False
+) -> list[str]:
+    """The `n` hottest channels of the fleet's Redis ([] on errors: logged, not raised).
+
+    `cluster`: `url` is a seed node of a Redis Cluster (the fleet's gateways run with
+    ``WSFLEET_REDIS_CLUSTER=true``): the key is read from the node serving its slot."""
+    client: aioredis.Redis | aioredis.RedisCluster
+    if cluster:
+        client = aioredis.RedisCluster.from_url(url, socket_timeout=timeout_s)
+    else:
+        client = aioredis.Redis.from_url(url, socket_timeout=timeout_s)
     try:
         async with asyncio.timeout(timeout_s):
             rows = await client.zrevrange(HOT_KEY, 0, n - 1)
@@ -263,7 +276,8 @@ def kubernetes_prewarmer(
         url = spec.redis.effective_url()
         if url is None and spec.redis.secret_ref is not None:
             url = await read_secret_key(client, namespace, spec.redis.secret_ref)
-        return [] if url is None else await hottest_from_redis(url, n)
+        cluster = spec.gateway.extra_env.get("WSFLEET_REDIS_CLUSTER", "").lower() in TRUE
+        return [] if url is None else await hottest_from_redis(url, n, cluster=cluster)
 
     async def pods() -> list[PodAddress]:
         return await ready_pod_addresses(client, namespace, fleet)
