@@ -260,7 +260,9 @@ class RedisCluster:
     detection time (a dead primary's replica is promoted about that long after it died).
 
     `password` (and `username`, an ACL user with every right) protect every node; the
-    seed `url` carries them, as the gateway's ``--redis-url`` would.
+    seed `url` carries them, as the gateway's ``--redis-url`` would. `tls` (CA, certificate,
+    key: PEM files for 127.0.0.1) makes every node speak only TLS, the cluster bus and
+    replication included; `url` is then ``rediss://`` with the CA.
     """
 
     primaries: int = 3
@@ -272,6 +274,7 @@ class RedisCluster:
     workdir: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     nodes: list[RedisServer] = field(default_factory=list)
+    tls: tuple[Path, Path, Path] | None = None
 
     @property
     def url(self) -> str:
@@ -288,6 +291,8 @@ class RedisCluster:
         auth = ""
         if self.password is not None:
             auth = f"{self.username or ''}:{self.password}@"
+        if self.tls is not None:
+            return f"rediss://{auth}{self.host}:{port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://{auth}{self.host}:{port}/0"
 
     @property
@@ -307,7 +312,7 @@ class RedisCluster:
                 workdir = self.workdir / str(port)
                 workdir.mkdir(parents=True, exist_ok=True)
                 node = RedisServer(port=port, host=self.host, workdir=workdir)
-                node.extra_args = [*self._node_args(), *self.extra_args]
+                node.extra_args = [*self._node_args(port), *self.extra_args]
                 self.nodes.append(node)
                 node.start()
             addresses = [f"{self.host}:{n.port}" for n in self.nodes]
@@ -320,7 +325,7 @@ class RedisCluster:
             raise
         return self
 
-    def _node_args(self) -> list[str]:
+    def _node_args(self, port: int) -> list[str]:
         args = [
             "--cluster-enabled",
             "yes",
@@ -329,17 +334,24 @@ class RedisCluster:
             "--cluster-node-timeout",
             str(self.node_timeout_ms),
         ]
+        if self.tls is not None:
+            ca, cert, key = (str(p) for p in self.tls)
+            args += ["--tls-port", str(port), "--port", "0"]
+            args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
+            args += ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca]
+            args += ["--tls-auth-clients", "no"]
         if self.password is not None:
             args += ["--masterauth", self.password, "--requirepass", self.password]
             if self.username is not None:
                 args += ["--masteruser", self.username]
-                args += ["--user", f"{self.username} on >{self.password} ~* &* +@all"]
+                args += ["--user", self.username, "on", f">{self.password}", "~*", "&*", "+@all"]
         return args
 
     def _cli_auth(self) -> list[str]:
+        tls = ["--tls", "--cacert", str(self.tls[0])] if self.tls is not None else []
         if self.password is None:
-            return []
-        auth = ["--no-auth-warning", "-a", self.password]
+            return tls
+        auth = [*tls, "--no-auth-warning", "-a", self.password]
         if self.username is not None:
             auth += ["--user", self.username]
         return auth
