@@ -133,8 +133,9 @@ def test_cpu_seconds_falls_back_to_proc_ticks(monkeypatch: pytest.MonkeyPatch) -
 
 def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     """Every figure of every server kind, tiny sizes, as `make bench` runs it."""
+    argv = [sys.executable, "-m", "wsfleet.bench", "--tiny", "--out", str(tmp_path), "--name", "t"]
     proc = subprocess.run(
-        [sys.executable, "-m", "wsfleet.bench", "--tiny", "--out", str(tmp_path), "--name", "t"],
+        [*argv, "--peers", ""],  # the Node peers: tests/loadtest/test_bench_peers.py
         capture_output=True,
         text=True,
         timeout=120,
@@ -172,6 +173,16 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     # every client's first cycle: 14 switches to channels new to the server
     for kind in ("baseline", "gateway-off", "gateway"):
         assert doc["raw_runs"][0][kind]["idle_first_switches"] == 14 * 5, kind
+    # wedding messages, plain and deflated: every delivery made, fewer bytes compressed
+    squeezed = doc["compression"]
+    for mode in ("plain", "deflate"):
+        assert doc["raw_runs"][0]["gateway"][f"compression_{mode}_delivered_share"] == 1.0
+        assert (squeezed[mode]["cpu_us"]["median"] or 0) > 0, mode
+    assert squeezed["plain"]["saved"]["median"] == 0.0
+    assert squeezed["deflate"]["saved_1k"]["median"] >= 0.6
+    assert "## Compression (permessage-deflate)" in markdown
+    assert doc["peers_status"] == "not asked for"
+    assert "delivery_load_lag_max_ms" in doc["raw_runs"][0]["gateway"]
 
 
 def test_cache_counts_per_layer_from_the_metrics_text() -> None:

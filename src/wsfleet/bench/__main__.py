@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from wsfleet.bench.peers import PEER_KINDS
 from wsfleet.bench.results import summarise, to_markdown, write_results
 from wsfleet.bench.suite import KINDS, SuiteConfig, run_suite
 
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(KINDS),
         help="comma-separated server kinds to measure (default: all three)",
     )
+    parser.add_argument(
+        "--peers",
+        default=None,
+        help="comma-separated Node peers to measure beside the gateway (default: all of "
+        "socketio-redis,socketio,node-ws; empty: none). They need node and npm",
+    )
     args = parser.parse_args(argv)
     if args.instructions:
         return count_instructions(args.out, args.name, tiny=args.tiny)
@@ -66,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)}; choose from {KINDS}")
     config = dataclasses.replace(config, kinds=kinds)
+    if args.peers is not None:
+        peers = tuple(k for k in args.peers.split(",") if k)
+        if set(peers) - set(PEER_KINDS):
+            parser.error(f"unknown peers {sorted(set(peers) - set(PEER_KINDS))}")
+        config = dataclasses.replace(config, peers=peers)
 
     import uvloop
 

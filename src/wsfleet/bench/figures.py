@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from wsfleet.bench.background import BackgroundPlan, BackgroundTraffic
 from wsfleet.bench.probes import GcPauses, LoopLag, percentile, probe_figures
@@ -349,13 +350,16 @@ async def delivery_latency(
             conn.on_message = on_message
         await asyncio.gather(*(sub_engine.call(c, "subscribe", channel="latency") for c in subs))
         pub_engine.deadline = time.perf_counter() + duration_s
-        await run_coordinator(pub_engine, "latency", 0, lambda: 0)
-        deadline = time.perf_counter() + 5.0
-        expected = pub_engine.stats.published * len(subs)
-        while sub_engine.stats.delivered < expected and time.perf_counter() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        with GcPauses() as pauses:
+            async with LoopLag() as lag:
+                await run_coordinator(pub_engine, "latency", 0, lambda: 0)
+                deadline = time.perf_counter() + 5.0
+                expected = pub_engine.stats.published * len(subs)
+                while sub_engine.stats.delivered < expected and time.perf_counter() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
         summary = sub_engine.stats.latency("delivery").summary()
         return {
+            **probe_figures("delivery", lag, pauses),
             "delivery_p50_ms": float(summary["p50_ms"] or float("nan")),
             "delivery_p99_ms": float(summary["p99_ms"] or float("nan")),
             "lost": float(max(0, expected - sub_engine.stats.delivered)),
@@ -366,6 +370,83 @@ async def delivery_latency(
     finally:
         await sub_engine.close_all()
         await pub_engine.close_all()
+
+
+async def wedding_fanout(
+    url: str,
+    subscribers: int,
+    messages: list[dict[str, Any]],
+    compression: bool,
+    timeout_s: float,
+    jwt_secret: str | None = None,
+    server_cpu: CpuClock | None = None,
+    publishers: int = 25,
+    window: int = 8,
+) -> dict[str, float | str]:
+    """Fan-out of realistic wedding messages (``wedding.py``) to `subscribers` that offer
+    permessage-deflate (`compression`) or not: deliveries/s, server CPU per delivery and
+    the bytes on the wire against the same messages plain, overall and for those of 1 KB
+    and up (counted by the subscribers, per delivered frame).
+
+    The messages are spread over `publishers` connections, so that no publisher passes
+    the features-on gateway's inbound bandwidth cap (a realistic backend would publish
+    them over HTTP or from many clients alike).
+    """
+    engine = Engine(url, bench_options(jwt_secret=jwt_secret, compression=compression))
+    try:
+        subs = await engine.open_many(subscribers)
+        await asyncio.gather(*(engine.call(c, "subscribe", channel="wedding") for c in subs))
+        pubs = await engine.open_many(publishers)
+        if not subs or not pubs:
+            return {"wedding_errors": error_summary(engine) or "no connections"}
+        totals = dict.fromkeys(("wire", "plain", "wire_1k", "plain_1k"), 0)
+        seen = {conn: conn.wire_bytes for conn in subs}
+
+        def on_message(conn: LoadConnection, payload: bytes) -> None:
+            wire = conn.wire_bytes - seen[conn]  # this frame's, when it came compressed
+            seen[conn] = conn.wire_bytes
+            plain = len(payload)
+            wire = wire or plain
+            totals["wire"] += wire
+            totals["plain"] += plain
+            if plain >= 1024:
+                totals["wire_1k"] += wire
+                totals["plain_1k"] += plain
+
+        for conn in subs:
+            conn.on_message = on_message
+        stats = engine.stats
+        base = stats.delivered
+        expected = len(messages) * len(subs)
+        cpu_before = server_cpu() if server_cpu is not None else 0.0
+        started = time.perf_counter()
+        in_flight: set[asyncio.Future[dict[str, object]]] = set()
+        for seq, data in enumerate(messages):
+            while len(in_flight) >= window:
+                _done, in_flight = await asyncio.wait(
+                    in_flight, return_when=asyncio.FIRST_COMPLETED
+                )
+            publisher = pubs[seq % len(pubs)]
+            in_flight.add(publisher.request("publish", {"channel": "wedding", "data": data}))
+        deadline = time.perf_counter() + timeout_s
+        while stats.delivered - base < expected and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        span = time.perf_counter() - started
+        got = stats.delivered - base
+        return {
+            "deliveries_per_s": got / span if span > 0 else 0.0,
+            "cpu_us": cpu_per_op_us(server_cpu, cpu_before, got),
+            "wire_bytes_per_delivery": totals["wire"] / got if got else float("nan"),
+            "plain_bytes_per_delivery": totals["plain"] / got if got else float("nan"),
+            "saved": 1 - totals["wire"] / totals["plain"] if totals["plain"] else float("nan"),
+            "saved_1k": (
+                1 - totals["wire_1k"] / totals["plain_1k"] if totals["plain_1k"] else float("nan")
+            ),
+            "delivered_share": got / expected if expected else 0.0,
+            "wedding_errors": error_summary(engine),
+        }
+    finally:
+        await engine.close_all()
 
 
 _CACHE_LINE = re.compile(r"^wsfleet_cache_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from wsfleet.bench.peers import NODE_WS, PEER_KINDS, SOCKETIO, SOCKETIO_REDIS
 from wsfleet.bench.servers import BASELINE, GATEWAY, GATEWAY_OFF
 from wsfleet.bench.suite import SuiteConfig, median_of
 
@@ -157,6 +158,18 @@ def figure_table(config: SuiteConfig) -> list[Figure]:
         Figure("delivery_p50_ms", "publish-to-delivery p50, same node", "ms", "lower"),
         Figure("delivery_p99_ms", "publish-to-delivery p99, same node", "ms", "lower"),
         Figure(
+            "delivery_load_lag_max_ms",
+            "load process: worst loop stall during same-node delivery",
+            "ms",
+            "lower",
+        ),
+        Figure(
+            "delivery_load_gc_max_ms",
+            "load process: longest GC pause during same-node delivery",
+            "ms",
+            "lower",
+        ),
+        Figure(
             "crosspod_delivery_p50_ms",
             "cross-pod delivery p50 via Redis (baselines: same node)",
             "ms",
@@ -274,6 +287,9 @@ def summarise(raw: dict[str, Any], config: SuiteConfig, quick: bool) -> dict[str
         }
     cache_status = [run.get(GATEWAY, {}).get("cache_status") for run in runs]
     return {
+        "peers": peer_summary(runs),
+        "peers_status": raw.get("peers", "not measured"),
+        "compression": compression_summary(runs),
         "schema": SCHEMA_ID,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": quick,
@@ -289,6 +305,97 @@ def summarise(raw: dict[str, Any], config: SuiteConfig, quick: bool) -> dict[str
             for run in runs
         ],
     }
+
+
+PEER_TARGETS: dict[str, float | None] = {
+    SOCKETIO_REDIS: 1.5,
+    NODE_WS: 1.3,
+    SOCKETIO: None,
+    BASELINE: 0.9,
+    GATEWAY_OFF: None,
+}
+"""Issue 21: the features-on gateway's fan-out ÷ each server's, measured in the same run."""
+PEER_LABELS = {
+    SOCKETIO_REDIS: "socket.io 4.8 + @socket.io/redis-adapter (Node 20)",
+    SOCKETIO: "socket.io 4.8 (Node 20)",
+    NODE_WS: "Node `ws` 8",
+    BASELINE: "plain picows server",
+    GATEWAY_OFF: "gateway, features off",
+    GATEWAY: "gateway, every feature on",
+}
+PEER_FIGURES = ("idle_kb_per_conn", "deliveries_per_s", "fanout_cpu_us")
+
+
+def _series(runs: list[dict[str, dict[str, Any]]], kind: str, key: str) -> dict[str, Any]:
+    series = [_num(run.get(kind, {}).get(key)) for run in runs]
+    clean = [v for v in series if v is not None]
+    return {"runs": series, "median": round(median_of(clean), 4) if clean else None}
+
+
+def _paired(
+    runs: list[dict[str, dict[str, Any]]], key: str, top: str, bottom: str
+) -> dict[str, Any]:
+    """`top` ÷ `bottom` of `key` per run where both were measured, and their median."""
+    ratios = []
+    for run in runs:
+        a, b = _num(run.get(top, {}).get(key)), _num(run.get(bottom, {}).get(key))
+        if a is not None and b:
+            ratios.append(round(a / b, 3))
+    return {"runs": ratios, "median": round(median_of(ratios), 3) if ratios else None}
+
+
+def peer_summary(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Every server's idle memory and fan-out, and the features-on gateway's fan-out ÷
+    theirs per run (the ratio the targets are read from: same run, same machine state)."""
+    out: dict[str, Any] = {}
+    for kind in (GATEWAY, GATEWAY_OFF, BASELINE, *PEER_KINDS):
+        entry: dict[str, Any] = {key: _series(runs, kind, key) for key in PEER_FIGURES}
+        if entry["deliveries_per_s"]["median"] is None:
+            continue
+        if kind != GATEWAY:
+            ratio = _paired(runs, "deliveries_per_s", GATEWAY, kind)
+            target = PEER_TARGETS.get(kind)
+            ratio["target"] = target
+            ratio["meets_target"] = (
+                None if target is None or ratio["median"] is None else ratio["median"] >= target
+            )
+            entry["gateway_fanout_ratio"] = ratio
+            entry["cpu_ratio"] = _paired(runs, "fanout_cpu_us", kind, GATEWAY)
+        out[kind] = entry
+    return out
+
+
+COMPRESSION_FIGURES = (
+    "deliveries_per_s",
+    "cpu_us",
+    "wire_bytes_per_delivery",
+    "plain_bytes_per_delivery",
+    "saved",
+    "saved_1k",
+)
+
+
+def compression_summary(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The features-on gateway fanning wedding messages out plain and deflated."""
+    out: dict[str, Any] = {}
+    for mode in ("plain", "deflate"):
+        out[mode] = {
+            k: _series(runs, GATEWAY, f"compression_{mode}_{k}") for k in COMPRESSION_FIGURES
+        }
+    cpu = []
+    for run in runs:
+        values = run.get(GATEWAY, {})
+        on = _num(values.get("compression_deflate_cpu_us"))
+        off = _num(values.get("compression_plain_cpu_us"))
+        if on is not None and off:
+            cpu.append(round(on / off, 3))
+    out["cpu_deflate_over_plain"] = {
+        "runs": cpu,
+        "median": round(median_of(cpu), 3) if cpu else None,
+    }
+    saved = out["deflate"]["saved_1k"]["median"]
+    out["meets_target"] = None if saved is None else saved >= 0.6
+    return out
 
 
 def _clean(value: Any) -> Any:
@@ -349,6 +456,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
             f"{_fmt(r['gateway/baseline'])} | {_fmt(r['gateway/gateway-off'])} | {target} |"
         )
     lines += on_off_section(doc)
+    lines += peers_section(doc)
+    lines += compression_section(doc)
     problems = doc.get("problems") or []
     if problems:
         lines += ["", "Problems seen during the runs (they qualify the figures above):", ""]
@@ -412,6 +521,92 @@ def on_off_section(doc: dict[str, Any]) -> list[str]:
         per_run = ", ".join(_fmt(r) for r in pair["runs"])
         lines.append(f"| {fig['label']} | {_fmt(pair['median'])} | {per_run} | {verdict} |")
     return lines
+
+
+def peers_section(doc: dict[str, Any]) -> list[str]:
+    """Markdown: every server by the same client in the same run, and the gateway's ratios."""
+    found = doc.get("peers") or {}
+    lines = [
+        "",
+        "## Against other servers (issue 21: the same client, the same run)",
+        "",
+        f"Peers: {doc.get('peers_status', 'not measured')}. Fan-out to "
+        f"{doc['config']['fanout_subscribers']:,} subscribers, idle memory at "
+        f"{doc['config']['idle_connections']:,} connections, server on one core and the "
+        "client on the other; *gateway ÷ server* is the features-on gateway's fan-out "
+        "divided by that server's in the same run (median of the per-run ratios); *CPU ratio* "
+        "is that server's CPU per delivery ÷ the gateway's.",
+        "",
+        "| server | KB / idle conn | fan-out deliveries/s | server CPU µs / delivery | "
+        "gateway ÷ server (per run) | target | CPU ratio |",
+        "| --- | ---: | ---: | ---: | --- | --- | ---: |",
+    ]
+    if not found:
+        return [*lines, "| (no server measured) | | | | | | |"]
+    for kind, entry in found.items():
+        ratio = entry.get("gateway_fanout_ratio")
+        shown, target = "", ""
+        if ratio is not None and ratio["median"] is not None:
+            per_run = ", ".join(_fmt(r) for r in ratio["runs"])
+            shown = f"**{_fmt(ratio['median'])}** ({per_run})"
+            if ratio["target"] is not None:
+                target = f">= {ratio['target']:g} " + ("✅" if ratio["meets_target"] else "❌")
+        cpu = entry.get("cpu_ratio", {}).get("median")
+        lines.append(
+            f"| {PEER_LABELS.get(kind, kind)} | {_fmt(entry['idle_kb_per_conn']['median'])} | "
+            f"{_fmt(entry['deliveries_per_s']['median'])} | "
+            f"{_fmt(entry['fanout_cpu_us']['median'])} | {shown} | {target} | {_fmt(cpu)} |"
+        )
+    return lines
+
+
+def compression_section(doc: dict[str, Any]) -> list[str]:
+    """Markdown: wedding messages fanned out plain and with permessage-deflate."""
+    found = doc.get("compression")
+    if not found or found["plain"]["cpu_us"]["median"] is None:
+        return []
+    config = doc["config"]
+    plain, deflate = found["plain"], found["deflate"]
+    saved_1k = deflate["saved_1k"]["median"]
+    verdict = "" if saved_1k is None else (" ✅" if saved_1k >= 0.6 else " ❌")
+    rows = [
+        ("fan-out deliveries/s", "deliveries_per_s", "{}"),
+        ("server CPU per delivery (µs)", "cpu_us", "{}"),
+        ("bytes on the wire per delivery", "wire_bytes_per_delivery", "{}"),
+        ("the same messages plain, per delivery", "plain_bytes_per_delivery", "{}"),
+    ]
+    lines = [
+        "",
+        "## Compression (permessage-deflate), features-on gateway",
+        "",
+        f"{config['compression_messages']} realistic wedding messages (timeline updates, "
+        "vendor notes, seating, RSVPs: 0.2-8 KB of JSON, `wsfleet.bench.wedding`) fanned out "
+        f"to {config['compression_subscribers']} subscribers that offer permessage-deflate "
+        "(and inflate) or not; bytes counted by the subscribers per delivered frame "
+        "(payload, before inflating). The server compresses each message once for all "
+        "subscribers.",
+        "",
+        "| figure | plain | deflate |",
+        "| --- | ---: | ---: |",
+    ]
+    for label, key, _ in rows:
+        lines.append(f"| {label} | {_fmt(plain[key]['median'])} | {_fmt(deflate[key]['median'])} |")
+    saved = deflate["saved"]["median"]
+    lines.append(f"| wire bytes saved, all messages | | {_pct(saved)} |")
+    lines.append(
+        f"| wire bytes saved, messages of 1 KB and up (target >= 60 %) | | "
+        f"{_pct(saved_1k)}{verdict} |"
+    )
+    ratio = found["cpu_deflate_over_plain"]
+    lines.append(
+        f"| server CPU per delivery, deflate ÷ plain (per run) | | {_fmt(ratio['median'])} "
+        f"({', '.join(_fmt(r) for r in ratio['runs'])}) |"
+    )
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def write_results(doc: dict[str, Any], out_dir: Path, name: str | None = None) -> list[Path]:

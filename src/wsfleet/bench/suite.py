@@ -12,13 +12,15 @@ import dataclasses
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from wsfleet.bench import figures, probes
+from wsfleet.bench import figures, peers, probes
 from wsfleet.bench.interleave import Target, interleaved_switch, window_order
 from wsfleet.bench.servers import (
     BASELINE,
@@ -29,6 +31,7 @@ from wsfleet.bench.servers import (
     reference_server,
     usable_cpus,
 )
+from wsfleet.bench.wedding import wedding_messages
 from wsfleet.services import RedisServer
 
 KINDS = (BASELINE, GATEWAY_OFF, GATEWAY)
@@ -67,6 +70,11 @@ class SuiteConfig:
     """Window pairs of the interleaved on/off switch figure (``interleave.py``): 20 s of
     switching per kind, so a few stalls of the machine land on both kinds alike."""
     ab_window_s: float = 0.5
+    peers: tuple[str, ...] = peers.PEER_KINDS
+    """Node peers measured beside the gateway (``peers.py``; needs node and npm)."""
+    compression_subscribers: int = 200
+    compression_messages: int = 200
+    """Wedding messages (0.2-8 KB) fanned out plain and compressed (``wedding.py``)."""
 
     @classmethod
     def quick(cls) -> SuiteConfig:
@@ -87,6 +95,8 @@ class SuiteConfig:
             runs=1,
             ab_windows=4,
             ab_window_s=0.25,
+            compression_subscribers=50,
+            compression_messages=60,
         )
 
     @classmethod
@@ -104,6 +114,8 @@ class SuiteConfig:
             latency_duration_s=0.5,
             photographer_users=5,
             photographer_duration_s=1.0,
+            compression_subscribers=10,
+            compression_messages=12,
         )
 
 
@@ -244,6 +256,60 @@ async def measure_cross_pod(
     return {f"crosspod_{k}": v for k, v in result.items()}
 
 
+async def measure_peer(
+    kind: str, config: SuiteConfig, cpu: int | None, redis_url: str, root: Path, log: Log
+) -> dict[str, float | str]:
+    """A Node peer: idle memory per connection and fan-out, as `measure_server` measures
+    them (the same client, sizes and order)."""
+    server = await asyncio.to_thread(peers.peer_server(kind, root, cpu, redis_url).start)
+    out: dict[str, float | str] = {}
+    try:
+        log(f"  {kind}: {config.idle_connections} idle connections")
+        idle, fleet = await figures.open_idle(server.ws_url, config.idle_connections, server.rss)
+        await fleet.engine.close_all()
+        out.update(idle)
+        log(f"  {kind}: fan-out to {config.fanout_subscribers} subscribers")
+        out.update(
+            await figures.fanout(
+                server.ws_url,
+                config.fanout_subscribers,
+                config.fanout_messages,
+                config.fanout_timeout_s,
+                server_cpu=server.cpu_s,
+            )
+        )
+    finally:
+        await asyncio.to_thread(server.stop)
+    return out
+
+
+async def measure_compression(
+    config: SuiteConfig, cpu: int | None, redis_url: str, run: int, log: Log
+) -> dict[str, float | str]:
+    """The features-on gateway fanning wedding messages out to subscribers without and
+    with permessage-deflate (in turn, the order alternating by run)."""
+    log(f"  compression: {config.compression_messages} wedding messages, plain and deflated")
+    messages = wedding_messages(config.compression_messages)
+    server = await asyncio.to_thread(start_server, GATEWAY, cpu, redis_url)
+    out: dict[str, float | str] = {}
+    try:
+        modes = ("plain", "deflate") if run % 2 == 0 else ("deflate", "plain")
+        for mode in modes:
+            result = await figures.wedding_fanout(
+                server.ws_url,
+                config.compression_subscribers,
+                messages,
+                compression=mode == "deflate",
+                timeout_s=config.fanout_timeout_s * 2,
+                jwt_secret=BENCH_JWT_SECRET,
+                server_cpu=server.cpu_s,
+            )
+            out.update({f"compression_{mode}_{k}": v for k, v in result.items()})
+    finally:
+        await asyncio.to_thread(server.stop)
+    return out
+
+
 AB = (GATEWAY_OFF, GATEWAY)
 
 
@@ -278,15 +344,22 @@ async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, An
     redis = await asyncio.to_thread(start_redis, server_cpu)
     runs: list[dict[str, dict[str, float | str]]] = []
     started = time.perf_counter()
+    peer_kinds, peer_root, peers_status = await prepare_peers(config, say)
     try:
         for run in range(config.runs):
             say(f"run {run + 1}/{config.runs}")
             figures_by_kind: dict[str, dict[str, float | str]] = {}
-            for kind in run_order(config.kinds, run):
+            for kind in run_order(config.kinds + peer_kinds, run):
                 try:
-                    figures_by_kind[kind] = await measure_server(
-                        kind, config, server_cpu, redis.url, say
-                    )
+                    if kind in peer_kinds:
+                        assert peer_root is not None
+                        figures_by_kind[kind] = await measure_peer(
+                            kind, config, server_cpu, redis.url, peer_root, say
+                        )
+                    else:
+                        figures_by_kind[kind] = await measure_server(
+                            kind, config, server_cpu, redis.url, say
+                        )
                 except Exception as exc:  # one broken server must not hide the others
                     say(f"  {kind}: failed: {exc!r}")
                     figures_by_kind[kind] = {"suite_errors": f"{type(exc).__name__}: {exc}"}
@@ -306,6 +379,12 @@ async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, An
                     say(f"  cross-pod: failed: {exc!r}")
                     cross = {"crosspod_errors": f"{type(exc).__name__}: {exc}"}
                 figures_by_kind[GATEWAY].update(cross)
+                try:
+                    squeezed = await measure_compression(config, server_cpu, redis.url, run, say)
+                except Exception as exc:
+                    say(f"  compression: failed: {exc!r}")
+                    squeezed = {"compression_errors": f"{type(exc).__name__}: {exc}"}
+                figures_by_kind[GATEWAY].update(squeezed)
             runs.append(figures_by_kind)
     finally:
         await asyncio.to_thread(redis.stop)
@@ -313,7 +392,25 @@ async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, An
         "runs": runs,
         "elapsed_s": round(time.perf_counter() - started, 1),
         "pinning": {"server_cpu": server_cpu, "load_cpu": load_cpu},
+        "peers": peers_status,
     }
+
+
+async def prepare_peers(config: SuiteConfig, log: Log) -> tuple[tuple[str, ...], Path | None, str]:
+    """Install the Node peers (``peers.install``): the kinds to measure, their folder and
+    what happened (the results say why peers are missing, if they are)."""
+    if not config.peers:
+        return (), None, "not asked for"
+    reason = peers.unavailable()
+    if reason is not None:
+        log(f"  peers: not measured: {reason}")
+        return (), None, f"not measured: {reason}"
+    try:
+        root = await asyncio.to_thread(peers.install, log)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"  peers: npm failed: {exc!r}")
+        return (), None, f"not measured: npm failed: {exc}"
+    return config.peers, root, f"measured: node peers from {root}"
 
 
 def run_order(kinds: tuple[str, ...], run: int) -> tuple[str, ...]:

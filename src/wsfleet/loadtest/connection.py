@@ -4,6 +4,12 @@
 ``{"type":"message"`` first); JSON is decoded only for replies and, when a
 scenario asks for delivery latency, for messages. Request latency is taken
 from the send to the `on_ws_frame` callback of its reply, on one clock.
+
+With ``compression`` the connection offers permessage-deflate (as browsers do)
+and inflates compressed frames (RSV1), counting wire and inflated bytes.
+`SocketIOConnection` is the same client speaking socket.io (Engine.IO 4 over a
+WebSocket) to the benchmark's socket.io peers: the same requests as events with
+acks, deliveries as ``message`` events.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +26,11 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport
 from wsfleet.loadtest.stats import RunStats
 
 MESSAGE_PREFIX = b'{"type":"message"'
+SOCKETIO_MESSAGE_PREFIX = b'42["message"'
+"""A socket.io ``message`` event (Socket.IO EVENT packet inside an Engine.IO MESSAGE)."""
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+"""What the load tool offers with ``compression`` (what Chromium and Firefox send)."""
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"
 _TEXT = WSMsgType.TEXT
 
 JSONDict = dict[str, Any]
@@ -81,6 +93,10 @@ class LoadConnection(WSListener):
         """The `reconnect` frame's ``after_ms``, in seconds: when to connect again."""
         self._pending: dict[int, tuple[str, float, asyncio.Future[JSONDict]]] = {}
         self._next_id = 1
+        self.wire_bytes = 0
+        """Payload bytes of compressed frames as they came off the wire (before inflating)."""
+        self.inflated_bytes = 0
+        """The same frames' bytes once inflated."""
 
     # picows callbacks -------------------------------------------------------
 
@@ -94,17 +110,33 @@ class LoadConnection(WSListener):
         if frame.msg_type is not _TEXT:
             return
         payload = frame.get_payload_as_bytes()
+        if frame.rsv1:
+            payload = self._inflate(payload)
         if payload.startswith(MESSAGE_PREFIX):
             self.delivered += 1
             self.stats.delivered += 1
             if self.on_message is not None:
                 self.on_message(self, payload)
             return
+        self._on_reply_frame(payload)
+
+    def _inflate(self, payload: bytes) -> bytes:
+        """A permessage-deflate message (no context takeover: each on its own)."""
+        out = zlib.decompressobj(-15).decompress(payload + _DEFLATE_TAIL)
+        self.wire_bytes += len(payload)
+        self.inflated_bytes += len(out)
+        return out
+
+    def _on_reply_frame(self, payload: bytes) -> None:
         try:
             msg = json.loads(payload)
         except ValueError:
             self.stats.errors["bad_frame"] += 1
             return
+        self._on_reply(msg, payload)
+
+    def _on_reply(self, msg: object, payload: bytes) -> None:
+        """A decoded frame other than a fast-path delivery: replies, welcome, errors."""
         if not isinstance(msg, dict):
             self.stats.errors["bad_frame"] += 1
             return
@@ -183,11 +215,14 @@ class LoadConnection(WSListener):
             return future
         req_id = self._next_id
         self._next_id += 1
-        frame = json.dumps({"id": req_id, "op": op, **fields}, separators=(",", ":"))
         self._pending[req_id] = (op, time.perf_counter(), future)
         self.stats.sent += 1
-        self.transport.send(WSMsgType.TEXT, frame.encode())
+        self.transport.send(WSMsgType.TEXT, self._encode_request(req_id, op, fields))
         return future
+
+    def _encode_request(self, req_id: int, op: str, fields: JSONDict) -> bytes:
+        frame = json.dumps({"id": req_id, "op": op, **fields}, separators=(",", ":"))
+        return frame.encode()
 
     def forget(self, future: asyncio.Future[JSONDict]) -> None:
         """Drop a request that timed out, so a late reply is not timed."""
@@ -201,3 +236,60 @@ class LoadConnection(WSListener):
         self.closing = True
         if self.transport is not None and not self.disconnected:
             self.transport.disconnect(graceful=False)
+
+
+class SocketIOConnection(LoadConnection):
+    """The load tool's connection speaking socket.io to the benchmark's socket.io peers.
+
+    Engine.IO 4 over a WebSocket (``/socket.io/?EIO=4&transport=websocket``): the
+    server's open packet (``0{...}``) is answered with a namespace connect (``40``),
+    whose reply (``40{...}``) counts as the `welcome`; pings (``2``) get pongs (``3``).
+    A request is an event with an ack (``42<id>["<op>",{request}]``), its reply the ack
+    (``43<id>[{reply}]``, the peer answers with wire protocol v1 objects); a delivery is
+    a ``message`` event, counted on a prefix test as `LoadConnection` counts its own.
+    """
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is not _TEXT:
+            return
+        payload = frame.get_payload_as_bytes()
+        if frame.rsv1:
+            payload = self._inflate(payload)
+        if payload.startswith(SOCKETIO_MESSAGE_PREFIX):
+            self.delivered += 1
+            self.stats.delivered += 1
+            if self.on_message is not None:
+                self.on_message(self, payload)
+            return
+        head = payload[:2]
+        if head == b"43":  # an ack: 43<id>[reply]
+            start = payload.index(b"[")
+            try:
+                args = json.loads(payload[start:])
+            except ValueError:
+                self.stats.errors["bad_frame"] += 1
+                return
+            reply = args[0] if isinstance(args, list) and args else None
+            if isinstance(reply, dict) and "id" not in reply:
+                reply["id"] = int(payload[2:start])
+            self._on_reply(reply, payload)
+        elif head == b"40":
+            if not self.welcome.done():
+                self.welcome.set_result({"type": "welcome", "socketio": payload[2:].decode()})
+        elif head[:1] == b"0":  # Engine.IO open: join the default namespace
+            transport.send(_TEXT, b"40")
+        elif head[:1] == b"2":  # Engine.IO ping
+            transport.send(_TEXT, b"3")
+        elif head == b"44":
+            self.stats.errors["socketio_connect_error"] += 1
+        elif head == b"41":
+            transport.disconnect(graceful=False)
+
+    def _encode_request(self, req_id: int, op: str, fields: JSONDict) -> bytes:
+        body = json.dumps([op, {"id": req_id, "op": op, **fields}], separators=(",", ":"))
+        return b"42%d%s" % (req_id, body.encode())
+
+
+def connection_class(url: str) -> type[LoadConnection]:
+    """The connection for `url`: socket.io for a ``/socket.io/`` path, else wire protocol v1."""
+    return SocketIOConnection if "/socket.io/" in url else LoadConnection

@@ -26,7 +26,13 @@ from typing import Any
 
 from picows import WSError, ws_connect
 
-from wsfleet.loadtest.connection import JSONDict, LoadConnection, RequestError
+from wsfleet.loadtest.connection import (
+    DEFLATE_OFFER,
+    JSONDict,
+    LoadConnection,
+    RequestError,
+    connection_class,
+)
 from wsfleet.loadtest.options import ScenarioOptions
 from wsfleet.loadtest.stats import RunStats, percentile
 
@@ -53,6 +59,10 @@ class Engine:
         self._headers = (
             {"Authorization": f"Bearer {options.token}"} if options.token is not None else None
         )
+        if options.compression:
+            self._headers = {**(self._headers or {}), "Sec-WebSocket-Extensions": DEFLATE_OFFER}
+        self._connection = connection_class(url)
+        """`LoadConnection`, or `SocketIOConnection` for a socket.io URL."""
         self._run_tag = f"{secrets.token_hex(3)}-{options.process_index}"
         self.halted = False
         """True once the run is being torn down: nothing new starts, late connections close."""
@@ -89,7 +99,7 @@ class Engine:
             self.options.jwt_tier,
             ttl_s=self.remaining() + 3600.0 if self.remaining() < 1e9 else 86_400.0,
         )
-        return {"Authorization": f"Bearer {token}"}
+        return {**(self._headers or {}), "Authorization": f"Bearer {token}"}
 
     async def open(self) -> LoadConnection | None:
         """Open one connection and wait for `welcome`; None (counted) on failure."""
@@ -105,7 +115,7 @@ class Engine:
             def make_listener() -> LoadConnection:
                 # picows calls this when the handshake completes, which may be after a
                 # cancelled ws_connect gave up on it: own the connection from here on
-                conn = LoadConnection(self.stats)
+                conn = self._connection(self.stats)
                 made.append(conn)
                 self.connections.add(conn)
                 if abandoned or self.halted:

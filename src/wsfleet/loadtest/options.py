@@ -67,6 +67,9 @@ class ScenarioOptions:
     so per-user limits (new connections per minute) see many users, as in production."""
     jwt_tier: str = "paid"
     """``tier`` claim of minted tokens."""
+    compression: bool = False
+    """Offer permessage-deflate on every connection (as browsers do) and inflate what comes
+    compressed."""
     allow_remote: bool = False
     """Permit a non-loopback target."""
     progress_interval_s: float = 1.0
