@@ -85,11 +85,14 @@ class ProtectedBroker:
             offsets[delivery.channel] = delivery.offset
             on_delivery(delivery)
 
-        def live(delivery: Delivery) -> None:
+        def live(delivery: Delivery) -> None:  # `remember`, inline: one call per delivery
             if holding and delivery.channel in holding:  # re-attaching: after its catch-up
                 holding[delivery.channel].append(delivery)
                 return
-            remember(delivery)
+            if len(offsets) >= MAX_TRACKED_OFFSETS and delivery.channel not in offsets:
+                offsets.clear()
+            offsets[delivery.channel] = delivery.offset
+            on_delivery(delivery)
 
         self._on_delivery = remember
         await self.inner.start(live)
