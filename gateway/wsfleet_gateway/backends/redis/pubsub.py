@@ -23,6 +23,10 @@
   published by other pods during the gap arrive exactly once, in order.
 - A ``PING`` every ``ping_interval_s`` detects a silently dead connection
   (nothing received for two intervals plus ``op_timeout_s``).
+
+On a Redis Cluster `shards.ShardPubSub` is this class with ``SSUBSCRIBE``, one per
+primary (`SUBSCRIBE`, `UNSUBSCRIBE`, `MERGE` and `_subscribe_commands` are what it
+changes).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from wsfleet_gateway.backends.redis.pubsub import (
     StreamReader,
     _Sub,
 )
-from wsfleet_gateway.backends.redis.resp import Endpoint
+from wsfleet_gateway.backends.redis.resp import Endpoint, RespConnection
 from wsfleet_gateway.backends.redis.slots import Address, SlotMap, channel_slot, parse_redirect
 from wsfleet_gateway.broker import BrokerUnavailableError, OnDelivery
 from wsfleet_gateway.tasks import cancel_and_wait
@@ -81,7 +81,7 @@ class ShardPubSub(PubSubFanout):
     def _subscribe_commands(self, names: list[str]) -> list[list[str]]:
         return [[self.SUBSCRIBE, name] for name in names]
 
-    def _queue(self, conn: Any, command: str, name: str) -> None:
+    def _queue(self, conn: RespConnection, command: str, name: str) -> None:
         if command == self.UNSUBSCRIBE:
             self._own_unsubscribes[name] = self._own_unsubscribes.get(name, 0) + 1
         super()._queue(conn, command, name)
