@@ -512,9 +512,11 @@ class AnomalyQueriesSpec(WireModel):
         "sum(wsfleet_connects_per_minute{${selector}} * wsfleet_connects_top_ip_share{${selector}})"
     )
     connects_baseline: str = (
-        "quantile_over_time(0.5, "
-        "sum(wsfleet_connects_per_minute{${selector}})[${baselineWindow}:${baselineStep}])"
+        "quantile_over_time(0.5, sum(wsfleet_connects_per_minute{${selector}})"
+        "[${baselineWindow}:${baselineStep}] offset 1m)"
     )
+    """the median per-minute count before the current minute (a burst is not its own
+    baseline)"""
     pod_memory: str = "sum by (pod) (process_resident_memory_bytes{${selector}})"
     pod_connections: str = "sum by (pod) (wsfleet_connections{${selector}})"
     pod_cache_bytes: str = "sum by (pod) (wsfleet_cache_l1_bytes{${selector}})"

@@ -147,9 +147,13 @@ def fit_latency_baseline(
     )
 
 
+def _num(x: float) -> str:
+    """Three significant digits, never an exponent: 0.0123, 4.56, 78.9, 1,234."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def _ms(seconds: float) -> str:
-    ms = seconds * 1000.0
-    return f"{ms:.3g} ms" if ms < 100 else f"{ms:.0f} ms"
+    return f"{_num(seconds * 1000.0)} ms"
 
 
 LATENCY_NAMES = {
@@ -178,7 +182,7 @@ def detect_latency(
         return None
     name = LATENCY_NAMES.get(signal, str(signal))
     message = (
-        f"{name} {_ms(observed)}, {observed / expected:.3g}x its seasonal expectation of "
+        f"{name} {_ms(observed)}, {_num(observed / expected)}x its seasonal expectation of "
         f"{_ms(expected)} (robust z {z:.1f} >= {z_threshold:g})"
     )
     return Finding(signal, "fleet", round(z, 2), z_threshold, "z", message)
@@ -223,7 +227,7 @@ def detect_flood(
     if not active and burst is not None and burst < burst_factor:
         return None
     who = "its top user per pod" if user >= ip else "its top address per pod"
-    versus = f" ({burst:.3g}x the recent median {base:.0f}/min)" if burst is not None else ""
+    versus = f" ({_num(burst)}x the recent median {base:.0f}/min)" if burst is not None else ""
     message = (
         f"{total:.0f} connection attempts/min{versus}, {share:.0%} from {who} "
         f"(user {user:.0%}, address {ip:.0%}; threshold {top_share:.0%})"
@@ -326,12 +330,12 @@ def detect_leak(
     if trend.mean_connections >= 1:
         kb = per_hour / trend.mean_connections / 1024.0
         per_conn = (
-            f"; memory per connection +{kb:.3g} KB/h at {trend.mean_connections:.0f} connections"
+            f"; memory per connection +{_num(kb)} KB/h at {trend.mean_connections:.0f} connections"
         )
     threshold = max(min_growth_bytes, min_growth_ratio * max(trend.median_rss, 0.0))
     message = (
-        f"pod {pod}: memory its connections do not explain grows {per_hour / MIB:.3g} MiB/h "
-        f"(RSS {trend.median_rss / MIB:.0f} MiB, t {trend.t_stat:.1f}){per_conn}"
+        f"pod {pod}: memory its connections do not explain grows {_num(per_hour / MIB)} MiB/h "
+        f"(RSS {_num(trend.median_rss / MIB)} MiB, t {trend.t_stat:.1f}){per_conn}"
     )
     return Finding(
         AnomalySignal.MEMORY_LEAK,
