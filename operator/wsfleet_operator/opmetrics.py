@@ -90,7 +90,8 @@ ANOMALY = Gauge(
 )
 ANOMALY_SCORE = Gauge(
     "wsfleet_operator_anomaly_score",
-    "The signal's size over its threshold at the last check (>= 1: anomalous; 0: normal).",
+    "How near the signal came to an anomaly at the last check: the smallest ratio of its "
+    "conditions to their thresholds (>= 1: every condition holds; 0: no data).",
     ["namespace", "fleet", "signal"],
     registry=REGISTRY,
 )

@@ -1,6 +1,9 @@
 """The anomaly detectors: pure functions of what Prometheus said (no I/O, no clock).
 
-Each returns a `Finding` when its signal is anomalous now, else None:
+Each returns a `Finding` about its signal now (None: no data to judge), `anomalous` or
+not, with its `closeness`: the smallest ratio of a condition to its raising threshold
+(1 or more: every condition holds), what the operator's score metric shows and what
+says how near a normal day came:
 
 - `detect_latency`: a p95 latency far above its own seasonal expectation. The
   expectation is the forecast's seasonal model (`forecast/model.py`, flat priors)
@@ -13,10 +16,11 @@ Each returns a `Finding` when its signal is anomalous now, else None:
 - `detect_flood`: connection attempts per minute at `min_per_minute` or more, a
   `burst_factor` above their recent median, with `top_share` or more of them from each
   pod's top user or top address (the gateways' `wsfleet_connects_*` gauges).
-- `detect_leak`: per pod, RSS (less the L1 cache) regressed on the pod's connection
-  high-water mark and time; the time slope is memory its connections do not explain.
+- `detect_leak`: per pod, RSS (less the L1 cache) regressed on the pod's connections,
+  their high-water mark and time; the time slope is memory its connections do not
+  explain.
   A leak grows by `min_growth_bytes` and `min_growth_ratio` of the RSS over the window,
-  with a t-statistic of `MIN_T` or more.
+  with a t-statistic of `MIN_T` or more (once raised, by `HOLD` of `min_growth_bytes`).
 
 While an anomaly is already raised, its thresholds are `HOLD` of the raising ones (and
 a flood no longer needs to be a burst: its own minutes are in the baseline by then),
@@ -51,7 +55,7 @@ MIB = 1024.0 * 1024.0
 
 @dataclass(frozen=True)
 class Finding:
-    """One anomalous signal now."""
+    """What a detector says about one signal now."""
 
     signal: AnomalySignal
     subject: str
@@ -61,15 +65,17 @@ class Finding:
     """the size at which it is raised"""
     unit: str
     message: str
+    anomalous: bool = True
+    closeness: float = math.inf
+    """min over the conditions of value / raising threshold (>= 1: all of them hold)"""
 
     @property
     def key(self) -> tuple[AnomalySignal, str]:
         return (self.signal, self.subject)
 
-    @property
-    def score(self) -> float:
-        """size / threshold: 1 at the threshold."""
-        return self.size / self.threshold if self.threshold > 0 else math.inf
+
+def _ratio(value: float, threshold: float) -> float:
+    return max(value, 0.0) / threshold if threshold > 0 else math.inf
 
 
 def _robust_sigma(residuals: FloatArray) -> float:
@@ -178,14 +184,15 @@ def detect_latency(
     hold = HOLD if active else 1.0
     expected = baseline.expected(now)
     z = baseline.z(now, observed)
-    if z < z_threshold * hold or observed - expected < min_excess_s * hold:
-        return None
+    excess = observed - expected
+    anomalous = z >= z_threshold * hold and excess >= min_excess_s * hold
     name = LATENCY_NAMES.get(signal, str(signal))
     message = (
         f"{name} {_ms(observed)}, {_num(observed / expected)}x its seasonal expectation of "
         f"{_ms(expected)} (robust z {z:.1f} >= {z_threshold:g})"
     )
-    return Finding(signal, "fleet", round(z, 2), z_threshold, "z", message)
+    closeness = min(_ratio(z, z_threshold), _ratio(excess, min_excess_s))
+    return Finding(signal, "fleet", round(z, 2), z_threshold, "z", message, anomalous, closeness)
 
 
 # --------------------------------------------------------------------------- floods
@@ -215,17 +222,24 @@ def detect_flood(
     """A concentrated burst of connection attempts."""
     hold = HOLD if active else 1.0
     total = rate.per_minute
-    if not math.isfinite(total) or total < min_per_minute * hold:
+    if not math.isfinite(total):
         return None
-    user = min(max(rate.top_user_per_minute or 0.0, 0.0) / total, 1.0)
-    ip = min(max(rate.top_ip_per_minute or 0.0, 0.0) / total, 1.0) if count_ips else 0.0
+    total = max(total, 0.0)
+    user = min(max(rate.top_user_per_minute or 0.0, 0.0) / total, 1.0) if total else 0.0
+    ip = min(max(rate.top_ip_per_minute or 0.0, 0.0) / total, 1.0) if total and count_ips else 0.0
     share = max(user, ip)
-    if share < top_share * hold:
-        return None
     base = rate.baseline_per_minute
     burst = total / base if base is not None and base > 0 else None
-    if not active and burst is not None and burst < burst_factor:
-        return None
+    anomalous = (
+        total >= min_per_minute * hold
+        and share >= top_share * hold
+        and (active or burst is None or burst >= burst_factor)
+    )
+    closeness = min(
+        _ratio(total, min_per_minute),
+        _ratio(share, top_share),
+        math.inf if burst is None else _ratio(burst, burst_factor),
+    )
     who = "its top user per pod" if user >= ip else "its top address per pod"
     versus = f" ({_num(burst)}x the recent median {base:.0f}/min)" if burst is not None else ""
     message = (
@@ -233,7 +247,14 @@ def detect_flood(
         f"(user {user:.0%}, address {ip:.0%}; threshold {top_share:.0%})"
     )
     return Finding(
-        AnomalySignal.CONNECT_FLOOD, "fleet", round(share, 4), top_share, "share", message
+        AnomalySignal.CONNECT_FLOOD,
+        "fleet",
+        round(share, 4),
+        top_share,
+        "share",
+        message,
+        anomalous,
+        closeness,
     )
 
 
@@ -242,10 +263,10 @@ def detect_flood(
 
 @dataclass(frozen=True)
 class MemoryTrend:
-    """RSS ~ a + b x (connection high-water mark) + c x time, for one pod."""
+    """RSS ~ a + b x connections + b' x their high-water mark + g x time, for one pod."""
 
     growth_per_s: float
-    """c: bytes per second not explained by the connections"""
+    """g: bytes per second the connections do not explain"""
     t_stat: float
     median_rss: float
     mean_connections: float
@@ -257,12 +278,14 @@ def memory_trend(
     rss: Sequence[float] | FloatArray,
     connections: Sequence[float] | FloatArray,
 ) -> MemoryTrend | None:
-    """Least squares of RSS on the connections' running maximum and time (None: < 6 points).
+    """Least squares of RSS on the connections, their running maximum and time (None:
+    fewer than 6 points).
 
-    The running maximum, not the count: Python's allocator keeps what a peak needed, so
-    memory that stays up after the evening's clients left is no leak. Collinear
-    regressors (connections rising steadily with time) give a wide error, hence a small
-    t: the detector stays quiet when it cannot tell.
+    The running maximum as well as the count: Python's allocator keeps part of what a
+    peak needed, so memory that stays up after the evening's clients left is no leak.
+    A regressor that does not vary (or is the count itself) is left out; collinear
+    ones (connections rising steadily with time) give a wide error, hence a small t:
+    the detector stays quiet when it cannot tell.
     """
     t = np.asarray(timestamps, dtype=np.float64)
     m = np.asarray(rss, dtype=np.float64)
@@ -270,23 +293,23 @@ def memory_trend(
     ok = np.isfinite(t) & np.isfinite(m) & np.isfinite(c)
     t, m, c = t[ok], m[ok], c[ok]
     order = np.argsort(t, kind="stable")
-    t, m, c = t[order], m[order], c[order]
+    t, m, c = t[order], m[order], np.maximum(c[order], 0.0)
     if t.size < 6 or float(t[-1] - t[0]) <= 0:
         return None
-    high = np.maximum.accumulate(np.maximum(c, 0.0))
-    columns = [np.ones_like(t), t - float(t.mean())]
-    if float(np.ptp(high)) > 0:
-        columns.insert(1, high - float(high.mean()))
+    high = np.maximum.accumulate(c)
+    columns = [np.ones_like(t)]
+    if float(np.ptp(c)) > 0:
+        columns.append(c - float(c.mean()))
+    if float(np.ptp(high - c)) > 0:
+        columns.append(high - float(high.mean()))
+    columns.append(t - float(t.mean()))
     x = np.column_stack(columns)
     beta, *_ = np.linalg.lstsq(x, m, rcond=None)
     resid = m - x @ beta
     dof = t.size - x.shape[1]
     slope = float(beta[-1])
     sigma2 = float(resid @ resid) / dof if dof > 0 else 0.0
-    try:
-        var = sigma2 * float(np.linalg.inv(x.T @ x)[-1, -1])
-    except np.linalg.LinAlgError:
-        return None
+    var = sigma2 * float(np.linalg.pinv(x.T @ x)[-1, -1])
     se = math.sqrt(max(var, 0.0))
     # a perfect fit has no error: its slope is certain
     t_stat = slope / se if se > 0 else math.copysign(math.inf, slope) if slope else 0.0
@@ -294,7 +317,7 @@ def memory_trend(
         growth_per_s=slope,
         t_stat=t_stat,
         median_rss=float(np.median(m)),
-        mean_connections=float(np.mean(np.maximum(c, 0.0))),
+        mean_connections=float(np.mean(c)),
         span_s=float(t[-1] - t[0]),
     )
 
@@ -320,11 +343,13 @@ def detect_leak(
     trend = memory_trend(timestamps, m, connections)
     if trend is None or trend.span_s < MIN_COVERAGE * window_s:
         return None
-    hold = HOLD if active else 1.0
-    need = max(min_growth_bytes, min_growth_ratio * max(trend.median_rss, 0.0)) * hold
+    # the share of RSS gates the onset only: a leak that goes on inflates the RSS it is a
+    # share of, and would end up below its own threshold
+    threshold = max(min_growth_bytes, min_growth_ratio * max(trend.median_rss, 0.0))
+    need = min_growth_bytes * HOLD if active else threshold
     growth = trend.growth_per_s * window_s
-    if growth <= 0 or growth < need or trend.t_stat < MIN_T:
-        return None
+    anomalous = growth > 0 and growth >= need and trend.t_stat >= MIN_T
+    closeness = min(_ratio(growth, threshold), _ratio(trend.t_stat, MIN_T))
     per_hour = trend.growth_per_s * 3600.0
     per_conn = ""
     if trend.mean_connections >= 1:
@@ -332,7 +357,6 @@ def detect_leak(
         per_conn = (
             f"; memory per connection +{_num(kb)} KB/h at {trend.mean_connections:.0f} connections"
         )
-    threshold = max(min_growth_bytes, min_growth_ratio * max(trend.median_rss, 0.0))
     message = (
         f"pod {pod}: memory its connections do not explain grows {_num(per_hour / MIB)} MiB/h "
         f"(RSS {_num(trend.median_rss / MIB)} MiB, t {trend.t_stat:.1f}){per_conn}"
@@ -344,4 +368,6 @@ def detect_leak(
         round(threshold / window_s * 3600.0, 1),
         "bytes/h",
         message,
+        anomalous,
+        closeness,
     )

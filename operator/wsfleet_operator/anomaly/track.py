@@ -27,7 +27,7 @@ class Transitions:
     raised: list[AnomalyRecord] = field(default_factory=list)
     resolved: list[AnomalyRecord] = field(default_factory=list)
     scores: dict[AnomalySignal, float] = field(default_factory=dict)
-    """max size/threshold per signal checked (0: nothing found)"""
+    """per signal checked, the highest `Finding.closeness` (0: no data to judge)"""
 
 
 class AnomalyTracker:
@@ -56,14 +56,14 @@ class AnomalyTracker:
     def update(
         self, now: float, findings: Sequence[Finding], checked: Iterable[AnomalySignal]
     ) -> Transitions:
-        """One check: the findings of the signals in `checked`."""
+        """One check: the findings (anomalous or not) of the signals in `checked`."""
         looked = set(checked)
-        seen = {f.key: f for f in findings if f.signal in looked}
-        out = Transitions(
-            scores={s: 0.0 for s in looked},
-        )
+        out = Transitions(scores={s: 0.0 for s in looked})
+        for f in findings:
+            if f.signal in looked:
+                out.scores[f.signal] = max(out.scores[f.signal], f.closeness)
+        seen = {f.key: f for f in findings if f.signal in looked and f.anomalous}
         for key, finding in seen.items():
-            out.scores[key[0]] = max(out.scores[key[0]], finding.score)
             if key in self.active:
                 self._missing.pop(key, None)
                 continue

@@ -168,7 +168,7 @@ class AnomalyWatch:
             min_excess_s=cfg.min_excess_seconds,
             active=self.tracker.is_active(signal),
         )
-        return _Check(True, [finding] if finding else [])
+        return _Check(True, [] if finding is None else [finding])
 
     # -- floods --------------------------------------------------------------
     async def _flood(self, spec: FleetSpec, now: float) -> _Check:
@@ -203,7 +203,7 @@ class AnomalyWatch:
             count_ips=cfg.count_client_ips,
             active=self.tracker.is_active(AnomalySignal.CONNECT_FLOOD),
         )
-        return _Check(True, [finding] if finding else [])
+        return _Check(True, [] if finding is None else [finding])
 
     # -- leaks ---------------------------------------------------------------
     def _per_pod(self, series: list[Series]) -> dict[str, dict[float, float]]:
