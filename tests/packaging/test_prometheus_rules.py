@@ -45,7 +45,7 @@ def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_rules(rules_dir: Path) -> None:
     proc = run_promtool("check", "rules", "rules.yaml", cwd=rules_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 12 rules found" in proc.stdout
+    assert "SUCCESS: 15 rules found" in proc.stdout
 
 
 def test_promtool_unit_tests_of_alerts(rules_dir: Path) -> None:
@@ -75,6 +75,9 @@ def test_every_alert_the_issue_asks_for_exists(all_features_render: list[Manifes
         "WsfleetFleetCapped",
         "WsfleetDrainStuck",
         "WsfleetForecastAccuracyLow",
+        "WsfleetLatencyAnomaly",
+        "WsfleetConnectionFlood",
+        "WsfleetMemoryLeak",
     } <= alerts
     for group in rule["spec"]["groups"]:
         for r in group["rules"]:

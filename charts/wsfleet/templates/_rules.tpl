@@ -152,4 +152,57 @@ groups:
             pre-scaling before peaks is less reliable. Usually history is short or the traffic
             pattern changed; review spec.forecast.seasonPriors.
           runbook_url: https://github.com/wsfleet/wsfleet/blob/main/docs/operate.md#wsfleetforecastaccuracylow
+      - alert: WsfleetLatencyAnomaly
+        # The operator's anomaly detector: channel switch or message delivery p95 far above
+        # its own seasonal expectation (condition Anomaly, reason SwitchLatency or
+        # DeliveryLatency); the SLO burn alerts catch what is slow in absolute terms.
+        expr: |
+          max by (namespace, fleet, signal) (wsfleet_operator_anomaly{signal=~"SwitchLatency|DeliveryLatency"}) == 1
+        for: {{ $r.latencyAnomalyFor }}
+        labels:
+          severity: warning
+          {{- with $alertLabels }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: "{{ "{{ $labels.signal }}" }} of fleet {{ "{{ $labels.fleet }}" }} is far above its seasonal expectation"
+          description: >-
+            The operator found the p95 of {{ "{{ $labels.signal }}" }} in
+            {{ "{{ $labels.namespace }}/{{ $labels.fleet }}" }} many robust standard deviations above
+            what this hour of this day usually brings, for {{ $r.latencyAnomalyFor }}. `kubectl describe wsf`
+            shows the size (condition Anomaly, status.anomalies). Check Redis latency, gateway CPU
+            and a recent rollout.
+          runbook_url: https://github.com/wsfleet/wsfleet/blob/main/docs/operate.md#wsfleetlatencyanomaly
+      - alert: WsfleetConnectionFlood
+        # A burst of connection attempts, most of them from each gateway's top user or top
+        # address (condition Anomaly, reason ConnectFlood).
+        expr: |
+          max by (namespace, fleet) (wsfleet_operator_anomaly{signal="ConnectFlood"}) == 1
+        for: {{ $r.connectionFloodFor }}
+        labels:
+          severity: warning
+          {{- with $alertLabels }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: "Connection flood on fleet {{ "{{ $labels.fleet }}" }}"
+          description: >-
+            New connections to {{ "{{ $labels.namespace }}/{{ $labels.fleet }}" }} burst far above their
+            recent rate, concentrated on few users or addresses. The gateways' per-user limits refuse
+            most of them (rejections by reason); the audit log (`admission_rejected`) names the user
+            and address.
+          runbook_url: https://github.com/wsfleet/wsfleet/blob/main/docs/operate.md#wsfleetconnectionflood
+      - alert: WsfleetMemoryLeak
+        # A gateway pod's memory grows beyond what its connections and L1 cache explain
+        # (condition Anomaly, reason MemoryLeak; the pod is in the condition's message).
+        expr: |
+          max by (namespace, fleet) (wsfleet_operator_anomaly{signal="MemoryLeak"}) == 1
+        for: {{ $r.memoryLeakFor }}
+        labels:
+          severity: warning
+          {{- with $alertLabels }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: "A gateway of fleet {{ "{{ $labels.fleet }}" }} is leaking memory"
+          description: >-
+            The memory of a pod of {{ "{{ $labels.namespace }}/{{ $labels.fleet }}" }} has grown beyond
+            what its connections explain for {{ $r.memoryLeakFor }} (`kubectl describe wsf` names the pod and
+            the rate). Deleting the pod drains it without losing a message; keep its logs and a heap
+            profile first if you can.
+          runbook_url: https://github.com/wsfleet/wsfleet/blob/main/docs/operate.md#wsfleetmemoryleak
 {{- end -}}
