@@ -182,6 +182,14 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     assert squeezed["deflate"]["saved_1k"]["median"] >= 0.6
     assert "## Compression (permessage-deflate)" in markdown
     assert doc["peers_status"] == "not asked for"
+    # every server at once, fan-out bursts in alternating rounds (versus.py)
+    for kind in ("baseline", "gateway-off", "gateway"):
+        run = doc["raw_runs"][0][kind]
+        assert run["vs_deliveries_per_s"] > 0, kind
+        assert run["vs_rounds"] == 2, kind
+        assert run["vs_errors"] == "", kind
+    assert doc["raw_runs"][0]["gateway"]["vs_gateway_ratio"] == 1.0
+    assert doc["peers"]["baseline"]["gateway_fanout_ratio"]["how"] == "interleaved"
     assert "delivery_load_lag_max_ms" in doc["raw_runs"][0]["gateway"]
 
 

@@ -56,6 +56,18 @@ def test_summaries_pair_the_gateway_with_each_peer_per_run() -> None:
     assert found["baseline"]["gateway_fanout_ratio"]["meets_target"] is True  # 0.94 >= 0.9
     assert found["node-ws"]["cpu_ratio"]["median"] == 2.0
     assert "socketio" not in found  # not measured: not invented
+    assert found["node-ws"]["gateway_fanout_ratio"]["how"] == "sequential"
+    # the interleaved rounds decide when they were measured
+    runs[0]["node-ws"]["vs_gateway_ratio"] = 1.35
+    runs[0]["node-ws"]["vs_deliveries_per_s"] = 90.0
+    interleaved = peer_summary(runs)["node-ws"]["gateway_fanout_ratio"]
+    assert interleaved == {
+        "runs": [1.35],
+        "median": 1.35,
+        "how": "interleaved",
+        "target": 1.3,
+        "meets_target": True,
+    }
     squeezed = compression_summary(
         [
             {

@@ -323,7 +323,14 @@ PEER_LABELS = {
     GATEWAY_OFF: "gateway, features off",
     GATEWAY: "gateway, every feature on",
 }
-PEER_FIGURES = ("idle_kb_per_conn", "deliveries_per_s", "fanout_cpu_us")
+PEER_FIGURES = (
+    "idle_kb_per_conn",
+    "deliveries_per_s",
+    "fanout_cpu_us",
+    "vs_deliveries_per_s",
+    "vs_fanout_cpu_us",
+    "vs_gateway_ratio",
+)
 
 
 def _series(runs: list[dict[str, dict[str, Any]]], kind: str, key: str) -> dict[str, Any]:
@@ -350,17 +357,29 @@ def peer_summary(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in (GATEWAY, GATEWAY_OFF, BASELINE, *PEER_KINDS):
         entry: dict[str, Any] = {key: _series(runs, kind, key) for key in PEER_FIGURES}
-        if entry["deliveries_per_s"]["median"] is None:
+        if (
+            entry["deliveries_per_s"]["median"] is None
+            and entry["vs_deliveries_per_s"]["median"] is None
+        ):
             continue
         if kind != GATEWAY:
-            ratio = _paired(runs, "deliveries_per_s", GATEWAY, kind)
+            # judged on the interleaved rounds (versus.py) when measured, else sequential
+            interleaved = entry["vs_gateway_ratio"]
+            clean = [round(r, 3) for r in interleaved["runs"] if r is not None]
+            ratio: dict[str, Any]
+            if clean:
+                ratio = {"runs": clean, "median": round(median_of(clean), 3), "how": "interleaved"}
+            else:
+                ratio = {**_paired(runs, "deliveries_per_s", GATEWAY, kind), "how": "sequential"}
             target = PEER_TARGETS.get(kind)
             ratio["target"] = target
             ratio["meets_target"] = (
                 None if target is None or ratio["median"] is None else ratio["median"] >= target
             )
             entry["gateway_fanout_ratio"] = ratio
-            entry["cpu_ratio"] = _paired(runs, "fanout_cpu_us", kind, GATEWAY)
+            entry["sequential_ratio"] = _paired(runs, "deliveries_per_s", GATEWAY, kind)
+            cpu_key = "vs_fanout_cpu_us" if ratio["how"] == "interleaved" else "fanout_cpu_us"
+            entry["cpu_ratio"] = _paired(runs, cpu_key, kind, GATEWAY)
         out[kind] = entry
     return out
 
@@ -533,29 +552,43 @@ def peers_section(doc: dict[str, Any]) -> list[str]:
         f"Peers: {doc.get('peers_status', 'not measured')}. Fan-out to "
         f"{doc['config']['fanout_subscribers']:,} subscribers, idle memory at "
         f"{doc['config']['idle_connections']:,} connections, server on one core and the "
-        "client on the other; *gateway ÷ server* is the features-on gateway's fan-out "
-        "divided by that server's in the same run (median of the per-run ratios); *CPU ratio* "
-        "is that server's CPU per delivery ÷ the gateway's.",
+        "client on the other. *Interleaved*: every server up at once, bursts of "
+        f"{doc['config']['versus_messages']} publishes to each in turn, the order reversed "
+        f"every round ({doc['config']['versus_rounds']} rounds per run, `versus.py`); "
+        "*gateway ÷ server* is the features-on gateway's rate divided by that server's in "
+        "the same round, the median of the rounds per run and then of the runs: the targets "
+        "are judged on it. *Sequential*: each server's fan-out figure in its own slot of the "
+        "run (minutes apart), paired per run. *CPU ratio*: that server's CPU per delivery ÷ "
+        "the gateway's.",
         "",
-        "| server | KB / idle conn | fan-out deliveries/s | server CPU µs / delivery | "
-        "gateway ÷ server (per run) | target | CPU ratio |",
-        "| --- | ---: | ---: | ---: | --- | --- | ---: |",
+        "| server | KB / idle conn | deliveries/s, interleaved | CPU µs / delivery, "
+        "interleaved | gateway ÷ server, interleaved (per run) | target | sequential: "
+        "deliveries/s, gateway ÷ server (per run) | CPU ratio |",
+        "| --- | ---: | ---: | ---: | --- | --- | --- | ---: |",
     ]
     if not found:
-        return [*lines, "| (no server measured) | | | | | | |"]
+        return [*lines, "| (no server measured) | | | | | | | |"]
     for kind, entry in found.items():
         ratio = entry.get("gateway_fanout_ratio")
         shown, target = "", ""
         if ratio is not None and ratio["median"] is not None:
             per_run = ", ".join(_fmt(r) for r in ratio["runs"])
             shown = f"**{_fmt(ratio['median'])}** ({per_run})"
+            if ratio["how"] != "interleaved":
+                shown += " sequential"
             if ratio["target"] is not None:
                 target = f">= {ratio['target']:g} " + ("✅" if ratio["meets_target"] else "❌")
+        sequential = f"{_fmt(entry['deliveries_per_s']['median'])}"
+        seq_ratio = entry.get("sequential_ratio")
+        if seq_ratio is not None and seq_ratio["median"] is not None:
+            per_run = ", ".join(_fmt(r) for r in seq_ratio["runs"])
+            sequential += f"; {_fmt(seq_ratio['median'])} ({per_run})"
         cpu = entry.get("cpu_ratio", {}).get("median")
         lines.append(
             f"| {PEER_LABELS.get(kind, kind)} | {_fmt(entry['idle_kb_per_conn']['median'])} | "
-            f"{_fmt(entry['deliveries_per_s']['median'])} | "
-            f"{_fmt(entry['fanout_cpu_us']['median'])} | {shown} | {target} | {_fmt(cpu)} |"
+            f"{_fmt(entry['vs_deliveries_per_s']['median'])} | "
+            f"{_fmt(entry['vs_fanout_cpu_us']['median'])} | {shown} | {target} | "
+            f"{sequential} | {_fmt(cpu)} |"
         )
     return lines
 

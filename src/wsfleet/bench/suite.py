@@ -31,6 +31,7 @@ from wsfleet.bench.servers import (
     reference_server,
     usable_cpus,
 )
+from wsfleet.bench.versus import Contender, interleaved_fanout
 from wsfleet.bench.wedding import wedding_messages
 from wsfleet.services import RedisServer
 
@@ -70,6 +71,9 @@ class SuiteConfig:
     """Window pairs of the interleaved on/off switch figure (``interleave.py``): 20 s of
     switching per kind, so a few stalls of the machine land on both kinds alike."""
     ab_window_s: float = 0.5
+    versus_rounds: int = 12
+    versus_messages: int = 100
+    """The interleaved fan-out of every server (``versus.py``): rounds, publishes a burst."""
     peers: tuple[str, ...] = peers.PEER_KINDS
     """Node peers measured beside the gateway (``peers.py``; needs node and npm)."""
     compression_subscribers: int = 200
@@ -97,6 +101,8 @@ class SuiteConfig:
             ab_window_s=0.25,
             compression_subscribers=50,
             compression_messages=60,
+            versus_rounds=4,
+            versus_messages=40,
         )
 
     @classmethod
@@ -116,6 +122,8 @@ class SuiteConfig:
             photographer_duration_s=1.0,
             compression_subscribers=10,
             compression_messages=12,
+            versus_rounds=2,
+            versus_messages=10,
         )
 
 
@@ -135,13 +143,18 @@ def gateway_env(kind: str) -> dict[str, str]:
 
 
 def start_server(kind: str, cpu: int | None, redis_url: str | None) -> ServerProcess:
+    return start_server_process(kind, cpu, redis_url).start()
+
+
+def start_server_process(kind: str, cpu: int | None, redis_url: str | None) -> ServerProcess:
+    """A server kind's process, not started yet."""
     if kind == BASELINE:
-        return reference_server(cpu=cpu).start()
+        return reference_server(cpu=cpu)
     if kind == GATEWAY_OFF:
-        return gateway_server(cpu=cpu, kind=GATEWAY_OFF, env=gateway_env(kind)).start()
+        return gateway_server(cpu=cpu, kind=GATEWAY_OFF, env=gateway_env(kind))
     return gateway_server(
         cpu=cpu, redis_url=redis_url, api_key=BENCH_API_KEY, env=gateway_env(kind)
-    ).start()
+    )
 
 
 def secret_for(kind: str) -> str | None:
@@ -310,6 +323,45 @@ async def measure_compression(
     return out
 
 
+async def measure_versus(
+    config: SuiteConfig,
+    cpu: int | None,
+    redis_url: str,
+    peer_kinds: tuple[str, ...],
+    peer_root: Path | None,
+    log: Log,
+) -> dict[str, dict[str, float | str]]:
+    """Every server at once, fan-out bursts in alternating rounds (``versus.py``)."""
+    kinds = (*config.kinds, *peer_kinds)
+    log(f"  versus: fan-out of {', '.join(kinds)} in {config.versus_rounds} alternating rounds")
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for kind in kinds:
+            if kind in peer_kinds:
+                assert peer_root is not None
+                process = peers.peer_server(kind, peer_root, cpu, redis_url)
+            else:
+                process = start_server_process(kind, cpu, redis_url)
+            servers[kind] = process.launch()
+        for process in servers.values():
+            await asyncio.to_thread(process.wait_ready)
+        contenders = {
+            kind: Contender(servers[kind].ws_url, secret_for(kind), servers[kind].cpu_s)
+            for kind in kinds
+        }
+        return await interleaved_fanout(
+            contenders,
+            config.fanout_subscribers,
+            config.versus_messages,
+            config.versus_rounds,
+            reference=GATEWAY,
+            timeout_s=config.fanout_timeout_s,
+        )
+    finally:
+        for server in servers.values():
+            await asyncio.to_thread(server.stop)
+
+
 AB = (GATEWAY_OFF, GATEWAY)
 
 
@@ -385,6 +437,15 @@ async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, An
                     say(f"  compression: failed: {exc!r}")
                     squeezed = {"compression_errors": f"{type(exc).__name__}: {exc}"}
                 figures_by_kind[GATEWAY].update(squeezed)
+                try:
+                    versus = await measure_versus(
+                        config, server_cpu, redis.url, peer_kinds, peer_root, say
+                    )
+                except Exception as exc:
+                    say(f"  versus: failed: {exc!r}")
+                    versus = {GATEWAY: {"vs_errors": f"{type(exc).__name__}: {exc}"}}
+                for kind, values in versus.items():
+                    figures_by_kind.setdefault(kind, {}).update(values)
             runs.append(figures_by_kind)
     finally:
         await asyncio.to_thread(redis.stop)
