@@ -17,9 +17,9 @@ Redis stream IDs, so both brokers speak the same offsets.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 JSONValue = Any  # any JSON-serialisable value
 
@@ -171,6 +171,48 @@ class Snapshot:
 OnDelivery = Callable[[Delivery], None]
 
 
+@dataclass(frozen=True, slots=True)
+class PresenceOp:
+    """One presence change: `record` (a member as `presence.encode_member` writes it)
+    joins (`add`) or leaves `channel`."""
+
+    channel: str
+    record: str
+    add: bool
+
+
+OnPresenceEvent = Callable[[str, str], None]
+"""``(channel, frame JSON)``: a ``join`` or ``leave`` event, from any pod."""
+
+
+@runtime_checkable
+class PresenceStore(Protocol):
+    """Who is on a channel, kept by the store with expiring entries (``presence.py``).
+
+    Writes never wait: they go with the next batch of commands (a subscribe's read
+    when there is one, `Broker.join`'s ``presence``) and a failed one is counted, not
+    raised (the next refresh writes every member again). An entry lives
+    ``presence_ttl_s`` after its last write, so a gateway that dies takes its members
+    along within one TTL, with no cleanup job.
+    """
+
+    def presence_write(self, ops: Sequence[PresenceOp]) -> None:
+        """Apply `ops` in order (fire and forget)."""
+
+    def presence_refresh(self, channel: str, records: Sequence[str]) -> None:
+        """Write `records` of `channel` again: each lives one more TTL (fire and forget)."""
+
+    async def presence_read(self, channel: str) -> list[str]:
+        """The records of `channel` not expired (any order; may hold stale duplicates
+        of one connection: `presence.live_members` sorts that out)."""
+
+    def presence_event(self, channel: str, frame_json: str) -> None:
+        """Send a ``join``/``leave`` frame to every pod holding `channel` (fire and forget)."""
+
+    def on_presence_event(self, handler: OnPresenceEvent) -> None:
+        """Where events of channels attached here go (one handler)."""
+
+
 class Broker(Protocol):
     """What the gateway needs from its message store."""
 
@@ -208,12 +250,20 @@ class Broker(Protocol):
         """Messages after `since` (or the latest `limit`), and recovery status."""
 
     async def join(
-        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+        self,
+        channel: str,
+        since: str | None,
+        limit: int,
+        *,
+        meta: bool = True,
+        presence: Sequence[PresenceOp] = (),
     ) -> Snapshot:
         """`attach`, then `read`, in as few round trips as the store allows.
 
         On failure nothing stays attached. A subscribe or switch to a channel
         this pod does not hold yet costs one subscription and one read.
+        `presence`: writes (a `PresenceStore`'s) sent in the read's batch, never awaited
+        on their own; given only to a store that is a `PresenceStore`.
         """
 
     async def read(
@@ -233,8 +283,16 @@ class JoinByParts:
     where those cost nothing (the memory broker, test stores)."""
 
     async def join(
-        self: Broker, channel: str, since: str | None, limit: int, *, meta: bool = True
+        self: Broker,
+        channel: str,
+        since: str | None,
+        limit: int,
+        *,
+        meta: bool = True,
+        presence: Sequence[PresenceOp] = (),
     ) -> Snapshot:
+        if presence and isinstance(self, PresenceStore):
+            self.presence_write(presence)
         await self.attach(channel)
         try:
             return await self.read(channel, since, limit, meta=meta)

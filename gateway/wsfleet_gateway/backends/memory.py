@@ -3,13 +3,19 @@
 In-process fan-out and per-channel history bounded by length and age.
 Offsets are ``"<ms>-<seq>"`` exactly like Redis stream IDs: the wall-clock
 millisecond (never going backwards per channel) and a sequence within it.
+
+Presence: per channel, record → expiry ms (the Redis broker's sorted set, in a
+dict); expired records are dropped when the channel is read. Events go to the
+handler on the next loop pass, as they would arrive from Redis.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from wsfleet_gateway.broker import (
@@ -19,6 +25,8 @@ from wsfleet_gateway.broker import (
     JoinByParts,
     JSONValue,
     OnDelivery,
+    OnPresenceEvent,
+    PresenceOp,
     encode_data,
     format_offset,
     parse_offset,
@@ -46,6 +54,7 @@ class MemoryBroker(JoinByParts):
         history_max_len: int = 1000,
         history_max_age_s: float = 86400.0,
         clock_ms: Callable[[], int] = _wall_ms,
+        presence_ttl_s: float = 60.0,
     ) -> None:
         self.history_max_len = history_max_len
         self.history_max_age_ms = int(history_max_age_s * 1000)
@@ -54,6 +63,10 @@ class MemoryBroker(JoinByParts):
         self._meta: dict[str, dict[str, JSONValue]] = {}
         self._attached: dict[str, int] = {}
         self._on_delivery: OnDelivery | None = None
+        self.presence_ttl_ms = max(1, int(presence_ttl_s * 1000))
+        self._presence: dict[str, dict[str, int]] = {}
+        """Channel → record → expiry ms."""
+        self._on_presence_event: OnPresenceEvent | None = None
 
     async def start(self, on_delivery: OnDelivery) -> None:
         self._on_delivery = on_delivery
@@ -135,3 +148,41 @@ class MemoryBroker(JoinByParts):
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
         encode_data(meta, "the metadata")  # BadRequestError, as the Redis broker
         self._meta[channel] = dict(meta)
+
+    # --- presence (the PresenceStore protocol) ---------------------------------------
+
+    def presence_write(self, ops: Sequence[PresenceOp]) -> None:
+        expiry = self._clock_ms() + self.presence_ttl_ms
+        for op in ops:
+            members = self._presence.get(op.channel)
+            if op.add:
+                if members is None:
+                    members = self._presence[op.channel] = {}
+                members[op.record] = expiry
+            elif members is not None:
+                members.pop(op.record, None)
+                if not members:
+                    del self._presence[op.channel]
+
+    def presence_refresh(self, channel: str, records: Sequence[str]) -> None:
+        self.presence_write([PresenceOp(channel, record, True) for record in records])
+
+    async def presence_read(self, channel: str) -> list[str]:
+        members = self._presence.get(channel)
+        if not members:
+            return []
+        now_ms = self._clock_ms()
+        for record in [r for r, expiry in members.items() if expiry <= now_ms]:
+            del members[record]
+        if not members:
+            del self._presence[channel]
+        return list(members)
+
+    def presence_event(self, channel: str, frame_json: str) -> None:
+        handler = self._on_presence_event
+        if handler is not None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nobody to tell
+                asyncio.get_running_loop().call_soon(handler, channel, frame_json)
+
+    def on_presence_event(self, handler: OnPresenceEvent) -> None:
+        self._on_presence_event = handler

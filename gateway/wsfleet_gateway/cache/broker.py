@@ -11,6 +11,9 @@
   one); ``history`` answers with no
   messages at the last offset this pod saw (``recovered`` false when a
   ``since`` cannot be vouched for).
+- presence (when the inner broker is a `PresenceStore`): writes pass through while
+  the breaker lets calls through, dropped while it is open (the gateway's next
+  refresh writes every member again); a read fails fast with ``unavailable``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -31,6 +34,9 @@ from wsfleet_gateway.broker import (
     History,
     JSONValue,
     OnDelivery,
+    OnPresenceEvent,
+    PresenceOp,
+    PresenceStore,
     Snapshot,
     parse_offset,
 )
@@ -71,6 +77,7 @@ class ProtectedBroker:
         self._held_history: JoinHeld | None = getattr(inner, "held_history", None)
         """The inner broker's history from what it delivered (`RedisBroker.held_history`)."""
         """The inner broker's join without awaiting, where it has one (`RedisBroker`)."""
+        self._presence: PresenceStore | None = inner if isinstance(inner, PresenceStore) else None
         breaker.on_change(self._on_breaker_change)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -233,9 +240,15 @@ class ProtectedBroker:
     # --- join / read: history and metadata together ------------------------------------
 
     async def join(
-        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+        self,
+        channel: str,
+        since: str | None,
+        limit: int,
+        *,
+        meta: bool = True,
+        presence: Sequence[PresenceOp] = (),
     ) -> Snapshot:
-        return await self._fetch(channel, since, limit, meta, attach=True)
+        return await self._fetch(channel, since, limit, meta, attach=True, presence=presence)
 
     async def read(
         self, channel: str, since: str | None, limit: int, *, meta: bool = True
@@ -243,17 +256,25 @@ class ProtectedBroker:
         return await self._fetch(channel, since, limit, meta, attach=False)
 
     async def _fetch(
-        self, channel: str, since: str | None, limit: int, meta: bool, attach: bool
+        self,
+        channel: str,
+        since: str | None,
+        limit: int,
+        meta: bool,
+        attach: bool,
+        presence: Sequence[PresenceOp] = (),
     ) -> Snapshot:
         """L1 first; on a miss the inner broker reads the metadata in its history read.
 
         With Redis out (breaker open, pub/sub down, or the read failing) this
         falls back to what `attach`, `history` and the cache do on their own.
+        `presence` goes with the inner join's read, or on its own (never awaited).
         """
         cached = self.cache.peek(channel) if meta else None
         if attach and cached is not None and self._join_held is not None:
             held = self._join_held(channel, since, limit)  # the common switch: nothing to await
             if held is not None:
+                self.presence_write(presence)  # not awaited: the switch still waits on nothing
                 self._saw(channel, held.offset)
                 return Snapshot(held, cached.text)
         ask = meta and cached is None
@@ -263,7 +284,13 @@ class ProtectedBroker:
         try:
             if self.breaker.allow(probe=False) and (self.inner.available or not attach):
                 try:
-                    if attach:
+                    if attach and presence and self._presence is not None:
+                        sending, presence = presence, ()  # the join sends them, even failing
+                        snapshot = await self.inner.join(
+                            channel, since, limit, meta=ask, presence=sending
+                        )
+                        attached = True
+                    elif attach:
                         snapshot = await self.inner.join(channel, since, limit, meta=ask)
                         attached = True
                     else:
@@ -277,6 +304,7 @@ class ProtectedBroker:
                 if attach:
                     self._local_attach(channel)
                     attached = True
+                    self.presence_write(presence)  # dropped while the breaker is open
                 snapshot = Snapshot(await self.history(channel, since, limit), None)
             if cached is not None:
                 return Snapshot(snapshot.history, cached.text)
@@ -309,3 +337,38 @@ class ProtectedBroker:
 
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
         await self.cache.set_meta(channel, meta)
+
+    # --- presence ----------------------------------------------------------------------
+
+    def presence_write(self, ops: Sequence[PresenceOp]) -> None:
+        store = self._presence
+        if ops and store is not None and self.breaker.allow(probe=False):
+            store.presence_write(ops)
+
+    def presence_refresh(self, channel: str, records: Sequence[str]) -> None:
+        store = self._presence
+        if store is not None and self.breaker.allow(probe=False):
+            store.presence_refresh(channel, records)
+
+    async def presence_read(self, channel: str) -> list[str]:
+        store = self._presence
+        if store is None:
+            return []
+        if not self.breaker.allow(probe=False):
+            raise BrokerUnavailableError("redis circuit breaker is open: retry later")
+        try:
+            records = await store.presence_read(channel)
+        except (BrokerUnavailableError, TimeoutError) as exc:
+            self._failed(exc)
+            raise
+        self.breaker.record_success()
+        return records
+
+    def presence_event(self, channel: str, frame_json: str) -> None:
+        store = self._presence
+        if store is not None and self.breaker.allow(probe=False):
+            store.presence_event(channel, frame_json)
+
+    def on_presence_event(self, handler: OnPresenceEvent) -> None:
+        if self._presence is not None:
+            self._presence.on_presence_event(handler)

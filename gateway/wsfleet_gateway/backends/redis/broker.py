@@ -46,6 +46,12 @@ On a Redis Cluster, `RedisClusterBroker` (``cluster_broker.py``) is this broker 
 `ShardedFanout` for its fan-out (``SSUBSCRIBE`` per primary); its publish script ends
 in ``SPUBLISH``. Per channel order still holds: one channel lives on one shard.
 
+**presence** (``presence.py``): a sorted set per channel, written without waiting:
+a join's write rides in the lane's batch with the join's history read (`join`'s
+``presence``, handed down to the `_call` that sends the read), so a switch stays one
+round trip; refreshes, leaves and events go with the next batch. Events travel on the
+channel's pub/sub channel with a ``~`` mark (never dispatched as messages).
+
 **durability**: with ``publish_durability="replicas"`` a publish runs its script and
 ``WAIT 1`` back to back on one connection and is acknowledged only once a replica has
 it (`_publish_replicated`).
@@ -57,6 +63,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 import structlog
@@ -67,6 +74,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from wsfleet_gateway.backends.redis.cluster import ClusterLanes
 from wsfleet_gateway.backends.redis.lane import CommandLane
 from wsfleet_gateway.backends.redis.pool import RedisGate, SingleFlight
+from wsfleet_gateway.backends.redis.presence import (
+    event_command,
+    parse_read,
+    read_commands,
+    refresh_commands,
+    write_commands,
+)
 from wsfleet_gateway.backends.redis.pubsub import FanoutStats, PubSubFanout
 from wsfleet_gateway.backends.redis.resp import Arg, Endpoint
 from wsfleet_gateway.backends.redis.shards import ShardedFanout
@@ -93,6 +107,8 @@ from wsfleet_gateway.broker import (
     History,
     JSONValue,
     OnDelivery,
+    OnPresenceEvent,
+    PresenceOp,
     Snapshot,
     encode_data,
     encode_json,
@@ -131,6 +147,7 @@ class RedisBroker:
         ring_capacity: int = 64,
         ring_max_bytes: int = 16 << 20,
         publish_durability: str = "primary",
+        presence_ttl_s: float = 60.0,
     ) -> None:
         if publish_durability not in DURABILITIES:
             raise ValueError(f"publish_durability must be one of {DURABILITIES}")
@@ -166,6 +183,16 @@ class RedisBroker:
             ring_capacity, ring_max_bytes, self.history_max_age_ms, history_max_len
         )
         """Recent messages of attached channels (history reads without Redis)."""
+        self.presence_ttl_ms = max(1, int(presence_ttl_s * 1000))
+        """How long a presence record lives after its last write."""
+        self._presence_publish = "PUBLISH"
+        """The command that sends a presence event (``SPUBLISH`` on a cluster)."""
+        self._on_presence_event: OnPresenceEvent | None = None
+        self._presence_pending: set[asyncio.Future[Any]] = set()
+        """Presence writes sent and not answered yet (a read of presence waits for them:
+        this pod's own joins and leaves are in every presence it answers after them)."""
+        self.presence_failures = 0
+        """Presence writes that failed (not retried: the next refresh writes again)."""
         self._fanout: PubSubFanout | ShardedFanout = PubSubFanout(
             self.endpoint,
             self,
@@ -174,6 +201,7 @@ class RedisBroker:
             ping_interval_s=ping_interval_s,
             backoff_max_s=reconnect_max_s,
             on_discontinuity=self.rings.invalidate,
+            on_event=self._presence_event_in,
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -222,21 +250,31 @@ class RedisBroker:
         """Subscribed (or lingering) channel → local reference count."""
         return self._fanout.channels()
 
+    @property
+    def lane(self) -> CommandLane | ClusterLanes:
+        """The command connections (their counters: `CommandLane.writes`, ...)."""
+        return self._lane
+
     async def _call(
         self,
         what: str,
         *args: Arg,
         repeatable: bool = True,
         script: tuple[str, str] | None = None,
+        riders: list[PresenceOp] | None = None,
     ) -> Any:
         """One command on the lane (``script``: EVALSHA of ``(sha, source)`` with ``args``
         as its keys count, keys and arguments), once a gate slot is held
         (`RedisBusyError` when none frees up). Failures become
         `BrokerUnavailableError`; a lost or stuck connection also marks Redis
-        unavailable until it answers again."""
+        unavailable until it answers again. `riders`: presence writes sent just before
+        it, in the same write (taken: the list is emptied)."""
         gate = self.gate
         await gate.acquire()
         try:
+            if riders:
+                self.presence_write(riders)
+                riders.clear()
             if script is None:
                 reply = await self._lane.execute(*args, repeatable=repeatable)
             else:
@@ -383,29 +421,50 @@ class RedisBroker:
         return held
 
     async def join(
-        self, channel: str, since: str | None, limit: int, *, meta: bool = True
+        self,
+        channel: str,
+        since: str | None,
+        limit: int,
+        *,
+        meta: bool = True,
+        presence: Sequence[PresenceOp] = (),
     ) -> Snapshot:
-        # the read below gives the fan-out its catch-up offset: no extra round trip
-        if not self._fanout.attach_held(channel):
-            await self._fanout.attach(channel, baseline=False)
+        riders = list(presence)  # sent with the read's command (one write), else alone
         try:
-            return await self.read(channel, since, limit, meta=meta)
-        except BaseException:
-            self._fanout.detach(channel)
-            raise
+            # the read below gives the fan-out its catch-up offset: no extra round trip
+            if not self._fanout.attach_held(channel):
+                await self._fanout.attach(channel, baseline=False)
+            try:
+                return await self._read(channel, since, limit, meta, riders)
+            except BaseException:
+                self._fanout.detach(channel)
+                raise
+        finally:
+            if riders:  # no read took them (served here, shared, or failed before)
+                self.presence_write(riders)
 
     async def read(
         self, channel: str, since: str | None, limit: int, *, meta: bool = True
     ) -> Snapshot:
+        return await self._read(channel, since, limit, meta, None)
+
+    async def _read(
+        self,
+        channel: str,
+        since: str | None,
+        limit: int,
+        meta: bool,
+        riders: list[PresenceOp] | None,
+    ) -> Snapshot:
         limit = max(0, limit)
         held = self._ring_read(channel, since, limit)  # the common switch: no Redis at all
         if held is None:
-            history, raw = await self._read_stream_once(channel, since, limit, meta)
+            history, raw = await self._read_stream_once(channel, since, limit, meta, riders)
         elif not meta:
             return Snapshot(held, None)
         else:
             history = held
-            got = await self._call("get_meta", "GET", meta_key(channel))
+            got = await self._call("get_meta", "GET", meta_key(channel), riders=riders)
             raw = got if isinstance(got, str) else None
         if not meta:
             return Snapshot(history, None)
@@ -422,7 +481,12 @@ class RedisBroker:
         return self.rings.read(channel, since_key, limit, time.time_ns() // 1_000_000)
 
     async def _read_stream_once(
-        self, channel: str, since: str | None, limit: int, with_meta: bool
+        self,
+        channel: str,
+        since: str | None,
+        limit: int,
+        with_meta: bool,
+        riders: list[PresenceOp] | None = None,
     ) -> tuple[History, str | None]:
         """`_read_stream`, shared by identical concurrent reads.
 
@@ -431,13 +495,20 @@ class RedisBroker:
         before it reads, and a message published after the shared read ran at Redis but
         dispatched before the joiner registered would be in neither (issue 17).
         """
+        key = (channel, since, limit, with_meta, self._fanout.mark(channel))
+        if self.reads.running(key):
+            riders = None  # shared: the read is on its way already; the join sends them
         return await self.reads.run(
-            (channel, since, limit, with_meta, self._fanout.mark(channel)),
-            lambda: self._read_stream(channel, since, limit, with_meta),
+            key, lambda: self._read_stream(channel, since, limit, with_meta, riders)
         )
 
     async def _read_stream(
-        self, channel: str, since: str | None, limit: int, with_meta: bool
+        self,
+        channel: str,
+        since: str | None,
+        limit: int,
+        with_meta: bool,
+        riders: list[PresenceOp] | None = None,
     ) -> tuple[History, str | None]:
         """One history script run (shared by identical concurrent reads)."""
         seed = since is None and self._fanout.is_ready(channel) and channel not in self.rings
@@ -456,6 +527,7 @@ class RedisBroker:
                 count,
                 self.history_max_age_ms,
                 script=(self._history_sha, HISTORY_LUA),
+                riders=riders,
             )
         except BaseException:
             if seed:
@@ -481,6 +553,61 @@ class RedisBroker:
     async def set_meta(self, channel: str, meta: dict[str, JSONValue]) -> None:
         encoded = encode_data(meta, "the metadata")  # refused alone, before the lane
         await self._call("set_meta", "SET", meta_key(channel), encoded)  # repeatable: a value
+
+    # -- presence (the PresenceStore protocol) -----------------------------
+
+    def presence_write(self, ops: Sequence[PresenceOp]) -> None:
+        if ops:
+            now_ms = time.time_ns() // 1_000_000
+            self._submit_presence(write_commands(ops, now_ms, self.presence_ttl_ms))
+
+    def presence_refresh(self, channel: str, records: Sequence[str]) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        self._submit_presence(refresh_commands(channel, records, now_ms, self.presence_ttl_ms))
+
+    def presence_event(self, channel: str, frame_json: str) -> None:
+        self._submit_presence([event_command(self._presence_publish, channel, frame_json)])
+
+    def on_presence_event(self, handler: OnPresenceEvent) -> None:
+        self._on_presence_event = handler
+
+    async def presence_read(self, channel: str) -> list[str]:
+        if self._presence_pending:  # this pod's own writes first (their outcome: not ours)
+            await asyncio.wait(list(self._presence_pending), timeout=self.op_timeout_s)
+        now_ms = time.time_ns() // 1_000_000
+        commands = read_commands(channel, now_ms, self.presence_ttl_ms)
+        replies = await self._call_many("presence", [*commands])
+        try:
+            return parse_read(replies)
+        except RedisError as exc:
+            raise BrokerUnavailableError(f"redis error during presence: {exc}") from exc
+
+    def _submit_presence(self, commands: Sequence[tuple[Arg, ...]]) -> None:
+        """Queue presence commands on the lane without waiting (this loop pass's write);
+        a failure is counted, never raised (the next refresh writes every record again)."""
+        if self._closed:
+            return
+        lane = self._lane
+        for command in commands:
+            try:
+                future = lane.submit(*command)
+            except (RedisError, UnicodeEncodeError, RuntimeError):  # closed, or no UTF-8 form
+                self.presence_failures += 1
+                continue
+            self._presence_pending.add(future)
+            future.add_done_callback(self._presence_done)
+
+    def _presence_done(self, future: asyncio.Future[Any]) -> None:
+        self._presence_pending.discard(future)
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            self.presence_failures += 1
+
+    def _presence_event_in(self, channel: str, frame_json: str) -> None:
+        handler = self._on_presence_event
+        if handler is not None:
+            handler(channel, frame_json)
 
     # -- what PubSubFanout reads when it catches up ------------------------
 

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 from operator import ne
 from typing import Any, Final
 
@@ -231,6 +232,43 @@ class ClusterLanes:
             return await self._everywhere(args, repeatable)
         return await self._routed(key_slot(key), [args], repeatable, single=True)
 
+    def submit(self, *args: Arg, repeatable: bool = True) -> asyncio.Future[Any]:
+        """`execute` without awaiting (`CommandLane.submit`): queued now on the lane of
+        the slot's primary when the topology is known, so it joins that lane's write of
+        this loop pass; a redirection, a retryable refusal or (`repeatable`) a node
+        failure sends it again through `execute`. Otherwise `execute` in a task."""
+        key = command_key(args)
+        slot_map = self.map
+        owner = None
+        if key is not None and slot_map is not None and not self._closing:
+            owner = slot_map.owner(key_slot(key))
+        if owner is None:
+            return asyncio.ensure_future(self.execute(*args, repeatable=repeatable))
+        first = self.lane(owner).submit(*args, repeatable=repeatable)
+        outer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(done: asyncio.Future[Any]) -> None:
+            if outer.done():
+                return
+            if done.cancelled():
+                outer.cancel()
+                return
+            exc = done.exception()
+            if exc is None:
+                outer.set_result(done.result())
+                return
+            again = isinstance(exc, ResponseError) and (
+                parse_redirect(str(exc)) is not None or is_retryable(str(exc))
+            )
+            if (again or (repeatable and isinstance(exc, _NODE_ERRORS))) and not self._closing:
+                retry = asyncio.ensure_future(self.execute(*args, repeatable=repeatable))
+                retry.add_done_callback(partial(_chain, outer))
+                return
+            outer.set_exception(exc)
+
+        first.add_done_callback(settle)
+        return outer
+
     async def evalsha(self, sha: str, script: str, *args: Arg, repeatable: bool = True) -> Any:
         """``EVALSHA`` on the slot of its first key, loading `script` there when the node
         does not know it yet."""
@@ -345,3 +383,19 @@ class ClusterLanes:
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _chain(outer: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """Settle `outer` as `done` settled."""
+    if outer.done():
+        if not done.cancelled():
+            done.exception()  # retrieved
+        return
+    if done.cancelled():
+        outer.cancel()
+        return
+    exc = done.exception()
+    if exc is not None:
+        outer.set_exception(exc)
+    else:
+        outer.set_result(done.result())

@@ -11,7 +11,9 @@ durability), on other connections:
 - publish runs `PUBLISH_SHARDED_LUA`: the same append, trim and expiry, then
   ``SPUBLISH`` to the channel's shard channel, in one script on the one node serving the
   channel's slot (every key of a channel shares the hash tag ``{<channel>}``), so the
-  order per channel holds as on one Redis.
+  order per channel holds as on one Redis;
+- presence: the channel's sorted set shares its hash tag, so a join's presence write
+  goes to the node (and the lane write) of its history read; events go by ``SPUBLISH``.
 
 The URL names one seed node, in the forms `url.parse_url` reads (password, ACL user,
 TLS); the other nodes are reached with the same credentials and TLS options at the
@@ -74,7 +76,9 @@ class RedisClusterBroker(RedisBroker):
             ping_interval_s=ping_interval_s,
             backoff_max_s=reconnect_max_s,
             on_discontinuity=self.rings.invalidate,
+            on_event=self._presence_event_in,
         )
+        self._presence_publish = "SPUBLISH"
         self._sharded_sha = hashlib.sha1(PUBLISH_SHARDED_LUA.encode()).hexdigest()
         self._scripts = (HISTORY_LUA, PUBLISH_SHARDED_LUA)
         self._publish_plain = False

@@ -87,6 +87,12 @@ class CommandLane:
 
         `repeatable`: the command may run twice (see the module docstring).
         """
+        return await self.submit(*args, repeatable=repeatable)
+
+    def submit(self, *args: Arg, repeatable: bool = True) -> asyncio.Future[Any]:
+        """`execute` without awaiting: the command joins this loop pass's write now (in
+        the order asked) and the future settles with its reply. For writes nobody waits
+        on (presence): the caller retrieves the future's exception."""
         if self._closing:
             raise RedisConnectionError("command lane closed")
         packed = pack_resp(args)  # UnicodeEncodeError here: this command alone
@@ -97,7 +103,7 @@ class CommandLane:
             loop.call_soon(self._flush)
         request = Request(args, loop.create_future(), repeatable, packed)
         queued.append(request)
-        return await request.reply
+        return request.reply
 
     async def execute_many(
         self, commands: Sequence[tuple[Arg, ...]], *, repeatable: bool = False

@@ -198,6 +198,10 @@ class SingleFlight(Generic[K, T]):
         if not task.cancelled():
             task.exception()  # retrieved: no "never retrieved" warning when nobody waits
 
+    def running(self, key: K) -> bool:
+        """A run for `key` is under way (a call now would share it)."""
+        return key in self._running
+
     def forget(self, key: K) -> None:
         """Later calls with `key` start a new run (the data changed since this one began)."""
         self._running.pop(key, None)

@@ -42,11 +42,12 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from wsfleet_gateway.backends.redis.resp import Endpoint, RespConnection, open_connection, pack_resp
-from wsfleet_gateway.backends.redis.streams import decode_payload, pubsub_name
+from wsfleet_gateway.backends.redis.streams import EVENT_MARK, decode_payload, pubsub_name
 from wsfleet_gateway.broker import (
     BrokerUnavailableError,
     Delivery,
     OnDelivery,
+    OnPresenceEvent,
     check_text,
     parse_offset,
 )
@@ -146,10 +147,13 @@ class PubSubFanout:
         backoff_min_s: float = 0.05,
         backoff_max_s: float = 1.0,
         on_discontinuity: Callable[[str], None] | None = None,
+        on_event: OnPresenceEvent | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._on_discontinuity = on_discontinuity
         """Called with a channel whose dispatched sequence stops being continuous."""
+        self._on_event = on_event
+        """Called with ``(channel, frame JSON)`` for a presence event (``~`` payload)."""
         self._streams = streams
         self.linger_s = linger_s
         self.op_timeout_s = op_timeout_s
@@ -521,6 +525,14 @@ class PubSubFanout:
         sub = self._by_name.get(name)
         if sub is None or not sub.confirmed:
             return  # a leftover from before an UNSUBSCRIBE/SUBSCRIBE pair
+        if payload[:1] == EVENT_MARK:  # a presence event: no offset, not a message
+            on_event = self._on_event
+            if on_event is not None:
+                try:
+                    on_event(sub.channel, payload[1:])
+                except Exception:
+                    log.exception("redis_on_event_failed", channel=sub.channel)
+            return
         try:
             delivery = decode_payload(sub.channel, payload)
         except ValueError:

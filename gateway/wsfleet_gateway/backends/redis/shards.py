@@ -40,7 +40,7 @@ from wsfleet_gateway.backends.redis.pubsub import (
 )
 from wsfleet_gateway.backends.redis.resp import Endpoint, RespConnection
 from wsfleet_gateway.backends.redis.slots import Address, SlotMap, channel_slot, parse_redirect
-from wsfleet_gateway.broker import BrokerUnavailableError, OnDelivery
+from wsfleet_gateway.broker import BrokerUnavailableError, OnDelivery, OnPresenceEvent
 from wsfleet_gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger("wsfleet_gateway.backends.redis.shards")
@@ -261,6 +261,7 @@ class ShardedFanout:
         ping_interval_s: float = 5.0,
         backoff_max_s: float = 1.0,
         on_discontinuity: Callable[[str], None] | None = None,
+        on_event: OnPresenceEvent | None = None,
     ) -> None:
         self._lanes = lanes
         self._streams = streams
@@ -270,6 +271,7 @@ class ShardedFanout:
             "ping_interval_s": ping_interval_s,
             "backoff_max_s": backoff_max_s,
             "on_discontinuity": on_discontinuity,
+            "on_event": on_event,
         }
         self._on_discontinuity = on_discontinuity
         self.op_timeout_s = op_timeout_s

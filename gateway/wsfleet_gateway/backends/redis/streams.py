@@ -6,7 +6,10 @@ Every key of a channel sits under one hash tag, ``{<channel>}``:
   one field ``d`` holds the message's data as JSON text.
 - ``wsf:{<channel>}:m`` — the metadata, a string holding a JSON object.
 - ``wsf:{<channel>}:p`` — the pub/sub channel; each message is
-  ``"<offset> <data_json>"``.
+  ``"<offset> <data_json>"``, or ``"~<frame_json>"`` for a presence event
+  (``presence.py``: a ``join``/``leave`` frame, no offset, not in the history).
+- ``wsf:{<channel>}:u`` — the presence: a sorted set of member records scored by
+  their expiry time (``presence.py``).
 
 The publish script (`PUBLISH_LUA`) appends, trims by length and age and
 publishes in one atomic step (the stream key expires twice the maximum age
@@ -52,6 +55,16 @@ def meta_key(channel: str) -> str:
 def pubsub_name(channel: str) -> str:
     """The channel's Redis pub/sub channel (a shard channel in a cluster)."""
     return f"{KEY_PREFIX}:{{{channel}}}:p"
+
+
+def presence_key(channel: str) -> str:
+    """The channel's members (a sorted set: record → expiry ms)."""
+    return f"{KEY_PREFIX}:{{{channel}}}:u"
+
+
+EVENT_MARK = "~"
+"""First character of a pub/sub payload that is a presence event, not a message (a
+message's payload starts with its offset: a digit)."""
 
 
 PUBLISH_LUA = """
