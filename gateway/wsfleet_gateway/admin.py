@@ -4,11 +4,13 @@
 - ``PUT /api/channels/{name}/meta`` (any JSON object) → ``{"channel", "meta"}``
 - ``POST /api/prewarm`` ``{"channels": [...]}`` → ``{"requested", "loaded"}``:
   load those channels into the L1 cache (the operator calls it before a peak)
+- ``GET /api/channels/{name}/presence`` → ``{"channel", "members", "connections",
+  "users"}``: who is on the channel, fleet-wide (needs the API key: it names users)
 - ``GET /healthz`` (process alive), ``GET /readyz`` (503 while the broker is
   unavailable or the gateway drains or stops), ``GET /metrics`` (Prometheus).
 
-Writes need ``Authorization: Bearer <WSFLEET_API_KEY>``; with no key
-configured every write is refused (401). Errors are JSON
+Writes (and the presence read) need ``Authorization: Bearer <WSFLEET_API_KEY>``;
+with no key configured every one is refused (401). Errors are JSON
 ``{"error": code, "message": ...}`` with the wire protocol's codes.
 """
 
@@ -22,9 +24,16 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from wsfleet_gateway.broker import BadRequestError, Broker, BrokerUnavailableError, encode_data
+from wsfleet_gateway.broker import (
+    BadRequestError,
+    Broker,
+    BrokerUnavailableError,
+    PresenceStore,
+    encode_data,
+)
 from wsfleet_gateway.layer import ProtectionLayer
 from wsfleet_gateway.metrics import GatewayMetrics
+from wsfleet_gateway.presence import count_members, live_members
 from wsfleet_gateway.protocol import (
     BAD_REQUEST,
     TOO_LARGE,
@@ -43,6 +52,7 @@ class Gateway(Protocol):
     metrics: GatewayMetrics
     store: Broker
     protection: ProtectionLayer | None
+    presence: PresenceStore | None
 
     @property
     def connections(self) -> int: ...
@@ -141,6 +151,25 @@ async def _set_meta(request: web.Request, gateway: Gateway) -> web.Response:
     return web.json_response({"channel": channel, "meta": body})
 
 
+async def _presence(request: web.Request, gateway: Gateway) -> web.Response:
+    try:
+        channel = validate_channel(request.match_info["name"])
+    except ValueError as exc:
+        return _error(400, BAD_REQUEST, str(exc))
+    if gateway.presence is None:
+        return _error(409, BAD_REQUEST, "presence is off (WSFLEET_PRESENCE=false)")
+    members = live_members(await gateway.presence.presence_read(channel))
+    connections, users = count_members(members)
+    return web.json_response(
+        {
+            "channel": channel,
+            "members": [member.wire() for member in members],
+            "connections": connections,
+            "users": users,
+        }
+    )
+
+
 async def _prewarm(request: web.Request, gateway: Gateway) -> web.Response:
     body = await _read_json(request, gateway.settings.max_message_bytes)
     channels = body.get("channels") if isinstance(body, dict) else None
@@ -192,6 +221,7 @@ def build_admin_app(gateway: Gateway) -> web.Application:
     app[GATEWAY_KEY] = gateway
     app.router.add_post("/api/publish", _write_guard(_publish))
     app.router.add_put("/api/channels/{name}/meta", _write_guard(_set_meta))
+    app.router.add_get("/api/channels/{name}/presence", _write_guard(_presence))
     app.router.add_post("/api/prewarm", _write_guard(_prewarm))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

@@ -10,7 +10,9 @@ embedded `MemoryBroker`. With no authenticator given, one is built from the
 settings (``jwt_auth.build_authenticator``): a JWT key is required unless
 ``auth="disabled"``, else `AuthConfigError`. With ``settings.protection``
 (the default) the `ProtectionLayer` adds admission, rate limits, the circuit
-breaker, the two-layer cache and audit events around the core.
+breaker, the two-layer cache and audit events around the core. With
+``settings.presence`` (the default) and a broker that keeps presence (both do),
+members are written with every join and refreshed by the heartbeat.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from aiohttp import web
 
 from wsfleet_gateway.admin import build_admin_app
 from wsfleet_gateway.backends.memory import MemoryBroker
-from wsfleet_gateway.broker import Broker
+from wsfleet_gateway.broker import Broker, PresenceStore
 from wsfleet_gateway.channels import Hub
 from wsfleet_gateway.drain import DrainResult, drain_gateway
 from wsfleet_gateway.layer import ProtectionLayer
 from wsfleet_gateway.metrics import GatewayMetrics
+from wsfleet_gateway.presence import event_matcher
 from wsfleet_gateway.protection.auth import Authenticator
 from wsfleet_gateway.protection.jwt_auth import build_authenticator
 from wsfleet_gateway.server import WsServer
@@ -56,11 +59,13 @@ def create_broker(settings: GatewaySettings) -> Broker:
             op_timeout_s=settings.redis_timeout_s,
             pool_size=settings.redis_pool_size,
             queue_timeout_s=settings.redis_queue_timeout_s,
+            presence_ttl_s=settings.presence_ttl_s,
         )
         return broker
     return MemoryBroker(
         history_max_len=settings.history_max_len,
         history_max_age_s=settings.history_max_age_s,
+        presence_ttl_s=settings.presence_ttl_s,
     )
 
 
@@ -85,7 +90,16 @@ class Gateway:
         if self.settings.protection:
             self.protection = ProtectionLayer(self.settings, self.metrics, self.broker)
             self.store = self.protection.broker
-        self.hub = Hub(self.store, self.metrics)
+        self.presence: PresenceStore | None = None
+        """Where members are kept (None: ``presence`` off, or a broker without it)."""
+        s = self.settings
+        store, keeps = self.store, isinstance(self.broker, PresenceStore)
+        if s.presence and keeps and isinstance(store, PresenceStore):
+            self.presence = store
+        events = event_matcher(s.presence_events_channels) if s.presence_events_channels else None
+        self.hub = Hub(self.store, self.metrics, self.presence, events if self.presence else None)
+        if self.presence is not None and events is not None:
+            self.presence.on_presence_event(self.hub.on_presence_event)
         self.ctx = SessionContext.create(self.settings, self.hub)
         if self.protection is not None:
             self.ctx.audit = self.protection.audit

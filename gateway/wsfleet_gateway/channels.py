@@ -21,15 +21,37 @@ subscriptions' last offset is set past every offset, which costs the fan-out
 nothing), so a client resuming from those offsets gets no message twice.
 Requests are still answered; a subscribe completed afterwards sends its reply
 (whose offset is then exact too) and no live message either.
+
+Presence (with a `PresenceStore`): a subscription carries its member record; the
+join's write goes to the broker with the join (one batch with its read), a leave's
+on its own, or, in a switch, with the join that follows. `presence_records` lists
+what the heartbeat writes again. For channels the event matcher accepts, a completed
+join and the leave of a completed subscription are sent as ``join``/``leave`` events
+to every pod; each sends them to its subscribers of the channel other than the
+member's own connection.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from wsfleet_gateway.broker import Broker, Delivery, History, parse_offset
+from wsfleet_gateway.broker import (
+    Broker,
+    Delivery,
+    History,
+    PresenceOp,
+    PresenceStore,
+    parse_offset,
+)
+from wsfleet_gateway.presence import (
+    JOIN,
+    LEAVE,
+    decode_member,
+    encode_event,
+    event_connection,
+)
 
 MOVED = (2**64, 0)
 """A moved connection's subscriptions' last offset: above every offset, so nothing is sent."""
@@ -62,10 +84,12 @@ class Subscriber(Protocol):
 class Subscription:
     """One connection on one channel."""
 
-    __slots__ = ("attached", "last", "pending", "send")
+    __slots__ = ("attached", "last", "member", "pending", "send")
 
-    def __init__(self, send: SendFrame) -> None:
+    def __init__(self, send: SendFrame, member: str | None = None) -> None:
         self.send = send
+        self.member = member
+        """The presence record of this connection on this channel (None: presence off)."""
         self.last: tuple[int, int] = (0, 0)
         """The highest offset this connection got on this channel."""
         self.pending: list[Delivery] | None = []
@@ -114,9 +138,19 @@ class HubMetrics(Protocol):
 class Hub:
     """Local subscriptions of one gateway and the fan-out to them."""
 
-    def __init__(self, broker: Broker, metrics: HubMetrics) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        metrics: HubMetrics,
+        presence: PresenceStore | None = None,
+        events: Callable[[str], bool] | None = None,
+    ) -> None:
         self.broker = broker
         self.metrics = metrics
+        self.presence = presence
+        """Where members are kept (None: presence off)."""
+        self.events = events
+        """Channels whose joins and leaves are sent as events (None: none)."""
         self._channels: dict[str, dict[Subscriber, Subscription]] = {}
         self._deliveries = metrics.deliveries
         self._delivery_seconds = metrics.message_delivery_seconds
@@ -163,36 +197,53 @@ class Hub:
         since: str | None,
         limit: int,
         encode_reply: EncodeReply,
+        member: str | None = None,
+        leaving: Sequence[PresenceOp] = (),
     ) -> bool:
         """Subscribe `conn` and send the reply built by `encode_reply`.
 
         Returns False (nothing sent) when the connection closed meanwhile.
         Broker errors propagate with the subscription rolled back.
+        `member`: the connection's presence record on `channel` (with presence on);
+        `leaving`: presence writes of a switch's leave, sent in the join's batch.
         """
+        presence = self.presence
         sub = conn.subscriptions.get(channel)
         if sub is not None:  # already subscribed: answer with history, keep the subscription
+            if leaving and presence is not None:
+                presence.presence_write(leaving)
             snapshot = await self.broker.read(channel, since, limit)
             if conn.closed:
                 return False
             conn.send(encode_reply(snapshot.history, snapshot.meta_json or "{}"))
             return True
-        sub = Subscription(conn.send)
+        if presence is None:
+            member = None
+        sub = Subscription(conn.send, member)
         conn.subscriptions[channel] = sub
         subs = self._channels.get(channel)
         if subs is None:
             subs = self._channels[channel] = {}
         subs[conn] = sub
         try:
-            snapshot = await self.broker.join(channel, since, limit)
+            if member is not None:
+                ops = [*leaving, PresenceOp(channel, member, True)]
+                snapshot = await self.broker.join(channel, since, limit, presence=ops)
+            else:
+                snapshot = await self.broker.join(channel, since, limit)
         except BaseException:
             self._forget(conn, channel, sub)
+            self._left(channel, member)
             raise
         sub.attached = True
         if conn.subscriptions.get(channel) is not sub:  # dropped while joining
             self.broker.detach(channel)
+            self._left(channel, member)  # after the join's write, which may have been later
             return False
         conn.send(encode_reply(snapshot.history, snapshot.meta_json or "{}"))
         self._complete(sub, snapshot.history, conn.moved)
+        if member is not None and self.events is not None and self.events(channel):
+            self._emit(JOIN, channel, member)
         return True
 
     def _complete(self, sub: Subscription, history: History, moved: bool) -> None:
@@ -210,14 +261,29 @@ class Hub:
                 sub.send(delivery.message_frame())
                 self._deliveries.inc()
 
-    def unsubscribe(self, conn: Subscriber, channel: str) -> bool:
-        """Drop `conn` from `channel` at once; False when it was not subscribed."""
+    def unsubscribe(
+        self, conn: Subscriber, channel: str, leaving: list[PresenceOp] | None = None
+    ) -> bool:
+        """Drop `conn` from `channel` at once; False when it was not subscribed.
+
+        `leaving`: where the presence write goes, to be sent with a join that follows
+        (a switch); without it the write is sent now.
+        """
         sub = conn.subscriptions.get(channel)
         if sub is None:
             return False
+        completed = sub.pending is None
         self._forget(conn, channel, sub)
         if sub.attached:
             self.broker.detach(channel)
+        member = sub.member
+        if member is not None:
+            if leaving is not None:
+                leaving.append(PresenceOp(channel, member, False))
+            else:
+                self._left(channel, member)
+            if completed and self.events is not None and self.events(channel):
+                self._emit(LEAVE, channel, member)
         return True
 
     def _forget(self, conn: Subscriber, channel: str, sub: Subscription) -> None:
@@ -234,6 +300,37 @@ class Hub:
         """Remove every subscription of a closed connection."""
         for channel in list(conn.subscriptions):
             self.unsubscribe(conn, channel)
+
+    # --- presence ------------------------------------------------------------------------
+
+    def _left(self, channel: str, member: str | None) -> None:
+        presence = self.presence
+        if member is not None and presence is not None:
+            presence.presence_write([PresenceOp(channel, member, False)])
+
+    def _emit(self, kind: str, channel: str, record: str) -> None:
+        presence, decoded = self.presence, decode_member(record)
+        if presence is not None and decoded is not None:
+            presence.presence_event(channel, encode_event(kind, channel, decoded))
+
+    def on_presence_event(self, channel: str, frame_json: str) -> None:
+        """A ``join``/``leave`` event from any pod: to every completed subscription of
+        `channel` here but the member's own connection (and none told to move)."""
+        subs = self._channels.get(channel)
+        if not subs:
+            return
+        own = event_connection(frame_json)
+        frame = frame_json.encode()
+        for conn, sub in subs.items():
+            if sub.pending is None and not conn.moved and getattr(conn, "id", None) != own:
+                sub.send(frame)
+
+    def presence_records(self) -> Iterator[tuple[str, list[str]]]:
+        """``(channel, records)`` of every channel held here: what a refresh writes."""
+        for channel, subs in list(self._channels.items()):
+            records = [sub.member for sub in subs.values() if sub.member is not None]
+            if records:
+                yield channel, records
 
     def offsets(self, conn: Subscriber) -> dict[str, str]:
         """Channel → last offset delivered to `conn` (completed subscriptions only)."""

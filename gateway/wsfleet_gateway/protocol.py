@@ -2,9 +2,11 @@
 
 Client → server: JSON text frames, each an object with ``id`` (string or
 integer, echoed in the reply) and ``op``: ``subscribe``, ``unsubscribe``,
-``switch``, ``publish``, ``ping``. Server → client frames carry ``type``:
-``welcome``, ``subscribed``, ``unsubscribed``, ``switched``, ``published``,
-``pong``, ``message``, ``error``, ``reconnect``. See ``docs/protocol.md``.
+``switch``, ``publish``, ``ping``, ``presence``, ``presence_stats``. Server → client
+frames carry ``type``: ``welcome``, ``subscribed``, ``unsubscribed``, ``switched``,
+``published``, ``pong``, ``presence``, ``presence_stats``, ``message``, ``join``,
+``leave``, ``error``, ``reconnect`` (the presence frames are encoded in
+``presence.py``). See ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -97,7 +99,16 @@ class Ping:
     id: RequestId
 
 
-Request = Subscribe | Unsubscribe | Switch | Publish | Ping
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """``presence``: the channel's members (``presence_stats``: `stats`, their counts)."""
+
+    id: RequestId
+    channel: str
+    stats: bool = False
+
+
+Request = Subscribe | Unsubscribe | Switch | Publish | Ping | Presence
 
 
 def is_server_only(channel: str) -> bool:
@@ -205,6 +216,8 @@ def parse_request(text: str | bytes) -> Request:
         return Publish(rid, channel, data_json)
     if op == "ping":
         return Ping(rid)
+    if op == "presence" or op == "presence_stats":
+        return Presence(rid, _channel(obj, "channel", rid), stats=op == "presence_stats")
     if op is None:
         raise ProtocolError(BAD_REQUEST, "missing field `op`", rid)
     shown = op[:40] if isinstance(op, str) else type(op).__name__

@@ -6,7 +6,9 @@ replies back through the transport. Text frames only (a binary frame gets a
 ``max_message_bytes``; a bigger frame or message closes with 1009.
 Heartbeat: one sweep task for all connections (no timer per connection):
 after ``heartbeat_s`` without incoming data the server pings; a client that
-stays silent (no pong either) for ``idle_timeout_s`` is closed.
+stays silent (no pong either) for ``idle_timeout_s`` is closed. The same task
+writes every presence record of the open connections again, three times per
+``presence_ttl_s`` (so members of a gateway that dies expire within one TTL).
 
 Protection (`Protection`, when ``settings.protection``): a new connection is
 *admitted* (``admission.py``: node cap 4009, failed auth 4001, auth flood and
@@ -48,6 +50,7 @@ from picows import (
 )
 
 from wsfleet_gateway.deflate import Agreement, Deflater, TooBigError, inflate, negotiate
+from wsfleet_gateway.presence import refresh_interval_s
 from wsfleet_gateway.protection.admission import (
     CLOSE_NODE_FULL,
     CLOSE_RATE_LIMITED,
@@ -526,6 +529,11 @@ class WsServer:
     async def _heartbeat_loop(self) -> None:
         s = self.ctx.settings
         interval = min(max(min(s.heartbeat_s, s.idle_timeout_s) / 4, 0.05), 5.0)
+        refresh_s = refresh_interval_s(s.presence_ttl_s)
+        presence = self.ctx.hub.presence is not None
+        if presence:
+            interval = min(interval, refresh_s)
+        refresh_due = _monotonic() + refresh_s
         while True:
             await asyncio.sleep(interval)
             # In slices, yielding between them: with 10k quiet connections a
@@ -534,6 +542,24 @@ class WsServer:
             for start in range(0, len(items), SWEEP_SLICE):
                 self._sweep_items(items[start : start + SWEEP_SLICE], _monotonic())
                 await asyncio.sleep(0)
+            if presence and _monotonic() >= refresh_due:
+                refresh_due = _monotonic() + refresh_s
+                await self.refresh_presence()
+
+    async def refresh_presence(self) -> int:
+        """Write every presence record of this gateway again (each lives one more TTL),
+        `SWEEP_SLICE` channels per loop pass; the channels written."""
+        hub = self.ctx.hub
+        store = hub.presence
+        if store is None:
+            return 0
+        written = 0
+        for channel, records in hub.presence_records():
+            store.presence_refresh(channel, records)
+            written += 1
+            if written % SWEEP_SLICE == 0:
+                await asyncio.sleep(0)
+        return written
 
     def sweep(self, now: float) -> None:
         """Ping connections quiet for ``heartbeat_s``; close those quiet for ``idle_timeout_s``."""

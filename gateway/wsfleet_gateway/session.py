@@ -20,8 +20,21 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from wsfleet_gateway.broker import BadRequestError, BrokerUnavailableError, History
+from wsfleet_gateway.broker import (
+    BadRequestError,
+    BrokerUnavailableError,
+    History,
+    PresenceOp,
+    is_text,
+)
 from wsfleet_gateway.channels import Hub, SendFrame, Subscription
+from wsfleet_gateway.presence import (
+    Member,
+    encode_member,
+    encode_presence,
+    encode_presence_stats,
+    live_members,
+)
 from wsfleet_gateway.protection.audit import AuditLog
 from wsfleet_gateway.protection.auth import Principal
 from wsfleet_gateway.protocol import (
@@ -31,6 +44,7 @@ from wsfleet_gateway.protocol import (
     QUOTA_EXCEEDED,
     UNAVAILABLE,
     Ping,
+    Presence,
     ProtocolError,
     Publish,
     Request,
@@ -202,6 +216,8 @@ class Session:
                 await self._subscribe(request)
             elif isinstance(request, Switch):
                 await self._switch(request)
+            elif isinstance(request, Presence):
+                await self._presence(request)
             else:
                 await self._publish(request)
         except ProtocolError as exc:
@@ -241,7 +257,7 @@ class Session:
 
         async with asyncio.timeout(self.ctx.op_timeout_s):
             done = await self.ctx.hub.subscribe(
-                self, channel, request.since, self._limit(request.since), reply
+                self, channel, request.since, self._limit(request.since), reply, self._member()
             )
         if done:
             self.ctx.hub.metrics.subscribe_seconds.observe(time.perf_counter() - started)
@@ -256,10 +272,11 @@ class Session:
         def reply(history: History, meta_json: str) -> bytes:
             return encode_subscribed(rid, to, history, meta_json, from_=from_)
 
-        self.ctx.hub.unsubscribe(self, from_)
+        leaving: list[PresenceOp] = []  # the leave's presence write goes with the join's
+        self.ctx.hub.unsubscribe(self, from_, leaving)
         async with asyncio.timeout(self.ctx.op_timeout_s):
             done = await self.ctx.hub.subscribe(
-                self, to, request.since, self._limit(request.since), reply
+                self, to, request.since, self._limit(request.since), reply, self._member(), leaving
             )
         if done:
             self.ctx.hub.metrics.channel_switch_seconds.observe(time.perf_counter() - started)
@@ -272,3 +289,32 @@ class Session:
         self.ctx.hub.metrics.messages.inc()
         if not self.closed:
             self.send(encode_published(request.id, request.channel, delivery.offset))
+
+    # --- presence ------------------------------------------------------------------
+
+    def _member(self) -> str | None:
+        """This connection's presence record for a channel it joins now (None: off)."""
+        if self.ctx.hub.presence is None:
+            return None
+        user = self.principal.user
+        if not is_text(user):  # a lone surrogate from a token: no UTF-8 form
+            user = user.encode("utf-8", "replace").decode()
+        joined_ms = time.time_ns() // 1_000_000
+        return encode_member(Member(joined_ms, self.id, user, self.ctx.settings.node_name))
+
+    async def _presence(self, request: Presence) -> None:
+        """``presence`` / ``presence_stats``: allowed as a subscribe to the channel is."""
+        channel = request.channel
+        if not self.principal.may_join(channel):
+            raise ProtocolError(FORBIDDEN, f"not allowed to join {channel!r}")
+        store = self.ctx.hub.presence
+        if store is None:
+            raise ProtocolError(BAD_REQUEST, "presence is off on this server")
+        async with asyncio.timeout(self.ctx.op_timeout_s):
+            members = live_members(await store.presence_read(channel))
+        if self.closed:
+            return
+        if request.stats:
+            self.send(encode_presence_stats(request.id, channel, members))
+        else:
+            self.send(encode_presence(request.id, channel, members))

@@ -109,6 +109,18 @@ class GatewaySettings(ProtectionSettings):
     compression_level: int = Field(default=6, ge=1, le=9)
     """zlib level of the compressed frames (each fan-out message is compressed once)."""
 
+    presence: bool = True
+    """Keep who is on each channel (``presence``/``presence_stats`` requests, the admin
+    API): a write with every join (in the join's Redis batch: no extra round trip) and
+    leave, and a refresh of every member three times per `presence_ttl_s`."""
+    presence_ttl_s: float = Field(default=60.0, ge=0.3)
+    """Seconds a member outlives its last refresh: a gateway that dies takes its
+    members along within this long (its clients reconnect elsewhere meanwhile)."""
+    presence_events_channels: list[str] = Field(default_factory=list)
+    """Glob patterns (JSON list in the env var) of channels whose members' joins and
+    leaves are sent to subscribers as ``join``/``leave`` events: a frame per
+    subscriber per join or leave, so none by default. Needs `presence`."""
+
     drain_grace_s: float = Field(default=30.0, ge=0)
     """Seconds a draining gateway waits for clients to move before closing the rest."""
     drain_reconnect_per_s: float = Field(default=500.0, gt=0)

@@ -6,6 +6,9 @@
     async for message in client.messages():             # Message
         ...
     await client.reconnect()   # resubscribes with since = last offsets, no duplicates
+    members = await client.presence("wedding-42")       # [PresenceMember]
+    stats = await client.presence_stats("wedding-42")   # PresenceStats
+    event = await client.next_presence_event()          # PresenceEvent (join/leave)
     await client.close()
 
 Every message is delivered once: the client remembers the last offset per
@@ -92,6 +95,43 @@ class SubscribeReply:
     recovered: bool
     from_: str | None = None
     """The channel left by a switch (None for a subscribe)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceMember:
+    """One connection on a channel (a `presence` reply's member, or an event's)."""
+
+    user: str
+    connection_id: str
+    node: str
+    joined_at: int
+    """Join time, milliseconds since the epoch."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStats:
+    """The `presence_stats` reply."""
+
+    channel: str
+    connections: int
+    users: int
+    """Distinct users."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """A `join` or `leave` event (channels the server sends them for)."""
+
+    kind: str
+    """``join`` or ``leave``."""
+    channel: str
+    member: PresenceMember
+
+
+def _member(obj: Mapping[str, Any]) -> PresenceMember:
+    return PresenceMember(
+        str(obj["user"]), str(obj["connection_id"]), str(obj["node"]), int(obj["joined_at"])
+    )
 
 
 def _message(obj: Mapping[str, Any]) -> Message:
@@ -198,6 +238,8 @@ class Client:
         """Completed reconnects (manual or server-requested)."""
         self.errors: asyncio.Queue[ServerError] = asyncio.Queue()
         """`error` frames that answer no pending request (e.g. malformed frames)."""
+        self.presence_events: asyncio.Queue[PresenceEvent] = asyncio.Queue()
+        """`join` and `leave` events, in arrival order."""
         self._keys: dict[str, tuple[int, int]] = {}
         self._queue: asyncio.Queue[Message | ConnectionClosedError] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -384,6 +426,21 @@ class Client:
         await self._request({"op": "ping"})
         return time.perf_counter() - started
 
+    async def presence(self, channel: str) -> list[PresenceMember]:
+        """Who is on `channel` now (every gateway's connections), oldest join first."""
+        obj = await self._request({"op": "presence", "channel": channel})
+        return [_member(m) for m in obj.get("members", ())]
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        """How many connections and distinct users are on `channel`."""
+        obj = await self._request({"op": "presence_stats", "channel": channel})
+        return PresenceStats(obj["channel"], int(obj["connections"]), int(obj["users"]))
+
+    async def next_presence_event(self, timeout_s: float | None = None) -> PresenceEvent:
+        """The next `join`/`leave` event (raises TimeoutError after `timeout_s`)."""
+        async with asyncio.timeout(timeout_s if timeout_s is not None else self.timeout_s):
+            return await self.presence_events.get()
+
     def send_raw(self, payload: bytes | str, binary: bool = False) -> None:
         """Send any frame as is (tests of malformed input)."""
         conn = self._conn
@@ -466,6 +523,13 @@ class Client:
         if kind == "reconnect":
             if self.follow_reconnect:
                 self._schedule_reconnect(int(obj.get("after_ms", 0)), obj.get("resume") or {})
+            return
+        if kind in ("join", "leave"):
+            member = obj.get("member")
+            if isinstance(member, dict):
+                self.presence_events.put_nowait(
+                    PresenceEvent(kind, str(obj.get("channel")), _member(member))
+                )
             return
         rid = obj.get("id")
         future = self._pending.get(rid) if isinstance(rid, int) else None
