@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -187,9 +188,7 @@ async def run_operator(
 
             factory = default_forecaster_factory
         config = OperatorConfig(forecaster_factory=factory)
-    registry = build_registry(config)
-    if settings.dashboard:
-        _add_dashboard(registry)
+    registry = _with_dashboard(config) if settings.dashboard else build_registry(config)
     log.info("operator.starting", **{k: str(v) for k, v in operator_kwargs(settings).items()})
     kwargs = operator_kwargs(settings)
     await kopf.operator(
@@ -200,17 +199,24 @@ async def run_operator(
     )
 
 
-def _add_dashboard(registry: kopf.OperatorRegistry) -> None:
-    """The dashboard's kopf handlers, when it is built and enabled."""
+def _with_dashboard(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """The operator's handlers and, when it is built and enabled, the dashboard's: it
+    draws the forecast from the very models the operator's forecasters fit."""
     try:
         from wsfleet_operator.dashboard.app import DashboardSettings
+        from wsfleet_operator.dashboard.forecasts import ForecastModels
         from wsfleet_operator.dashboard.kopf import register_dashboard
     except ModuleNotFoundError as exc:  # pragma: no cover - shipped together
         log.warning("operator.dashboard_unavailable", error=str(exc))
-        return
+        return build_registry(config)
     dashboard_settings = DashboardSettings()
-    if dashboard_settings.enabled:
-        register_dashboard(registry, dashboard_settings)
+    if not dashboard_settings.enabled:
+        return build_registry(config)
+    models = ForecastModels()
+    factory = models.remembering(config.forecaster_factory)
+    registry = build_registry(dataclasses.replace(config, forecaster_factory=factory))
+    register_dashboard(registry, dashboard_settings, models)
+    return registry
 
 
 def run(args: argparse.Namespace) -> int:

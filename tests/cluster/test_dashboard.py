@@ -1,5 +1,5 @@
 """The dashboard served by kopf (the operator's way) against the real API server: fleets
-and their status appear, change and go away."""
+and their status (anomalies included) appear, change and go away."""
 
 from __future__ import annotations
 
@@ -88,6 +88,17 @@ async def test_operator_serves_fleets_from_the_cluster(
             "readyReplicas": 3,
             "conditions": [{"type": "Capped", "status": "True", "reason": "MaxPodsPerMinute"}],
             "history": [{"at": 1_790_000_000.0, "from": 2, "to": 4, "reason": "load"}],
+            "anomalies": [
+                {
+                    "signal": "MemoryLeak",
+                    "subject": "chat-0",
+                    "size": 12.5,
+                    "threshold": 4.0,
+                    "unit": "MiB/h",
+                    "message": "pod chat-0: memory its connections do not explain grows",
+                    "at": 1_790_000_000.0,
+                }
+            ],
         }
         kube.kubectl(
             "patch", "websocketfleet", "chat", "-n", namespace, "--subresource=status",
@@ -102,6 +113,11 @@ async def test_operator_serves_fleets_from_the_cluster(
         assert shown["ready_replicas"] == 3
         assert shown["conditions"][0]["type"] == "Capped"
         assert shown["events"][0]["reason"] == "load"
+        # anomalies as the status schema takes them: on the page's timeline
+        assert [(a["signal"], a["subject"]) for a in shown["anomalies"]] == [
+            ("MemoryLeak", "chat-0")
+        ]
+        assert shown["anomalies"][0]["resolved_at"] is None
 
         kube.kubectl("delete", "websocketfleet", "chat", "-n", namespace, "--wait=true")
 

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from wsfleet_operator.dashboard.app import DashboardServer, create_dashboard_app, start_dashboard
+from wsfleet_operator.dashboard.forecasts import ForecastBands
 from wsfleet_operator.dashboard.model import (
     Condition,
     Decision,
@@ -45,6 +46,8 @@ class GatewayMetrics:
         self.cache = Counter(
             "wsfleet_cache_requests_total", "cache lookups", ["layer", "result"], registry=r
         )
+        # the gateway's process collector exports this one (a test-set value here)
+        self.rss = Gauge("process_resident_memory_bytes", "resident memory", registry=r)
         self.runner: web.AppRunner | None = None
         self.address = ""
 
@@ -159,7 +162,10 @@ class Dashboard:
 
 
 async def run_dashboard(
-    source: StaticFleetStateSource, prometheus_url: str | None, token: str | None = None
+    source: StaticFleetStateSource,
+    prometheus_url: str | None,
+    token: str | None = None,
+    forecasts: ForecastBands | None = None,
 ) -> AsyncIterator[Dashboard]:
     app = create_dashboard_app(
         source,
@@ -168,6 +174,7 @@ async def run_dashboard(
         interval_s=0.3,
         rate_window="10s",
         prometheus_timeout_s=3.0,
+        forecasts=forecasts,
     )
     server = await start_dashboard(app, "127.0.0.1", 0)
     session = aiohttp.ClientSession()

@@ -1,8 +1,8 @@
 """The dashboard in headless Chromium against a real local fleet (`wsfleet.localfleet`,
 what `wsfleet up` runs): Redis, Prometheus, gateway processes, the operator's
 autoscaler and the dashboard the local fleet serves, with real WebSocket clients.
-The page must show the fleet's real replicas and connections, the scale-up as a
-marker with its reason, and say so when Prometheus stops."""
+The page must show the fleet's real replicas and connections, each gateway's memory,
+the scale-up as a marker with its reason, and say so when Prometheus stops."""
 
 from __future__ import annotations
 
@@ -80,6 +80,14 @@ async def test_page_against_a_real_local_fleet(local_fleet: LocalFleet) -> None:
         await marker.first.wait_for(state="attached")
         assert "2→4" in (await marker.first.text_content() or "")
         assert ready_gateways(fleet) == 4  # the page shows the fleet's real state
+        # each real gateway's resident memory, a line per pod, and memory per connection
+        await page.wait_for_function(
+            "(sel) => Array.from(document.querySelectorAll(sel))"
+            ".filter((n) => n.dataset.last !== '' && Number(n.dataset.last) > 1e6).length >= 4",
+            arg=f'[data-fleet="{name}"] [data-chart="memory"] .legend .item',
+        )
+        per_conn = f'[data-fleet="{name}"] [data-chart="memory_per_connection"] path.series'
+        await page.locator(per_conn).first.wait_for(state="attached")
         await page.screenshot(path=str(screenshot_path("localfleet-live")), full_page=True)
 
         # Prometheus stops: the page says so instead of drawing zeros

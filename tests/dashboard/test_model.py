@@ -20,6 +20,8 @@ from wsfleet_operator.dashboard.model import (
     snapshot_from_status,
 )
 from wsfleet_operator.spec import (
+    AnomalyRecord,
+    AnomalySignal,
     Condition,
     ConditionType,
     DecisionStatus,
@@ -230,6 +232,7 @@ status_keys = st.sampled_from(
         "forecast",
         "observed",
         "mode",
+        "anomalies",
     ]
 )
 
@@ -245,3 +248,75 @@ def test_any_status_gives_a_snapshot(status: dict[str, Any], spec: dict[str, Any
     assert snap.name == "f"
     # always valid JSON for the API (no NaN/Infinity)
     json.loads(json.dumps(snap.model_dump(mode="json"), allow_nan=False))
+
+
+def test_anomalies_from_the_operators_records() -> None:
+    status = operator_status()
+    status.anomalies = [
+        AnomalyRecord(
+            signal=AnomalySignal.MEMORY_LEAK,
+            subject="chat-7d9-abc",
+            size=12.5,
+            threshold=4.0,
+            unit="MiB/h",
+            message="pod chat-7d9-abc: memory its connections do not explain grows",
+            at=T0 - 300,
+        ),
+        AnomalyRecord(
+            signal=AnomalySignal.SWITCH_LATENCY,
+            subject="fleet",
+            size=9.1,
+            threshold=6.0,
+            unit="z",
+            message="switch p95 far above its expectation",
+            at=T0 - 900,
+            resolved_at=T0 - 600,
+        ),
+    ]
+    snap = snapshot_from_status("chat", "weddings", status)
+    assert [(a.signal, a.subject) for a in snap.anomalies] == [
+        ("SwitchLatency", "fleet"),  # oldest first
+        ("MemoryLeak", "chat-7d9-abc"),
+    ]
+    resolved, open_ = snap.anomalies
+    assert resolved.resolved_at == datetime.fromtimestamp(T0 - 600, UTC)
+    assert open_.resolved_at is None
+    assert (open_.size, open_.threshold, open_.unit) == (12.5, 4.0, "MiB/h")
+    assert open_.at == datetime.fromtimestamp(T0 - 300, UTC)
+
+
+def test_odd_anomalies_are_skipped_and_bounded() -> None:
+    rows: list[Any] = [
+        {"signal": "ConnectFlood", "at": T0 + i, "size": "x", "message": "m" * 2000}
+        for i in range(80)
+    ]
+    rows += [{"at": T0}, {"signal": "MemoryLeak"}, {"signal": "MemoryLeak", "at": "soon"}, 3]
+    snap = snapshot_from_resource({"metadata": {"name": "f"}, "status": {"anomalies": rows}})
+    assert len(snap.anomalies) == 50  # the newest
+    assert snap.anomalies[-1].at == datetime.fromtimestamp(T0 + 79, UTC)
+    assert snap.anomalies[0].size is None
+    assert len(snap.anomalies[0].message) == 512
+    assert (
+        snapshot_from_resource({"metadata": {"name": "f"}, "status": {"anomalies": {}}}).anomalies
+        == ()
+    )
+
+
+def test_forecast_points_with_an_upper_quantile() -> None:
+    status = {
+        "forecast": {
+            "points": [
+                [T0, 100, 130],
+                {"at": T0 + 60, "connections": 110, "upper": 150},
+                {"at": T0 + 120, "p50": 120, "p90": 90},  # never below the median
+                [T0 + 180, 125],
+            ]
+        }
+    }
+    snap = snapshot_from_resource({"metadata": {"name": "f"}, "status": status})
+    assert [(p.value, p.upper) for p in snap.forecast] == [
+        (100.0, 130.0),
+        (110.0, 150.0),
+        (120.0, 120.0),
+        (125.0, None),
+    ]

@@ -18,10 +18,15 @@ from wsfleet_operator.dashboard.series import (
     MIN_RANGE_S,
     TARGET_POINTS,
     LineSpec,
+    Point,
     RangeSeries,
     ReplicaHistory,
+    band_json,
+    downsample,
+    downsample_band,
     forecast_at,
     lines_from_result,
+    omitted_series,
     parse_matrix,
     parse_range,
     parse_vector_sum,
@@ -139,16 +144,112 @@ def test_forecast_at_stays_within_the_neighbours(
         assert min(v for _, v in points) - 1e-6 <= value <= max(v for _, v in points) + 1e-6
 
 
+def test_split_lines_keep_the_highest_pods() -> None:
+    spec = LineSpec("", "x", split_by="pod", max_series=2)
+    series = [
+        RangeSeries({"pod": "a"}, ((1.0, 10.0), (2.0, 20.0))),
+        RangeSeries({"pod": "b"}, ((1.0, 90.0), (2.0, None))),
+        RangeSeries({"pod": "c"}, ((1.0, None),)),
+        RangeSeries({"pod": "d"}, ((1.0, 5.0), (2.0, 50.0))),
+    ]
+    assert [line["name"] for line in lines_from_result(spec, series)] == ["b", "d"]
+    assert omitted_series(spec, series) == 2
+    assert omitted_series(LineSpec("a", "x"), series) == 0
+    assert omitted_series(spec, series[:2]) == 0
+
+
+def test_memory_charts_follow_the_process_collector_per_pod() -> None:
+    charts = {c.id: c for c in DEFAULT_CHARTS}
+    sel = 'namespace="w",service="chat"'
+    rss = charts["memory"].lines[0]
+    assert rss.split_by == "pod"
+    assert render_promql(rss.promql, sel, "1m") == (
+        f"sum by (pod) (process_resident_memory_bytes{{{sel}}})"
+    )
+    per_conn = charts["memory_per_connection"].lines[0]
+    assert per_conn.split_by == "pod"
+    # idle pods drop out rather than dividing by zero
+    assert f"wsfleet_connections{{{sel}}} > 0" in render_promql(per_conn.promql, sel, "1m")
+    assert charts["memory"].unit == charts["memory_per_connection"].unit == "bytes"
+    # anomalies marked where they show: every signal on the connections timeline
+    assert charts["connections"].anomalies == ("*",)
+    assert "MemoryLeak" in charts["memory"].anomalies
+    assert "SwitchLatency" in charts["switch_latency"].anomalies
+    assert "DeliveryLatency" in charts["delivery_latency"].anomalies
+
+
+def test_downsample_keeps_peaks_dips_gaps_and_ends() -> None:
+    points: list[Point] = [(float(t), float(t % 7)) for t in range(1000)]
+    points[500] = (500.0, 1000.0)  # a spike
+    points[700] = (700.0, None)  # a gap
+    out = downsample(points, 100)
+    assert len(out) <= 100
+    assert out[0] == points[0]
+    assert out[-1] == points[-1]
+    assert (500.0, 1000.0) in out
+    assert (700.0, None) in out
+    assert downsample(points[:50], 100) == points[:50]
+    same_time: list[Point] = [(1.0, float(v)) for v in range(20)]
+    assert len(downsample(same_time, 10)) <= 10
+
+
+point_lists = st.lists(
+    st.tuples(
+        st.floats(0, 1e6, allow_nan=False),
+        st.none() | st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False),
+    ),
+    max_size=400,
+).map(lambda points: sorted(points, key=lambda p: p[0]))
+
+
+@given(point_lists, st.integers(5, 300))
+def test_downsample_is_a_bounded_ordered_subset(points: list[Point], max_points: int) -> None:
+    out = downsample(points, max_points)
+    assert len(out) <= max_points
+    assert all(p in points for p in out)
+    assert [p[0] for p in out] == sorted(p[0] for p in out)
+    values = [v for _, v in points if v is not None]
+    kept = [v for _, v in out if v is not None]
+    if values:  # the extremes survive: a spike never vanishes from the picture
+        assert max(values) in kept
+        assert min(values) in kept
+    if any(v is None for _, v in points):
+        assert any(v is None for _, v in out)  # so do breaks in the line
+
+
+@given(st.integers(0, 3000), st.integers(1, 400))
+def test_downsample_band_is_bounded(n: int, max_points: int) -> None:
+    band = [(float(t), 1.0, 2.0) for t in range(n)]
+    out = downsample_band(band, max_points)
+    assert len(out) <= max(max_points, 1)
+    assert all(p in band for p in out)
+    if n:
+        assert out[-1] == band[-1]
+        if max_points > 1:
+            assert out[0] == band[0]
+
+
+def test_band_json() -> None:
+    assert band_json("p90", [(1.0, 2.0, 3.0)]) == {
+        "name": "p90",
+        "kind": "band",
+        "points": [[1.0, 2.0, 3.0]],
+        "last": 3.0,
+    }
+    assert band_json("p90", [])["last"] is None
+
+
 def test_replica_history_is_bounded_and_forgets() -> None:
     history = ReplicaHistory(max_points=3)
     for t in range(5):
-        history.record(("ns", "a"), float(t), t, t, None, 1.5 if t % 2 else None)
+        history.record(("ns", "a"), float(t), t, t, None, 1.5 if t % 2 else None, 2.0)
     history.record(("ns", "b"), 0.0, 1, 1, 1)
     lines = history.lines(("ns", "a"), 0, 10)
     assert [p[0] for p in lines["desired"]] == [2.0, 3.0, 4.0]
     assert lines["ready"] == [(2.0, None), (3.0, None), (4.0, None)]
     assert lines["forecast"] == [(3.0, 1.5)]
     assert history.lines(("ns", "a"), 3.5, 10)["desired"] == [(4.0, 4.0)]
+    assert history.band(("ns", "a"), 0, 10) == [(3.0, 1.5, 2.0)]
     history.retain([("ns", "b")])
     assert history.lines(("ns", "a"), 0, 10)["desired"] == []
     assert history.lines(("ns", "b"), 0, 10)["desired"] == [(0.0, 1.0)]

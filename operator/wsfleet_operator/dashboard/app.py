@@ -6,7 +6,9 @@ Routes (relative to wherever the app is mounted):
 - ``GET /static/{file}``          its script and style; no CDN, no build step
 - ``GET /api/fleets``             every fleet's snapshot, live connections, Prometheus health
 - ``GET /api/fleets/{ns}/{name}/series?range=15m``  chart lines (Prometheus range
-  queries + replica history sampled from the source + forecast + event markers)
+  queries + replica history sampled from the source + the forecast's p50 line and
+  upper-quantile band + scaling-event and anomaly markers); bounded in size, and
+  shared by the requests of one sampling interval
 - ``GET /api/events``             server-sent events: ``fleets`` every `interval_s`
 
 When a token is configured, ``/api/*`` needs ``Authorization: Bearer <token>``
@@ -19,6 +21,8 @@ Embedding (the operator, the local fleet)::
     source = StaticFleetStateSource()            # local fleet: after each tick,
     source.put(snapshot_from_status(name, namespace, result.status, spec))
     server = await serve_dashboard(source)       # WSFLEET_DASHBOARD_* settings
+    # optional: the fitted forecast models beside it (p50 line, p90 band)
+    server = await serve_dashboard(source, forecasts=ForecastModels())
     print(server.url); ...; await server.stop()
 
 or ``create_dashboard_app(source, prometheus_url)`` + ``start_dashboard(app,
@@ -40,6 +44,7 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wsfleet_operator.dashboard.forecasts import ForecastBands
 from wsfleet_operator.dashboard.model import FleetStateSource
 from wsfleet_operator.dashboard.series import DEFAULT_CHARTS, ChartSpec, parse_range
 from wsfleet_operator.dashboard.state import DashboardState
@@ -107,7 +112,9 @@ async def _series(request: web.Request) -> web.Response:
     snap = state.find(ns, name)
     if snap is None:
         return web.json_response({"error": f"no fleet {ns}/{name}"}, status=404)
-    return web.json_response(await state.series(snap, range_s))
+    response = web.json_response(await state.cached_series(snap, range_s))
+    response.enable_compression()  # numbers compress ~4x: a 1-day view over port-forward
+    return response
 
 
 def _sse(event: str, payload: Any) -> bytes:
@@ -155,11 +162,13 @@ def create_dashboard_app(
     charts: Sequence[ChartSpec] = DEFAULT_CHARTS,
     prometheus_timeout_s: float = 5.0,
     keepalive_s: float = 15.0,
+    forecasts: ForecastBands | None = None,
 ) -> web.Application:
     """The dashboard as an aiohttp application (serve it alone or `add_subapp` it).
 
     `rate_window` is the PromQL range for rate()/histogram_quantile(); keep
-    it at least 4 scrape intervals.
+    it at least 4 scrape intervals. `forecasts`: the fleets' fitted forecast
+    models, for the p50 line and upper band (without: what the status says).
     """
     app = web.Application(middlewares=[_guard])
     app[TOKEN_KEY] = token or ""
@@ -171,6 +180,7 @@ def create_dashboard_app(
         interval_s=interval_s,
         rate_window=rate_window,
         prometheus_timeout_s=prometheus_timeout_s,
+        forecasts=forecasts,
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -260,7 +270,9 @@ class DashboardSettings(BaseSettings):
 
 
 async def serve_dashboard(
-    source: FleetStateSource, settings: DashboardSettings | None = None
+    source: FleetStateSource,
+    settings: DashboardSettings | None = None,
+    forecasts: ForecastBands | None = None,
 ) -> DashboardServer:
     """Build the app from `settings` (default: from env) and serve it."""
     settings = settings or DashboardSettings()
@@ -270,5 +282,6 @@ async def serve_dashboard(
         token=settings.token.get_secret_value() if settings.token else None,
         interval_s=settings.interval_s,
         rate_window=settings.rate_window,
+        forecasts=forecasts,
     )
     return await start_dashboard(app, settings.host, settings.port)

@@ -10,7 +10,9 @@
   lifetime — reach it with ``kubectl port-forward``.
 
 Each fleet's Prometheus is its ``spec.prometheus.url``; the settings'
-``prometheus_url`` is only the fallback.
+``prometheus_url`` is only the fallback. Pass the operator's `ForecastModels`
+(`ForecastModels.remembering` wraps its forecaster factory) for the forecast's
+p50 line and upper band.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import kopf
 import structlog
 
 from wsfleet_operator.dashboard.app import DashboardServer, DashboardSettings, serve_dashboard
+from wsfleet_operator.dashboard.forecasts import ForecastBands
 from wsfleet_operator.dashboard.model import ResourceFleetStateSource
 from wsfleet_operator.spec import GROUP, PLURAL, VERSION
 
@@ -35,6 +38,7 @@ class KopfDashboard:
     settings: DashboardSettings
     source: ResourceFleetStateSource = field(default_factory=ResourceFleetStateSource)
     server: DashboardServer | None = None
+    forecasts: ForecastBands | None = None
 
     def on_event(self, event_type: str | None, body: Any) -> None:
         meta = body.get("metadata") or {}
@@ -45,7 +49,7 @@ class KopfDashboard:
 
     async def start(self) -> None:
         if self.server is None and self.settings.enabled:
-            self.server = await serve_dashboard(self.source, self.settings)
+            self.server = await serve_dashboard(self.source, self.settings, self.forecasts)
             log.info("dashboard_serving", url=self.server.url)
 
     async def stop(self) -> None:
@@ -55,10 +59,12 @@ class KopfDashboard:
 
 
 def register_dashboard(
-    registry: kopf.OperatorRegistry, settings: DashboardSettings | None = None
+    registry: kopf.OperatorRegistry,
+    settings: DashboardSettings | None = None,
+    forecasts: ForecastBands | None = None,
 ) -> KopfDashboard:
     """Add the dashboard's handlers to `registry`; returns its handle."""
-    dashboard = KopfDashboard(settings or DashboardSettings())
+    dashboard = KopfDashboard(settings or DashboardSettings(), forecasts=forecasts)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def dashboard_fleet_event(type: str | None, body: kopf.Body, **_: Any) -> None:

@@ -10,6 +10,10 @@ snapshots; the operator and the local fleet each implement one.
   shows the operator and converts each one's ``status`` (as the operator
   writes it) with the pure `snapshot_from_resource`.
 
+A snapshot also carries the fleet's anomalies (``status.anomalies``) for the
+timeline; the forecast's quantile band comes from the model when the dashboard
+runs beside it (`wsfleet_operator.dashboard.forecasts`), else from the status.
+
 Nothing here does I/O. No secrets: a snapshot carries only names, counts,
 conditions, reasons and a PromQL label matcher.
 """
@@ -32,6 +36,9 @@ MAX_EVENTS = 50
 
 #: How many forecast points a snapshot keeps.
 MAX_FORECAST_POINTS = 2000
+
+#: How many anomalies a snapshot keeps (newest last; the operator keeps 20).
+MAX_ANOMALIES = 50
 
 
 class _Frozen(BaseModel):
@@ -72,10 +79,26 @@ class ScalingEvent(_Frozen):
 
 
 class ForecastPoint(_Frozen):
-    """Predicted connections at `time`."""
+    """Predicted connections at `time`: the median and, when stated, an upper quantile."""
 
     time: datetime
     value: float
+    #: The upper quantile (``spec.forecast.floorQuantile``, p90 by default), if stated.
+    upper: float | None = None
+
+
+class Anomaly(_Frozen):
+    """One anomaly of ``status.anomalies``: `signal` about `subject` from `at` until
+    `resolved_at` (None while it holds)."""
+
+    signal: str
+    subject: str = "fleet"
+    size: float | None = None
+    threshold: float | None = None
+    unit: str = ""
+    message: str = ""
+    at: datetime
+    resolved_at: datetime | None = None
 
 
 class FleetSnapshot(_Frozen):
@@ -92,6 +115,8 @@ class FleetSnapshot(_Frozen):
     last_decision: Decision | None = None
     events: tuple[ScalingEvent, ...] = ()
     forecast: tuple[ForecastPoint, ...] = ()
+    #: Recent anomalies, open ones included, oldest first.
+    anomalies: tuple[Anomaly, ...] = ()
     #: Scalar facts about the forecast (accuracy, next peak, floor...), as written.
     forecast_summary: dict[str, float | str | bool] = Field(default_factory=dict)
     #: How the last desired count came about (Metrics, Forecast, Floor, Capped...).
@@ -305,17 +330,49 @@ def _forecast(raw: Any) -> tuple[ForecastPoint, ...]:
         return ()
     out: list[ForecastPoint] = []
     for item in points:
+        upper: float | None = None
         if isinstance(item, Mapping):
             time = parse_time(_first(item, "at", "time", "timestamp", "t"))
-            value = _as_float(_first(item, "connections", "value", "v"))
-        elif isinstance(item, list | tuple) and len(item) == 2:
+            value = _as_float(_first(item, "connections", "value", "v", "p50"))
+            upper = _as_float(_first(item, "upper", "p90"))
+        elif isinstance(item, list | tuple) and len(item) in (2, 3):
             time, value = parse_time(item[0]), _as_float(item[1])
+            upper = _as_float(item[2]) if len(item) == 3 else None
         else:
             continue
         if time is not None and value is not None:
-            out.append(ForecastPoint(time=time, value=value))
+            if upper is not None:
+                upper = max(upper, value)  # a band never dips below its median
+            out.append(ForecastPoint(time=time, value=value, upper=upper))
     out.sort(key=lambda p: p.time)
     return tuple(out[-MAX_FORECAST_POINTS:])
+
+
+def _anomalies(raw: Any) -> tuple[Anomaly, ...]:
+    """``status.anomalies`` as `spec.AnomalyRecord` writes them (camelCase)."""
+    if not isinstance(raw, list):
+        return ()
+    out: list[Anomaly] = []
+    for item in raw:
+        if not isinstance(item, Mapping) or not item.get("signal"):
+            continue
+        at = parse_time(item.get("at"))
+        if at is None:
+            continue
+        out.append(
+            Anomaly(
+                signal=str(item["signal"])[:64],
+                subject=str(item.get("subject") or "fleet")[:253],
+                size=_as_float(item.get("size")),
+                threshold=_as_float(item.get("threshold")),
+                unit=str(item.get("unit") or "")[:32],
+                message=str(item.get("message") or "")[:512],
+                at=at,
+                resolved_at=parse_time(_first(item, "resolvedAt", "resolved_at")),
+            )
+        )
+    out.sort(key=lambda a: a.at)
+    return tuple(out[-MAX_ANOMALIES:])
 
 
 def _observed(raw: Any) -> dict[str, float]:
@@ -348,7 +405,9 @@ def snapshot_from_resource(body: Mapping[str, Any]) -> FleetSnapshot:
     (camelCase: ``desiredReplicas``, ``lastDecision.{desired,reason,mode,
     shares,at}``, ``history[].{at,from,to,reason}``, ``conditions``), and
     ``forecast.points`` as ``[{"at": unix_s, "connections": n}]`` or
-    ``[[unix_s, n]]`` when the forecaster writes a series. The selector is
+    ``[[unix_s, n]]`` when the forecaster writes a series (a third value, or
+    ``upper``/``p90``, is the upper quantile), ``anomalies`` as
+    `spec.AnomalyRecord` (``signal``, ``subject``, ``at``, ``resolvedAt``). The selector is
     ``spec.prometheus.selector`` with its placeholders filled.
 
     Tolerant of missing or partial status (a fleet the operator has not
@@ -380,6 +439,7 @@ def snapshot_from_resource(body: Mapping[str, Any]) -> FleetSnapshot:
         last_decision=_decision(_first(status, "lastDecision", "decision")),
         events=_events(_first(status, "history", "scalingEvents", "events")),
         forecast=_forecast(status.get("forecast")),
+        anomalies=_anomalies(status.get("anomalies")),
         forecast_summary=_forecast_summary(status.get("forecast")),
         mode=str(mode) if mode else None,
         observed=_observed(_first(status, "observed", "observedMetrics", "metrics")),

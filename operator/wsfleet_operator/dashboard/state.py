@@ -8,6 +8,12 @@ fleet's Prometheus for the live connection and gateway counts, publishes the
 Each fleet may name its own Prometheus (`FleetSnapshot.prometheus_url`, from
 ``spec.prometheus.url``); otherwise the app's default is used. Health is kept
 per Prometheus URL and reported per fleet, never as zeros.
+
+Chart data (`series`) is bounded whatever the load: Prometheus lines by the
+query step, per-pod lines by their `max_series`, sampled and forecast lines by
+`downsample`, markers by the snapshot's own limits. Requests for the same fleet
+and range within one sampling interval share one set of Prometheus queries
+(`SeriesCache`), so more open pages do not mean more load on Prometheus.
 """
 
 from __future__ import annotations
@@ -22,17 +28,21 @@ from typing import Any
 import aiohttp
 import structlog
 
+from wsfleet_operator.dashboard.cache import SeriesCache
+from wsfleet_operator.dashboard.forecasts import ForecastBands, forecast_lines, forecast_now
 from wsfleet_operator.dashboard.model import FleetSnapshot, FleetStateSource
 from wsfleet_operator.dashboard.series import (
     LIVE_CONNECTIONS,
     LIVE_GATEWAYS,
     ChartSpec,
     LineSpec,
-    Point,
     ReplicaHistory,
-    forecast_at,
+    band_json,
+    downsample,
+    downsample_band,
     line_json,
     lines_from_result,
+    omitted_series,
     parse_matrix,
     parse_vector_sum,
     render_promql,
@@ -84,8 +94,11 @@ class DashboardState:
         interval_s: float,
         rate_window: str,
         prometheus_timeout_s: float = 5.0,
+        forecasts: ForecastBands | None = None,
     ) -> None:
         self.source = source
+        self.forecasts = forecasts
+        self.series_cache = SeriesCache(ttl_s=interval_s)
         self.prometheus_url = prometheus_url or None
         self.prometheus_timeout_s = prometheus_timeout_s
         self.charts = tuple(charts)
@@ -147,7 +160,7 @@ class DashboardState:
                 snap.desired_replicas,
                 snap.current_replicas,
                 snap.ready_replicas,
-                _forecast_now(snap, now),
+                *forecast_now(snap, now),
             )
         self.history.retain(s.key for s in snapshots)
         live = await asyncio.gather(*(self._live(snap) for snap in snapshots))
@@ -160,7 +173,9 @@ class DashboardState:
             "prometheus": self.overall(urls).as_json(),
             "fleets": [
                 {
-                    **snap.model_dump(mode="json"),
+                    # the forecast's points go to the charts only (`series`), not every event
+                    **snap.model_dump(mode="json", exclude={"forecast"}),
+                    "forecast_points": len(snap.forecast),
                     "live": live[i],
                     "prometheus": self.health(urls[i]).as_json(),
                 }
@@ -235,6 +250,7 @@ class DashboardState:
 
     async def stop(self) -> None:
         await self.close()
+        await self.series_cache.close()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -247,6 +263,10 @@ class DashboardState:
     # -- charts ------------------------------------------------------------
     def find(self, namespace: str, name: str) -> FleetSnapshot | None:
         return next((s for s in self.source.fleets() if s.key == (namespace, name)), None)
+
+    async def cached_series(self, snap: FleetSnapshot, range_s: float) -> dict[str, Any]:
+        """`series`, shared by the requests of one sampling interval."""
+        return await self.series_cache.get((snap.key, range_s), lambda: self.series(snap, range_s))
 
     async def series(self, snap: FleetSnapshot, range_s: float) -> dict[str, Any]:
         """Chart lines for one fleet over the last `range_s` seconds."""
@@ -266,12 +286,37 @@ class DashboardState:
         results = await asyncio.gather(*calls, return_exceptions=True)
         health = self.note(url, results) if url is not None and client else self.health(url)
         history = self.history.lines(snap.key, start, end)
-        view_end, forecast = _forecast_line(snap, history["forecast"], start, end, range_s)
+        view_end, forecast, band = forecast_lines(
+            snap, history["forecast"], self.history.band(snap.key, start, end), start, end, range_s
+        )
+        if self.forecasts is not None:
+            modelled = self.forecasts.band(snap.key, start, end + range_s / 4, step)
+            if modelled:
+                view_end = modelled[-1][0]
+                forecast = [(t, m) for t, m, _ in modelled]
+                band = modelled
+        level = snap.forecast_summary.get("floorQuantile")
+        band_name = f"p{round(level * 100)}" if isinstance(level, float) else "p90"
+        anomalies = [
+            {
+                "t": a.at.timestamp(),
+                "until": None if a.resolved_at is None else a.resolved_at.timestamp(),
+                "signal": a.signal,
+                "subject": a.subject,
+                "message": a.message,
+                "size": a.size,
+                "threshold": a.threshold,
+                "unit": a.unit,
+            }
+            for a in snap.anomalies
+            if a.at.timestamp() <= view_end
+            and (a.resolved_at is None or a.resolved_at.timestamp() >= start)
+        ]
         markers = [
             {
                 "t": e.time.timestamp(),
                 "label": f"{'?' if e.from_replicas is None else e.from_replicas}→{e.to_replicas}",
-                "reason": e.reason + (" (dry run)" if e.dry_run else ""),
+                "reason": e.reason[:300] + (" (dry run)" if e.dry_run else ""),
             }
             for e in snap.events
             if start <= e.time.timestamp() <= view_end
@@ -280,16 +325,21 @@ class DashboardState:
         for ci, chart in enumerate(self.charts):
             lines: list[dict[str, Any]] = []
             errors: list[str] = []
+            omitted = 0
             for (job_ci, line), result in zip(jobs, results, strict=True):
                 if job_ci != ci:
                     continue
                 if isinstance(result, PrometheusQueryError):
                     errors.append(f"{line.name or line.split_by}: {result}")
                 elif isinstance(result, dict):
-                    lines.extend(lines_from_result(line, parse_matrix(result)))
-            lines.extend(line_json(n, history.get(n, [])) for n in chart.source_lines)
+                    parsed = parse_matrix(result)
+                    lines.extend(lines_from_result(line, parsed))
+                    omitted += omitted_series(line, parsed)
+            lines.extend(line_json(n, downsample(history.get(n, []))) for n in chart.source_lines)
+            if chart.forecast and band:
+                lines.append(band_json(band_name, downsample_band(band)))
             if chart.forecast and forecast:
-                lines.append(line_json("forecast", forecast, "forecast"))
+                lines.append(line_json("forecast", downsample(forecast), "forecast"))
             charts.append(
                 {
                     "id": chart.id,
@@ -297,6 +347,9 @@ class DashboardState:
                     "unit": chart.unit,
                     "series": lines,
                     "markers": markers if chart.markers else [],
+                    # which of the payload's `anomalies` this chart marks ("*": all)
+                    "anomaly_signals": list(chart.anomalies),
+                    "omitted_series": omitted,
                     "prometheus_unavailable": bool(chart.lines) and not health.available,
                     "errors": errors,
                 }
@@ -310,31 +363,5 @@ class DashboardState:
             "range_s": range_s,
             "prometheus": health.as_json(),
             "charts": charts,
+            "anomalies": anomalies,
         }
-
-
-def _forecast_now(snap: FleetSnapshot, now: float) -> float | None:
-    """What the forecast says about `now`: its series, else the floor it sets."""
-    predicted = forecast_at([(p.time.timestamp(), p.value) for p in snap.forecast], now)
-    if predicted is None:
-        floor = snap.forecast_summary.get("floorConnections")
-        if isinstance(floor, int | float) and not isinstance(floor, bool):
-            predicted = float(floor)
-    return predicted
-
-
-def _forecast_line(
-    snap: FleetSnapshot, sampled: list[Point], start: float, end: float, range_s: float
-) -> tuple[float, list[Point]]:
-    """(view end, forecast points): the forecast drawn against actual.
-
-    When the status carries past points, those; else what it said at each
-    sample we took. Then its prediction ahead of now, the view extended by up
-    to a quarter of the range.
-    """
-    stated = [(p.time.timestamp(), p.value) for p in snap.forecast]
-    future = [(t, v) for t, v in stated if t > end]
-    view_end = min(end + range_s / 4, max(t for t, _ in future)) if future else end
-    if any(t <= end for t, _ in stated):
-        return view_end, [(t, v) for t, v in stated if start <= t <= view_end]
-    return view_end, [*sampled, *((t, v) for t, v in future if t <= view_end)]

@@ -1,7 +1,9 @@
 """The operator's live dashboard, served by the local fleet.
 
 The autoscaler's status after every tick becomes the dashboard's snapshot of
-the fleet; the dashboard reads live series from the local Prometheus.
+the fleet; the dashboard reads live series from the local Prometheus and the
+forecast's p50 line and upper band from the autoscaler's own forecaster
+(`watch_forecaster`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ class LocalDashboard:
     """One fleet on the dashboard; `update()` after each autoscaler tick."""
 
     def __init__(self, manifest: FleetManifest, spec: FleetSpec, host: str, port: int) -> None:
+        from wsfleet_operator.dashboard.forecasts import ForecastModels
         from wsfleet_operator.dashboard.model import StaticFleetStateSource
 
+        self.forecasts = ForecastModels()
         self.manifest = manifest
         self.spec = spec
         self.host = host
@@ -39,6 +43,10 @@ class LocalDashboard:
             snapshot_from_status(self.manifest.name, self.manifest.namespace, status, self.spec)
         )
 
+    def watch_forecaster(self, forecaster: Any) -> None:
+        """Draw the forecast from `forecaster` (the autoscaler's; None: none)."""
+        self.forecasts.register((self.manifest.namespace, self.manifest.name), forecaster)
+
     async def start(self) -> str:
         """Serve the dashboard on `port` (a free one when taken); returns its URL."""
         from wsfleet_operator.dashboard.app import create_dashboard_app, start_dashboard
@@ -49,6 +57,7 @@ class LocalDashboard:
                 self.spec.prometheus.url,
                 interval_s=2.0,
                 rate_window=self.spec.prometheus.rate_window,
+                forecasts=self.forecasts,
             )
             try:
                 self._server = await start_dashboard(app, self.host, port)

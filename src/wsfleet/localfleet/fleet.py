@@ -238,6 +238,9 @@ class LocalFleet:
                 log.warning("autoscaler_unavailable", error=str(exc))
                 self.notify(f"autoscaler unavailable ({exc}): the fleet stays at {replicas}")
                 return
+            if self.dashboard is not None:
+                autoscaler = getattr(self.autoscaling, "autoscaler", None)
+                self.dashboard.watch_forecaster(getattr(autoscaler, "forecaster", None))
             self._tasks.append(
                 asyncio.create_task(
                     run_autoscaler(

@@ -8,10 +8,15 @@
   const COLORS = ["#2563eb", "#e8590c", "#0f9d58", "#9c36b5", "#d6336c", "#0c8599", "#5c940d"];
   const NAMED = { actual: "#2563eb", forecast: "#e8590c", desired: "#9c36b5", ready: "#0f9d58",
     current: "#868e96", scraped: "#0c8599", p95: "#2563eb", p99: "#d6336c" };
+  const BAND_COLOR = "#e8590c";
+  // anomaly signals (status.anomalies) and how the timeline marks them
+  const SIGNAL_COLORS = { SwitchLatency: "#d6336c", DeliveryLatency: "#c2255c",
+    ConnectFlood: "#e67700", MemoryLeak: "#7048e8" };
+  const MAX_SERIES_INTERVAL_S = 30; // refetch charts at most every step (≤ 30 s)
   const HEADLINE = ["Capped", "MetricsAvailable", "Degraded"];
   // Conditions where "True" is good news; for the rest "True" is a warning.
   const GOOD_WHEN_TRUE = new Set(["MetricsAvailable", "Ready", "Available", "ForecastAccurate"]);
-  const BAD_WHEN_TRUE = new Set(["Degraded"]);
+  const BAD_WHEN_TRUE = new Set(["Degraded", "Anomaly"]);
 
   const token = new URLSearchParams(location.search).get("token");
   const el = (id) => document.getElementById(id);
@@ -49,8 +54,16 @@
     if (a >= 10) return v.toFixed(1);
     return v.toFixed(2);
   }
+  function fmtBytes(v) {
+    const a = Math.abs(v);
+    if (a >= 1024 ** 3) return (v / 1024 ** 3).toFixed(a >= 10 * 1024 ** 3 ? 0 : 1) + " GiB";
+    if (a >= 1024 ** 2) return (v / 1024 ** 2).toFixed(a >= 100 * 1024 ** 2 ? 0 : 1) + " MiB";
+    if (a >= 1024) return (v / 1024).toFixed(a >= 100 * 1024 ? 0 : 1) + " KiB";
+    return Math.round(v) + " B";
+  }
   function fmt(v, unit) {
     if (v === null || v === undefined) return "—";
+    if (unit === "bytes") return fmtBytes(v);
     if (unit === "seconds") {
       if (Math.abs(v) < 1) return (v * 1000).toFixed(v * 1000 >= 10 ? 0 : 1) + " ms";
       return v.toFixed(2) + " s";
@@ -135,10 +148,11 @@
     const decision = h("div", "decision");
     const charts = h("div", "charts");
     const events = h("div", "events");
-    root.append(head, stats, decision, charts, events);
+    const anomalies = h("div", "events anomalies");
+    root.append(head, stats, decision, charts, events, anomalies);
     el("fleets").append(root);
-    card = { key, root, badges, statNodes, decision, charts, events, chartNodes: new Map(),
-      series: null };
+    card = { key, root, badges, statNodes, decision, charts, events, anomalies,
+      chartNodes: new Map(), series: null, fetchedAt: 0, fetchedRange: null };
     cards.set(key, card);
     return card;
   }
@@ -206,6 +220,7 @@
       card.decision.append(line);
     }
     renderEvents(card, f.events || []);
+    renderAnomalies(card, f.anomalies || []);
   }
 
   function fmtSummary(key, v) {
@@ -236,6 +251,27 @@
       table.append(tr);
     }
     card.events.append(table);
+  }
+
+  function renderAnomalies(card, anomalies) {
+    card.anomalies.replaceChildren();
+    card.anomalies.append(h("h3", "", "Anomalies"));
+    if (!anomalies.length) {
+      card.anomalies.append(h("div", "muted", "None detected."));
+      return;
+    }
+    const table = h("table");
+    for (const a of anomalies.slice(-8).reverse()) {
+      const tr = h("tr");
+      tr.dataset.signal = a.signal;
+      const t = Date.parse(a.at) / 1000;
+      const state = a.resolved_at ? "resolved " + fmtTime(Date.parse(a.resolved_at) / 1000, true) : "open";
+      const sig = h("td", "c", a.signal + (a.subject && a.subject !== "fleet" ? " (" + a.subject + ")" : ""));
+      sig.style.color = SIGNAL_COLORS[a.signal] || "";
+      tr.append(h("td", "t", fmtTime(t, true)), sig, h("td", "t", state), h("td", "", a.message || ""));
+      table.append(tr);
+    }
+    card.anomalies.append(table);
   }
 
   // ---------- charts ----------
@@ -276,14 +312,17 @@
       const item = h("span", "item");
       item.dataset.series = l.name;
       item.dataset.last = l.last === null ? "" : String(l.last);
-      const sw = h("span", "swatch" + (l.kind === "forecast" ? " dashed" : ""));
-      const color = colorFor(l.name, i);
+      const sw = h("span", "swatch" + (l.kind === "forecast" ? " dashed" : l.kind === "band" ? " band" : ""));
+      const color = l.kind === "band" ? BAND_COLOR : colorFor(l.name, i);
       sw.style.background = color;
       sw.style.color = color;
       item.append(sw, h("span", "", l.name), h("span", "val", fmt(l.last, chart.unit)));
       node.legend.append(item);
     });
-    node.note.textContent = chart.errors && chart.errors.length ? "Query error: " + chart.errors.join("; ") : "";
+    const notes = [];
+    if (chart.errors && chart.errors.length) notes.push("Query error: " + chart.errors.join("; "));
+    if (chart.omitted_series) notes.push(chart.omitted_series + " more pods not shown (the highest are)");
+    node.note.textContent = notes.join(" · ");
     const svg = node.svg;
     svg.replaceChildren();
     const W = Math.max(200, svg.clientWidth || 400), H = 170;
@@ -304,7 +343,12 @@
     }
     if (unavailableOnly) return; // no axes: nothing here may read as a zero
     let vmax = 0;
-    for (const l of lines) for (const [, v] of l.points) if (v !== null && v > vmax) vmax = v;
+    for (const l of lines) {
+      for (const p of l.points) {
+        const v = l.kind === "band" ? p[2] : p[1];
+        if (v !== null && v > vmax) vmax = v;
+      }
+    }
     if (chart.unit === "ratio") vmax = 1;
     else if (chart.unit === "replicas") vmax = Math.max(4, Math.ceil((vmax * 1.15) / 4) * 4);
     else vmax = vmax > 0 ? niceCeil(vmax * 1.1) : 1;
@@ -329,9 +373,23 @@
       label.textContent = fmtTime(t, end - start < 1800);
       svg.append(label);
     }
+    // anomalies: a shaded span from when each began until it ended (or now)
+    drawAnomalies(svg, chart, x, start, end, node.data.now, m, H);
+    // bands (forecast median to its upper quantile): under the lines
+    chart.series.forEach((l) => {
+      if (l.kind !== "band" || !l.points.length) return;
+      const pts = l.points.filter((p) => p[0] >= start - 1 && p[0] <= end + 1 && p[1] !== null && p[2] !== null);
+      if (!pts.length) return;
+      let d = "";
+      pts.forEach((p, k) => { d += (k ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[2]).toFixed(1); });
+      for (let k = pts.length - 1; k >= 0; k--) d += "L" + x(pts[k][0]).toFixed(1) + " " + y(pts[k][1]).toFixed(1);
+      const path = s("path", { class: "band", d: d + "Z", fill: BAND_COLOR });
+      path.dataset.series = l.name;
+      svg.append(path);
+    });
     // lines (gaps at nulls)
     chart.series.forEach((l, i) => {
-      if (!l.points.length) return;
+      if (!l.points.length || l.kind === "band") return;
       // replica counts are integers that change at a moment: draw steps
       const steps = chart.unit === "replicas";
       let d = "", pen = false, lastY = 0;
@@ -379,6 +437,36 @@
     }
   }
 
+  // the payload's anomalies that this chart marks (chart.anomaly_signals; "*": all)
+  function anomaliesOf(chart, all) {
+    const signals = chart.anomaly_signals || [];
+    if (!signals.length) return [];
+    return (all || []).filter((a) => signals.includes("*") || signals.includes(a.signal));
+  }
+
+  function drawAnomalies(svg, chart, x, start, end, now, m, H) {
+    const marks = chart.anomalies || [];
+    marks.forEach((a, k) => {
+      const until = a.until === null || a.until === undefined ? (now || end) : a.until;
+      if (until < start || a.t > end) return;
+      const x0 = x(Math.max(a.t, start)), x1 = Math.max(x0 + 2, x(Math.min(until, end)));
+      const color = SIGNAL_COLORS[a.signal] || "#d6336c";
+      const g = s("g", { class: "anomaly" + (a.until === null || a.until === undefined ? " open" : "") });
+      g.dataset.signal = a.signal;
+      g.append(s("rect", { x: x0, y: m.t, width: x1 - x0, height: H - m.t - m.b, fill: color }));
+      g.append(s("line", { x1: x0, x2: x0, y1: m.t, y2: H - m.b, stroke: color }));
+      const lbl = s("text", { x: x0 + 3, y: H - m.b - 4 - 11 * (k % 3), fill: color });
+      lbl.textContent = "⚠ " + a.signal;
+      g.append(lbl);
+      const title = s("title");
+      const when = fmtTime(a.t, true) + (a.until ? "–" + fmtTime(a.until, true) : " – now");
+      title.textContent = when + "  " + a.signal + (a.subject && a.subject !== "fleet" ? " (" + a.subject + ")" : "") +
+        ": " + (a.message || "");
+      g.append(title);
+      svg.append(g);
+    });
+  }
+
   function niceCeil(v) {
     const p = Math.pow(10, Math.floor(Math.log10(v)));
     for (const k of [1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10]) if (k * p >= v) return k * p;
@@ -398,13 +486,18 @@
       const n = l.points.length;
       if (!n) continue;
       let best = null, bd = Infinity;
-      for (const [pt, v] of l.points) { const dd = Math.abs(pt - t); if (dd < bd) { bd = dd; best = v; } }
+      const at = l.kind === "band" ? 2 : 1;
+      for (const p of l.points) { const dd = Math.abs(p[0] - t); if (dd < bd) { bd = dd; best = p[at]; } }
       // near enough: a 40th of the view, or most of this line's own spacing
       const gap = n > 1 ? (l.points[n - 1][0] - l.points[0][0]) / (n - 1) : 0;
       if (bd <= Math.max((end - start) / 40, gap * 0.75)) rows.push(l.name + ": " + fmt(best, chart.unit));
     }
     for (const mk of chart.markers || []) {
       if (Math.abs(mk.t - t) < (end - start) / 60) rows.push("scaled " + mk.label + ": " + (mk.reason || ""));
+    }
+    for (const a of chart.anomalies || []) {
+      const until = a.until === null || a.until === undefined ? node.data.now || end : a.until;
+      if (t >= a.t - (end - start) / 60 && t <= until) rows.push("⚠ " + a.signal + ": " + (a.message || ""));
     }
     node.tip.textContent = rows.join("  ·  ");
     node.tip.hidden = false;
@@ -416,18 +509,35 @@
   }
 
   // ---------- data flow ----------
-  async function fetchSeries(card) {
-    if (inflight.has(card.key)) return;
+  // Charts are refetched at most once per query step (a 1-day view has a point every
+  // 6 min), capped at MAX_SERIES_INTERVAL_S; the live numbers come with every event.
+  function seriesDue(card, force) {
+    if (force || card.fetchedRange !== rangeSelect.value || !card.series) return true;
+    const every = Math.min(MAX_SERIES_INTERVAL_S, Math.max(card.series.step_s || 0, (last && last.interval_s) || 0));
+    return Date.now() - card.fetchedAt >= every * 1000 - 250;
+  }
+
+  async function fetchSeries(card, force) {
+    if (inflight.has(card.key) || !seriesDue(card, force)) return;
     inflight.add(card.key);
     try {
       const [ns, name] = card.key.split("/");
-      const url = withToken(`api/fleets/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/series?range=${encodeURIComponent(rangeSelect.value)}`);
+      const range = rangeSelect.value;
+      const url = withToken(`api/fleets/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/series?range=${encodeURIComponent(range)}`);
       const resp = await fetch(url, { cache: "no-store" });
       if (!resp.ok) throw new Error("HTTP " + resp.status);
-      const data = await resp.json();
+      const text = await resp.text();
+      const data = JSON.parse(text);
+      const began = performance.now();
       card.series = data;
+      card.fetchedAt = Date.now();
+      card.fetchedRange = range;
       data.start = fitStart(data);
+      for (const chart of data.charts) chart.anomalies = anomaliesOf(chart, data.anomalies);
       for (const chart of data.charts) drawChart(ensureChart(card, chart), chart, data.start, data.end, data.now, data.prometheus);
+      // what one refresh costs the page: measured, shown to tests and curious people
+      card.root.dataset.payloadBytes = String(text.length);
+      card.root.dataset.renderMs = (performance.now() - began).toFixed(1);
       card.root.dataset.seriesAt = String(data.now);
       card.root.dataset.rangeS = String(data.range_s);
     } catch (err) {
@@ -492,7 +602,7 @@
     });
   }
 
-  rangeSelect.addEventListener("change", () => { for (const c of cards.values()) fetchSeries(c); });
+  rangeSelect.addEventListener("change", () => { for (const c of cards.values()) fetchSeries(c, true); });
   window.addEventListener("resize", () => {
     for (const card of cards.values()) {
       if (!card.series) continue;
