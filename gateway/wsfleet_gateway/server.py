@@ -544,7 +544,10 @@ class WsServer:
                 await asyncio.sleep(0)
             if presence and _monotonic() >= refresh_due:
                 refresh_due = _monotonic() + refresh_s
-                await self.refresh_presence()
+                try:
+                    await self.refresh_presence()
+                except Exception:  # never the end of the heartbeat: sweeps must go on
+                    log.exception("presence_refresh_failed")
 
     async def refresh_presence(self) -> int:
         """Write every presence record of this gateway again (each lives one more TTL),
