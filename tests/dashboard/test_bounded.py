@@ -244,12 +244,23 @@ async def test_series_cache() -> None:
     with pytest.raises(RuntimeError):
         await failing.get(key, broken)
     assert await failing.get(key, compute) == {"n": 6}
-    # closing cancels what is still running
+    # still under way: shared even past its ttl, never started twice
     release.clear()
-    pending = SeriesCache(ttl_s=60.0)
-    waiter = asyncio.ensure_future(pending.get(key, compute))
+    slow = SeriesCache(ttl_s=0.0)
+    waiters = [asyncio.ensure_future(slow.get(key, compute)) for _ in range(3)]
+    await asyncio.sleep(0)  # all three asked while the first is under way
+    release.set()
+    assert [await w for w in waiters] == [{"n": 7}] * 3
+    assert len(calls) == 7
+    # closing cancels what is still running, evicted entries included
+    release.clear()
+    pending = SeriesCache(ttl_s=60.0, max_entries=1)
+    first_waiter = asyncio.ensure_future(pending.get(key, compute))
+    other_waiter = asyncio.ensure_future(pending.get((("ns", "z"), 60.0), compute))
     await asyncio.sleep(0)
+    assert len(pending) == 1
     await pending.close()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
+    for waiter in (first_waiter, other_waiter):
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
     assert len(pending) == 0

@@ -15,7 +15,10 @@ class SeriesCache:
     """Chart payloads by (fleet, range), shared for `ttl_s`; at most `max_entries`.
 
     Concurrent requests for one key wait on one computation (its task is
-    shielded: a page that goes away does not cancel it for the others).
+    shielded: a page that goes away does not cancel it for the others), and
+    a computation still under way is never started again, however long it
+    takes: a slow Prometheus gets one set of queries per key, not one per
+    request.
     """
 
     def __init__(self, ttl_s: float, max_entries: int = 32) -> None:
@@ -24,6 +27,7 @@ class SeriesCache:
         self._entries: OrderedDict[SeriesKey, tuple[float, asyncio.Task[dict[str, Any]]]] = (
             OrderedDict()
         )
+        self._running: set[asyncio.Task[dict[str, Any]]] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -33,8 +37,13 @@ class SeriesCache:
     ) -> dict[str, Any]:
         now = time.monotonic()
         entry = self._entries.get(key)
-        if entry is None or now - entry[0] >= self.ttl_s or _failed(entry[1]):
+        stale = entry is None or (
+            entry[1].done() and (now - entry[0] >= self.ttl_s or _failed(entry[1]))
+        )
+        if entry is None or stale:
             task = asyncio.ensure_future(compute())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
             self._entries[key] = (now, task)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
@@ -44,7 +53,7 @@ class SeriesCache:
         return await asyncio.shield(task)
 
     async def close(self) -> None:
-        tasks = [task for _, task in self._entries.values() if not task.done()]
+        tasks = [task for task in self._running if not task.done()]
         self._entries.clear()
         for task in tasks:
             task.cancel()
