@@ -190,3 +190,25 @@ def test_a_p90_floor_scales_ahead_of_a_noisy_evening_that_a_p50_floor_misses() -
     # 1000 connections per pod: the p50 floor has too few pods for the busy evening, the
     # p90 floor has them before it starts
     assert desired[0.5] * 1000 < evening <= desired[0.9] * 1000
+
+
+def test_status_stays_the_same_on_every_tick_of_a_step() -> None:
+    """A fitted forecast's status must not move with the clock inside one step: the
+    operator writes the status only when it changes, and a peak found on a grid that
+    started at `now` moved its time (and size) on every tick: a write per tick."""
+    t, y = _history()
+    provider = SeasonalForecastProvider(_spec())
+    provider.update(t, y)
+    assert provider.model is not None
+    step = provider.model.slot_s
+    slot = START + 14 * DAY + 17 * 3600  # a step boundary, in the evening ramp
+    assert slot % step == 0
+    first = provider.status(slot)
+    assert first["peakAt"] is not None
+    assert first["nextPeakAt"] is not None
+    for tick in (1.0, 7.5, step / 2, step - 1):
+        assert provider.status(slot + tick) == first, tick
+    assert provider.floor(slot + step - 1) == provider.floor(slot)
+    later = provider.status(slot + step)  # the next step may differ, and only then
+    assert later["peakAt"] is not None
+    assert later["peakAt"] >= first["peakAt"]

@@ -174,7 +174,7 @@ class SeasonalForecastProvider:
         start = to_unix(now)
         end = start + self.spec.lead_time_seconds
         step = min(self.model.slot_s, max(self.spec.lead_time_seconds, 1))
-        grid, values = self.model.predict_range(start, end, step)
+        grid, values = self.model.predict_range(aligned(start, step), end, step)
         upper = self.model.quantile(grid, self.spec.floor_quantile)
         i = int(np.argmax(upper))
         return Peak(at=float(grid[i]), connections=float(values[i]), upper=float(upper[i]))
@@ -184,7 +184,8 @@ class SeasonalForecastProvider:
         if self.model is None or not self.model.ready:
             return None
         start = to_unix(now)
-        grid, values = self.model.predict_range(start, start + horizon_s, self.model.slot_s)
+        step = self.model.slot_s
+        grid, values = self.model.predict_range(aligned(start, step), start + horizon_s, step)
         i = int(np.argmax(values))
         return Peak(at=float(grid[i]), connections=float(values[i]))
 
@@ -235,6 +236,13 @@ class SeasonalForecastProvider:
             "fittedThrough": self.fitted_at,
             "backtest": None if self.backtest is None else self.backtest.to_dict(),
         }
+
+
+def aligned(t: float, step_s: float) -> float:
+    """The start of the step `t` falls in: a window's grid on these points gives the same
+    peak (time and size) on every tick of a step, so the status written from it stays the
+    same and costs no write (`status.status_essence`)."""
+    return float(np.floor(t / step_s) * step_s) if step_s > 0 else t
 
 
 class RefreshingForecast:
