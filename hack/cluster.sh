@@ -324,6 +324,13 @@ wait_for() { # what timeout_s command...
 kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig "$DIR/kubeconfig" --request-timeout=10s "$@"; }
 
 api_ready() { [[ "$(kubectl_admin get --raw /readyz 2>/dev/null)" == "ok" ]]; }
+watchable() { # api-path...: a watch on each is served (no "storage is (re)initializing")
+  local path out
+  for path in "$@"; do
+    out="$(kubectl_admin get --raw "$path?watch=1&timeoutSeconds=1" 2>&1)" || return 1
+    [[ "$out" != *'"type":"ERROR"'* ]] || return 1
+  done
+}
 etcd_ready() { curl -fsS "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
 nodes_ready() {
   local ready
@@ -458,6 +465,11 @@ EOF
   wait_for "$NODES Ready kwok nodes" 60 nodes_ready
   wait_for "the default ServiceAccount (service-account controller)" 60 default_sa
   wait_for "kube-root-ca.crt (root-ca publisher)" 60 root_ca
+  # /readyz can say ok while a watch cache is still initializing: a watch then ends with
+  # an ERROR event (429), which kopf takes as fatal for that resource's watcher
+  wait_for "watches served" 60 watchable /api/v1/pods /api/v1/services /api/v1/configmaps \
+    /api/v1/namespaces /api/v1/events /apis/apps/v1/deployments \
+    /apis/policy/v1/poddisruptionbudgets /apis/coordination.k8s.io/v1/leases
   trap - ERR
   exec 9>&-
   log "up in $(since "$started") s: Kubernetes $K8S_VERSION at https://127.0.0.1:$API_PORT, $NODES kwok nodes"

@@ -180,8 +180,11 @@ def helm_binary() -> str:
     ).stdout.strip()
 
 
+FLEETS_API = "/apis/wsfleet.io/v1alpha1/websocketfleets"
+
+
 def install_chart(cluster: LocalCluster, helm_bin: str, *values: str) -> str:
-    return cluster.helm(
+    out = cluster.helm(
         helm_bin,
         "install",
         RELEASE,
@@ -194,6 +197,22 @@ def install_chart(cluster: LocalCluster, helm_bin: str, *values: str) -> str:
         "3m",
         *values,
     )
+    wait_watchable(cluster.kube, FLEETS_API)
+    return out
+
+
+def wait_watchable(kube: Kube, path: str, timeout_s: float = 60.0) -> None:
+    """Until a watch on `path` is served. A new CRD's watch cache starts after the CRD is
+    Established: a watch before that ends in an ERROR event (429, "storage is
+    (re)initializing"), which kopf takes as fatal for that resource's watcher."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proc = kube.run("get", "--raw", f"{path}?watch=1&timeoutSeconds=1", check=False)
+        if proc.returncode == 0 and '"type":"ERROR"' not in proc.stdout:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no watch on {path} served: {proc.stdout}{proc.stderr}")
+        time.sleep(0.2)
 
 
 def token_kubeconfig(cluster: LocalCluster, path: Path, duration: str = "4h") -> Path:
