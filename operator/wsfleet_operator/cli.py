@@ -5,7 +5,8 @@
 
 Settings come from `WSFLEET_OPERATOR_*` env (flags win): the liveness
 endpoint (kopf's `/healthz`), the operator's own Prometheus metrics port,
-and kopf peering for HA (several replicas, one active).
+and kopf peering for HA (several replicas, one active). If one of kopf's essential tasks
+dies (a watch stream on an ERROR event), the process exits 1: see `watchdog`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from prometheus_client import start_http_server
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wsfleet_operator import opmetrics
+from wsfleet_operator import opmetrics, watchdog
 from wsfleet_operator.handlers import OperatorConfig, build_registry
 
 log = structlog.get_logger("wsfleet.operator.cli")
@@ -180,7 +181,8 @@ async def run_operator(
     config: OperatorConfig | None = None,
     stop_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
-    """Run until cancelled or `stop_flag` is set."""
+    """Run until cancelled or `stop_flag` is set; raise `KopfTaskFailed` if one of kopf's
+    essential tasks (a watch stream, …) dies (`watchdog`: never stay deaf)."""
     if config is None:
         factory = None
         if settings.forecast:
@@ -191,12 +193,16 @@ async def run_operator(
     registry = _with_dashboard(config) if settings.dashboard else build_registry(config)
     log.info("operator.starting", **{k: str(v) for k, v in operator_kwargs(settings).items()})
     kwargs = operator_kwargs(settings)
-    await kopf.operator(
-        registry=registry,
-        settings=kopf_settings(settings),
-        stop_flag=stop_flag,
-        **kwargs,  # type: ignore[arg-type]
-    )
+
+    async def run_kopf(stop: asyncio.Event) -> None:
+        await kopf.operator(
+            registry=registry,
+            settings=kopf_settings(settings),
+            stop_flag=stop,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    await watchdog.supervise(run_kopf, stop_flag)
 
 
 def _with_dashboard(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -228,4 +234,6 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(run_operator(settings))
     except KeyboardInterrupt:
         return 130
+    except watchdog.KopfTaskFailed:
+        return 1  # logged (`operator.kopf_task_failed`); Kubernetes restarts the pod
     return 0
