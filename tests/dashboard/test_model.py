@@ -201,6 +201,10 @@ def test_parse_time() -> None:
     assert parse_time("yesterday") is None
     assert parse_time("") is None
     assert parse_time(True) is None
+    # epoch seconds outside the years 1-9999, or not a number: no time, no crash (found by
+    # hypothesis in test_any_status_gives_a_snapshot: a forecast point at -62135596801)
+    for bad in (-62135596801, 1e20, float("nan"), float("inf"), -float("inf")):
+        assert parse_time(bad) is None, bad
 
 
 def test_forecast_points_from_a_model() -> None:
