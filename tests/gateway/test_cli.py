@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from wsfleet_gateway.cli import settings_from_args
@@ -19,7 +20,6 @@ from wsfleet_gateway.cli import settings_from_args
 from tests.support.waiting import wait_until
 from wsfleet.cli import build_parser
 from wsfleet.client import Client
-from wsfleet.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,14 +76,15 @@ def gateway_process() -> Iterator[list[GatewayProcess]]:
 async def test_gateway_process_ready_serves_and_exits_cleanly(
     gateway_process: list[GatewayProcess], sig: signal.Signals
 ) -> None:
-    port, admin_port = free_port(), free_port()
+    # port 0: the gateway binds a free port itself and says which (a port picked here
+    # and bound later can be taken by another process in between)
     process = GatewayProcess(
         "--host",
         "127.0.0.1",
         "--port",
-        str(port),
+        "0",
         "--admin-port",
-        str(admin_port),
+        "0",
         env={"WSFLEET_PORT": "1", "WSFLEET_NODE_NAME": "cli-node", "WSFLEET_DRAIN_GRACE_S": "1"},
     )
     gateway_process.append(process)
@@ -94,8 +95,12 @@ async def test_gateway_process_ready_serves_and_exits_cleanly(
     )
     assert isinstance(ready, list), "".join(process.lines)
     assert len(ready) == 1
-    assert ready[0]["ws"] == f"ws://127.0.0.1:{port}/ws"  # the flag beats WSFLEET_PORT
-    assert ready[0]["admin"] == f"http://127.0.0.1:{admin_port}"
+    ws = urlsplit(ready[0]["ws"])
+    admin = urlsplit(ready[0]["admin"])
+    assert (ws.scheme, ws.hostname, ws.path) == ("ws", "127.0.0.1", "/ws")
+    assert ws.port not in (None, 0, 1)  # the flag (0: any free port) beats WSFLEET_PORT=1
+    assert (admin.scheme, admin.hostname) == ("http", "127.0.0.1")
+    assert admin.port not in (None, 0, ws.port)
     assert ready[0]["node"] == "cli-node"
     client = await Client.connect(ready[0]["ws"], follow_reconnect=False)
     try:
