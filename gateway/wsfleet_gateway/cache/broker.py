@@ -74,9 +74,9 @@ class ProtectedBroker:
         a subscription drops any offset at or below one it got, so a catch-up delivered
         after a newer live message would be lost to it."""
         self._join_held: JoinHeld | None = getattr(inner, "join_held", None)
+        """The inner broker's join without awaiting, where it has one (`RedisBroker`)."""
         self._held_history: JoinHeld | None = getattr(inner, "held_history", None)
         """The inner broker's history from what it delivered (`RedisBroker.held_history`)."""
-        """The inner broker's join without awaiting, where it has one (`RedisBroker`)."""
         self._presence: PresenceStore | None = inner if isinstance(inner, PresenceStore) else None
         breaker.on_change(self._on_breaker_change)
 
