@@ -16,6 +16,7 @@ updates of the owned objects cost no API call at all.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ class _Shared:
     autoscalers: dict[tuple[str, str], Autoscaler] = field(default_factory=dict)
     fleets: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
     """(namespace, name) -> (uid, spec) of every fleet seen: drift is checked against it."""
+    reconciling: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    """One lock per fleet: its reconciles never overlap. kopf serializes the handlers of
+    one object, not of a fleet's several objects: a deleted Service and a Deployment
+    event at once would both find the Service missing and both create it (one 409)."""
 
     def reporter(self, namespace: str, name: str) -> Autoscaler:
         """The fleet's autoscaler, or a report-only one while its spec is unusable."""
@@ -147,7 +152,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
     async def _reconcile(name: str, namespace: str, uid: str, spec: dict[str, Any]) -> None:
         client = shared.kube()
         ref = FleetRef(name, namespace, uid)
-        result = await reconcile(client, ref, dict(spec))
+        lock = shared.reconciling.setdefault((namespace, name), asyncio.Lock())
+        async with lock:
+            result = await reconcile(client, ref, dict(spec))
         involved = _involved(name, namespace, uid)
         if not result.valid:
             tick = shared.reporter(namespace, name).invalid(result.errors)
@@ -278,6 +285,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
                 await prom.close()
             shared.autoscalers.pop((namespace, name), None)
             shared.fleets.pop((namespace, name), None)
+            shared.reconciling.pop((namespace, name), None)
 
     return registry
 
