@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -170,7 +170,8 @@ class MetricsSource(Protocol):
     async def pod_connections(self) -> dict[str, int] | None: ...
 
 
-def _single(samples: list[Sample]) -> float | None:
+def single_value(samples: Iterable[Sample]) -> float | None:
+    """The sum of a query's finite samples (one series, or a sum of several); None: none."""
     values = [s.value for s in samples if math.isfinite(s.value)]
     return sum(values) if values else None
 
@@ -198,7 +199,7 @@ class PrometheusMetricsSource:
 
     async def _value(self, template: str) -> float | None:
         try:
-            return _single(await self.client.query(self._q(template)))
+            return single_value(await self.client.query(self._q(template)))
         except PrometheusError as exc:
             self.last_error = str(exc)
             log.warning("prometheus.query_failed", fleet=self.name, error=str(exc))

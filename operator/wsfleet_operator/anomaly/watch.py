@@ -34,9 +34,9 @@ from wsfleet_operator.forecast.provider import prometheus_fetch
 from wsfleet_operator.prometheus import (
     PrometheusClient,
     PrometheusError,
-    Sample,
     Series,
     render_query,
+    single_value,
 )
 from wsfleet_operator.spec import AnomalyRecord, AnomalySignal, FleetSpec
 
@@ -53,11 +53,6 @@ class _Check:
 
 
 _UNCHECKED = _Check(False, [])
-
-
-def _single(samples: Iterable[Sample]) -> float | None:
-    values = [s.value for s in samples if math.isfinite(s.value)]
-    return sum(values) if values else None
 
 
 class AnomalyWatch:
@@ -153,7 +148,7 @@ class AnomalyWatch:
         promql = self._q(template, spec)
         try:
             baseline = await self._baseline(signal, promql, spec, now)
-            observed = _single(await self.client.query(promql, at=now))
+            observed = single_value(await self.client.query(promql, at=now))
         except PrometheusError as exc:
             log.warning(
                 "anomaly.query_failed", fleet=self.name, signal=signal.value, error=str(exc)
@@ -191,10 +186,10 @@ class AnomalyWatch:
                 "anomaly.query_failed", fleet=self.name, signal="ConnectFlood", error=str(exc)
             )
             return _UNCHECKED
-        per_minute = _single(total)
+        per_minute = single_value(total)
         if per_minute is None:
             return _Check(True, [])
-        rate = ConnectRate(per_minute, _single(user), _single(ip), _single(base))
+        rate = ConnectRate(per_minute, single_value(user), single_value(ip), single_value(base))
         finding = detect_flood(
             rate,
             min_per_minute=cfg.min_connects_per_minute,
