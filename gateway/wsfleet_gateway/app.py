@@ -24,13 +24,15 @@ from aiohttp import web
 
 from wsfleet_gateway.admin import build_admin_app
 from wsfleet_gateway.backends.memory import MemoryBroker
-from wsfleet_gateway.broker import Broker, PresenceStore
+from wsfleet_gateway.broker import Broker, HabitStore, PresenceStore
 from wsfleet_gateway.channels import Hub
 from wsfleet_gateway.drain import DrainResult, drain_gateway
 from wsfleet_gateway.layer import ProtectionLayer
 from wsfleet_gateway.metrics import GatewayMetrics
+from wsfleet_gateway.prefetch import Prefetcher
 from wsfleet_gateway.presence import event_matcher
 from wsfleet_gateway.protection.auth import Authenticator
+from wsfleet_gateway.protection.breaker import CLOSED
 from wsfleet_gateway.protection.jwt_auth import build_authenticator
 from wsfleet_gateway.server import WsServer
 from wsfleet_gateway.session import SessionContext
@@ -60,6 +62,8 @@ def create_broker(settings: GatewaySettings) -> Broker:
             pool_size=settings.redis_pool_size,
             queue_timeout_s=settings.redis_queue_timeout_s,
             presence_ttl_s=settings.presence_ttl_s,
+            habit_half_life_s=settings.prefetch_half_life_s,
+            habit_ttl_s=settings.prefetch_model_ttl_s,
         )
         return broker
     return MemoryBroker(
@@ -103,6 +107,7 @@ class Gateway:
         self.ctx = SessionContext.create(self.settings, self.hub)
         if self.protection is not None:
             self.ctx.audit = self.protection.audit
+        self.ctx.prefetch = self._prefetcher()
         self.ws = WsServer(
             self.ctx,
             authenticator,
@@ -113,6 +118,32 @@ class Gateway:
         self._admin_runner: web.AppRunner | None = None
         self._admin_port: int | None = None
         self._started = False
+
+    def _prefetcher(self) -> Prefetcher | None:
+        """The next-channel prefetcher, with ``prefetch`` on and a store that keeps habits."""
+        s, habits = self.settings, self.broker
+        if not s.prefetch or not isinstance(habits, HabitStore):
+            return None
+        broker, protection = self.broker, self.protection
+
+        def allowed() -> bool:
+            closed = protection is None or protection.breaker.state == CLOSED
+            return closed and broker.available
+
+        m = self.metrics
+        return Prefetcher(
+            habits,
+            self.store,
+            per_connection=s.prefetch_per_connection,
+            max_channels=s.prefetch_max_channels,
+            rate_per_s=s.prefetch_per_s,
+            hold_s=s.prefetch_hold_s,
+            history_limit=s.history_recent,
+            allowed=allowed,
+            results=m.prefetch,
+            outcomes=m.prefetch_joins,
+            held_gauge=m.prefetch_held,
+        )
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -158,6 +189,8 @@ class Gateway:
             await self._admin_runner.cleanup()
             self._admin_runner = None
         if self._started:
+            if self.ctx.prefetch is not None:
+                await self.ctx.prefetch.close()
             if self.protection is not None:
                 await self.protection.close()
             await self.store.close()

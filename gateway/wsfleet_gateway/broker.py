@@ -213,6 +213,20 @@ class PresenceStore(Protocol):
         """Where events of channels attached here go (one handler)."""
 
 
+@runtime_checkable
+class HabitStore(Protocol):
+    """Each user's next-channel habits, kept by the store so any pod can use them
+    (``backends/redis/habits.py``; the prefetcher in ``prefetch.py`` asks it)."""
+
+    async def habit_step(
+        self, user: str, came_from: str | None, to: str | None, n: int
+    ) -> list[str]:
+        """Learn the move ``came_from → to`` (`came_from` None: `to` is the connection's
+        first channel) and return the `n` channels `user` most likely goes to after
+        `to`, likeliest first; `to` None (a connection just opened): learn nothing and
+        return the likeliest first channels. `BrokerUnavailableError` on failure."""
+
+
 class Broker(Protocol):
     """What the gateway needs from its message store."""
 

@@ -172,6 +172,25 @@ class GatewayMetrics:
             registry=r,
         )
         self._rejections = LabelledCounter(self.rejections)
+        self.prefetch = CountsByLabels(
+            "wsfleet_prefetch",
+            "Next-channel prefetch by result: stepped (a model step answered), fetched,"
+            " extended, released, capped, throttled, busy, paused, failed.",
+            ("result",),
+        )
+        r.register(self.prefetch)
+        self.prefetch_joins = CountsByLabels(
+            "wsfleet_prefetch_joins",
+            "Joins of authenticated users by outcome: prefetched (landed on a channel"
+            " prefetched for the connection), missed, unpredicted.",
+            ("outcome",),
+        )
+        r.register(self.prefetch_joins)
+        self.prefetch_held = Gauge(
+            "wsfleet_prefetch_held_channels",
+            "Channels this gateway holds for prefetch.",
+            registry=r,
+        )
 
     def reject(self, reason: str) -> None:
         """Count one rejection (children cached: no label lookup per call)."""

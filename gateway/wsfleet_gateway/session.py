@@ -28,6 +28,7 @@ from wsfleet_gateway.broker import (
     is_text,
 )
 from wsfleet_gateway.channels import Hub, SendFrame, Subscription
+from wsfleet_gateway.prefetch import Prefetcher
 from wsfleet_gateway.presence import (
     Member,
     encode_member,
@@ -36,7 +37,7 @@ from wsfleet_gateway.presence import (
     live_members,
 )
 from wsfleet_gateway.protection.audit import AuditLog
-from wsfleet_gateway.protection.auth import Principal
+from wsfleet_gateway.protection.auth import ANONYMOUS, Principal
 from wsfleet_gateway.protocol import (
     BAD_REQUEST,
     FORBIDDEN,
@@ -82,6 +83,8 @@ class SessionContext:
     sessions: set[Session] = field(default_factory=set)
     audit: AuditLog | None = None
     """Where quota hits are recorded (None: not audited)."""
+    prefetch: Prefetcher | None = None
+    """Learns each user's next channel and holds it here first (None: prefetch off)."""
 
     @classmethod
     def create(cls, settings: GatewaySettings, hub: Hub) -> SessionContext:
@@ -109,6 +112,7 @@ class Session:
         "_subscriptions",
         "closed",
         "ctx",
+        "habit",
         "id",
         "moved",
         "principal",
@@ -127,7 +131,14 @@ class Session:
         self.moved = False
         """Sent a drain's `reconnect` frame: no more live messages (`Hub.move`)."""
         self._queue: deque[Request] | None = None
+        self.habit: tuple[str | None, tuple[str, ...]] | None = None
+        """The channel joined last and those prefetched for the next join (`prefetch`)."""
         ctx.sessions.add(self)
+        if ctx.prefetch is not None and principal is not ANONYMOUS:
+            ctx.prefetch.connected(self, principal.user)
+
+    def may_join(self, channel: str) -> bool:
+        return self.principal.may_join(channel)
 
     @property
     def subscriptions(self) -> dict[str, Subscription]:
@@ -261,6 +272,7 @@ class Session:
             )
         if done:
             self.ctx.hub.metrics.subscribe_seconds.observe(time.perf_counter() - started)
+            self._joined(None, channel)
 
     async def _switch(self, request: Switch) -> None:
         started = time.perf_counter()
@@ -280,6 +292,12 @@ class Session:
             )
         if done:
             self.ctx.hub.metrics.channel_switch_seconds.observe(time.perf_counter() - started)
+            self._joined(from_, to)
+
+    def _joined(self, came_from: str | None, to: str) -> None:
+        prefetch = self.ctx.prefetch
+        if prefetch is not None and self.principal is not ANONYMOUS:
+            prefetch.joined(self, self.principal.user, came_from, to)
 
     async def _publish(self, request: Publish) -> None:
         if not self.principal.may_publish(request.channel):

@@ -121,6 +121,24 @@ class GatewaySettings(ProtectionSettings):
     leaves are sent to subscribers as ``join``/``leave`` events: a frame per
     subscriber per join or leave, so none by default. Needs `presence`."""
 
+    prefetch: bool = True
+    """Learn each authenticated user's next channel (a decayed first-order model in
+    Redis: one command after each join, not waited for) and hold the likeliest here
+    before they switch (see prefetch.py). Needs Redis; anonymous users have no habits."""
+    prefetch_per_connection: int = Field(default=2, ge=0, le=5)
+    """Channels prefetched after each join of a connection (0: learn, never prefetch)."""
+    prefetch_max_channels: int = Field(default=2000, ge=0)
+    """Most channels this pod holds for prefetch at once (more: skipped, counted)."""
+    prefetch_per_s: float = Field(default=200.0, gt=0)
+    """Most prefetch joins and connect-time reads per second on this pod."""
+    prefetch_hold_s: float = Field(default=60.0, gt=0)
+    """Seconds a prefetched channel is held after its last prediction (then it lingers
+    `linger_s` more, like any channel its last subscriber left)."""
+    prefetch_half_life_s: float = Field(default=86400.0, gt=0)
+    """Half-life of a move in the model: yesterday's habits count half of today's."""
+    prefetch_model_ttl_s: float = Field(default=30 * 86400.0, gt=0)
+    """A user's model is deleted this long after their last move."""
+
     drain_grace_s: float = Field(default=30.0, ge=0)
     """Seconds a draining gateway waits for clients to move before closing the rest."""
     drain_reconnect_per_s: float = Field(default=500.0, gt=0)

@@ -72,6 +72,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsfleet_gateway.backends.redis.cluster import ClusterLanes
+from wsfleet_gateway.backends.redis.habits import HABIT_LUA, step_args
 from wsfleet_gateway.backends.redis.lane import CommandLane
 from wsfleet_gateway.backends.redis.pool import RedisGate, SingleFlight
 from wsfleet_gateway.backends.redis.presence import (
@@ -148,6 +149,8 @@ class RedisBroker:
         ring_max_bytes: int = 16 << 20,
         publish_durability: str = "primary",
         presence_ttl_s: float = 60.0,
+        habit_half_life_s: float = 86400.0,
+        habit_ttl_s: float = 30 * 86400.0,
     ) -> None:
         if publish_durability not in DURABILITIES:
             raise ValueError(f"publish_durability must be one of {DURABILITIES}")
@@ -167,7 +170,10 @@ class RedisBroker:
         """Bounds the commands in flight; a burst queues here instead of opening connections."""
         self._publish_sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
         self._history_sha = hashlib.sha1(HISTORY_LUA.encode()).hexdigest()
-        self._scripts = (HISTORY_LUA, PUBLISH_LUA)
+        self._habit_sha = hashlib.sha1(HABIT_LUA.encode()).hexdigest()
+        self.habit_half_life_s = habit_half_life_s
+        self.habit_ttl_ms = max(1, int(habit_ttl_s * 1000))
+        self._scripts: tuple[str, ...] = (HISTORY_LUA, PUBLISH_LUA, HABIT_LUA)
         """Loaded at start (`_warm`)."""
         self._lane: CommandLane | ClusterLanes = CommandLane(self.endpoint, LANE_WARM, op_timeout_s)
         """Every command's connections."""
@@ -608,6 +614,19 @@ class RedisBroker:
         handler = self._on_presence_event
         if handler is not None:
             handler(channel, frame_json)
+
+    # -- habits (the HabitStore protocol) ---------------------------------
+
+    async def habit_step(
+        self, user: str, came_from: str | None, to: str | None, n: int
+    ) -> list[str]:
+        args = step_args(
+            user, came_from, to, time.time(), self.habit_half_life_s, self.habit_ttl_ms, n
+        )
+        reply = await self._call(
+            "habits", *args, repeatable=False, script=(self._habit_sha, HABIT_LUA)
+        )
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in reply or ()]
 
     # -- what PubSubFanout reads when it catches up ------------------------
 

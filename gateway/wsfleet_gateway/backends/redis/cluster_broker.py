@@ -27,6 +27,7 @@ from typing import Any
 
 from wsfleet_gateway.backends.redis.broker import LANE_WARM, RedisBroker
 from wsfleet_gateway.backends.redis.cluster import ClusterLanes, ClusterUnavailableError
+from wsfleet_gateway.backends.redis.habits import HABIT_LUA
 from wsfleet_gateway.backends.redis.pool import ShardUnavailableError
 from wsfleet_gateway.backends.redis.resp import Arg
 from wsfleet_gateway.backends.redis.shards import ShardedFanout
@@ -80,7 +81,7 @@ class RedisClusterBroker(RedisBroker):
         )
         self._presence_publish = "SPUBLISH"
         self._sharded_sha = hashlib.sha1(PUBLISH_SHARDED_LUA.encode()).hexdigest()
-        self._scripts = (HISTORY_LUA, PUBLISH_SHARDED_LUA)
+        self._scripts = (HISTORY_LUA, PUBLISH_SHARDED_LUA, HABIT_LUA)
         self._publish_plain = False
 
     @property
