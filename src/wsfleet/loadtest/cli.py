@@ -22,6 +22,7 @@ _NUMERIC: tuple[tuple[str, str, type, str], ...] = (
     ("--max-requests", "max_requests", int, "stop after this many requests in total"),
     ("--channels", "channels", int, "wedding-channel pool size"),
     ("--channels-per-user", "channels_per_user", int, "channels each photographer cycles"),
+    ("--habit", "habit", float, "photographer: share of switches to the next in the round"),
     ("--zipf", "zipf_s", float, "channel popularity skew (0 = uniform)"),
     ("--think-time", "think_time_s", float, "mean think time between actions, seconds"),
     ("--publish-probability", "publish_probability", float, "photographer: share of publishes"),

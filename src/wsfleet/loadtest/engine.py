@@ -89,25 +89,30 @@ class Engine:
 
     # connections -------------------------------------------------------------
 
-    def headers_for(self, attempt: int) -> dict[str, str] | None:
-        """Upgrade headers of one connection: a minted per-user token, the shared one, or none."""
+    def headers_for(self, attempt: int, user: str | None = None) -> dict[str, str] | None:
+        """Upgrade headers of one connection: a minted per-user token, the shared one, or none.
+
+        `user`: who connects (the same on every connection of one simulated user, so the
+        gateway sees their habits); None: a user of its own per attempt."""
         if self.options.jwt_secret is None:
             return self._headers
         token = mint_token(
             self.options.jwt_secret,
-            f"loadtest-{self._run_tag}-{attempt}",
+            f"loadtest-{self._run_tag}-{attempt if user is None else user}",
             self.options.jwt_tier,
             ttl_s=self.remaining() + 3600.0 if self.remaining() < 1e9 else 86_400.0,
         )
         return {**(self._headers or {}), "Authorization": f"Bearer {token}"}
 
-    async def open(self) -> LoadConnection | None:
-        """Open one connection and wait for `welcome`; None (counted) on failure."""
+    async def open(self, user: str | None = None) -> LoadConnection | None:
+        """Open one connection and wait for `welcome`; None (counted) on failure.
+
+        `user`: see `headers_for`."""
         async with self._connect_slots:
             if self.should_stop():
                 return None
             self.stats.attempted += 1
-            headers = self.headers_for(self.stats.attempted)
+            headers = self.headers_for(self.stats.attempted, user)
             started = time.perf_counter()
             made: list[LoadConnection] = []
             abandoned = False

@@ -29,6 +29,11 @@ class ScenarioOptions:
     """photographer / wedding-season: size of the wedding-channel pool."""
     channels_per_user: int = 15
     """photographer: channels each user cycles through."""
+    habit: float = 0.0
+    """photographer: share of switches that follow the user's own round (the next of their
+    channels, in order) instead of picking by popularity: a photographer with habits,
+    which the gateway's prefetch learns. Switches to a channel the connection never
+    visited are also timed apart, as ``switch-first``."""
     zipf_s: float = 1.1
     """Skew of channel popularity (0 = uniform)."""
     think_time_s: float = 1.0

@@ -12,7 +12,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wsfleet.loadtest.connection import LoadConnection, delivery_latency_s, now_ns
@@ -50,7 +50,9 @@ def record_delivery(engine: Engine) -> Callable[[LoadConnection, bytes], None]:
     return on_message
 
 
-async def reopen_after_move(engine: Engine, conn: LoadConnection) -> LoadConnection | None:
+async def reopen_after_move(
+    engine: Engine, conn: LoadConnection, user: str | None = None
+) -> LoadConnection | None:
     """A new connection for a user whose gateway asked it to move (a drain); else None.
 
     Like a real client, the user waits the frame's ``after_ms`` and connects
@@ -59,7 +61,7 @@ async def reopen_after_move(engine: Engine, conn: LoadConnection) -> LoadConnect
     if not conn.moved or engine.should_stop():
         return None
     await engine.pause(conn.move_after_s)
-    return await engine.open()
+    return await engine.open(user)
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Photographer:
     preference: ZipfSampler
     current: str
     seq: int = 0
+    visited: set[str] = field(default_factory=set)
+    """Channels visited on the current connection (a switch elsewhere: a first visit)."""
 
 
 async def run_photographer_user(
@@ -81,16 +85,18 @@ async def run_photographer_user(
     rng = random.Random(opts.seed * 1_000_003 + index)
     channels = [wedding_channel(engine, r) for r in pool.distinct(rng, opts.channels_per_user)]
     user = Photographer(index, rng, channels, ZipfSampler(len(channels), opts.zipf_s), channels[0])
+    who = f"photographer-{index}"  # one user on every connection: their habits carry
     if conn is None:
-        conn = await engine.open()
+        conn = await engine.open(who)
     while conn is not None:
         conn.on_message = record_delivery(engine)
+        user.visited = {user.current}
         try:
             if await engine.call(conn, "subscribe", channel=user.current) is not None:
                 await photograph(engine, conn, user)
         finally:
             engine.close(conn)
-        conn = await reopen_after_move(engine, conn)
+        conn = await reopen_after_move(engine, conn, who)
 
 
 async def photograph(engine: Engine, conn: LoadConnection, user: Photographer) -> None:
@@ -106,11 +112,28 @@ async def photograph(engine: Engine, conn: LoadConnection, user: Photographer) -
             data = payload(engine, user.seq, user.index)
             await engine.call(conn, "publish", channel=user.current, data=data)
             continue
-        target = user.current
-        while target == user.current and len(user.channels) > 1:
-            target = user.channels[user.preference.sample(rng)]
+        target = next_channel(user, opts.habit)
+        first = target not in user.visited
+        started = time.perf_counter()
         if await engine.call(conn, "switch", **{"from": user.current, "to": target}) is not None:
+            if first:
+                engine.stats.latency("switch-first").record(time.perf_counter() - started)
+                user.visited.add(target)
             user.current = target
+
+
+def next_channel(user: Photographer, habit: float) -> str:
+    """Where `user` switches next: with probability `habit` the channel after the current
+    one in their round, else one of theirs by popularity (never the current one)."""
+    channels = user.channels
+    if len(channels) < 2:
+        return user.current
+    if habit > 0 and user.rng.random() < habit and user.current in channels:
+        return channels[(channels.index(user.current) + 1) % len(channels)]
+    target = user.current
+    while target == user.current:
+        target = channels[user.preference.sample(user.rng)]
+    return target
 
 
 async def photographer(engine: Engine) -> None:
