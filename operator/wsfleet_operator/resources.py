@@ -80,7 +80,7 @@ def _metadata(name: str, fleet: str, namespace: str, uid: str) -> JSON:
 
 
 def limits_env(spec: FleetSpec) -> dict[str, str]:
-    """The spec's limits, drain and log level as `WSFLEET_*` env: the one mapping.
+    """The spec's limits, drain, features and log level as `WSFLEET_*` env: the one mapping.
 
     Shared by the operator's ConfigMap (`gateway_env`) and the local fleet
     (`wsfleet up`), so the two cannot drift. Every name is a field of the gateway's
@@ -100,6 +100,24 @@ def limits_env(spec: FleetSpec) -> dict[str, str]:
         "WSFLEET_BANDWIDTH_BYTES_PER_S": str(limits.bandwidth_bytes_per_second),
         "WSFLEET_DRAIN_GRACE_S": str(drain.grace_period_seconds),
         "WSFLEET_DRAIN_RECONNECT_PER_S": str(drain.reconnect_per_second),
+        **features_env(spec),
+    }
+
+
+def features_env(spec: FleetSpec) -> dict[str, str]:
+    presence, prefetch = spec.features.presence, spec.features.prefetch
+    return {
+        "WSFLEET_PRESENCE": str(presence.enabled).lower(),
+        "WSFLEET_PRESENCE_TTL_S": str(presence.ttl_seconds),
+        "WSFLEET_PRESENCE_EVENTS_CHANNELS": json.dumps(
+            presence.events_channels, separators=(",", ":")
+        ),
+        "WSFLEET_PREFETCH": str(prefetch.enabled).lower(),
+        "WSFLEET_PREFETCH_PER_CONNECTION": str(prefetch.per_connection),
+        "WSFLEET_PREFETCH_MAX_CHANNELS": str(prefetch.max_channels_per_pod),
+        "WSFLEET_PREFETCH_PER_S": str(prefetch.per_second),
+        "WSFLEET_PREFETCH_HOLD_S": str(prefetch.hold_seconds),
+        "WSFLEET_PREFETCH_HALF_LIFE_S": str(prefetch.half_life_seconds),
     }
 
 

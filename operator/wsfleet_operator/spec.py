@@ -330,6 +330,40 @@ class DrainSpec(WireModel):
     )
 
 
+class PresenceSpec(WireModel):
+    """Who is on each channel: the gateway's WSFLEET_PRESENCE settings (protocol.md)."""
+
+    enabled: bool = True
+    ttl_seconds: float = Field(
+        default=60.0, ge=0.3, le=3600, description="a dead gateway's members vanish within this"
+    )
+    events_channels: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="glob patterns of channels whose joins and leaves are sent as events",
+    )
+
+
+class PrefetchSpec(WireModel):
+    """Next-channel prefetch: the gateway's WSFLEET_PREFETCH settings (cache.md)."""
+
+    enabled: bool = True
+    per_connection: int = Field(default=2, ge=0, le=5, description="channels held per join")
+    max_channels_per_pod: int = Field(default=2000, ge=0, le=1_000_000)
+    per_second: int = Field(default=200, ge=1, description="prefetch joins per second per pod")
+    hold_seconds: int = Field(default=60, ge=1, le=3600)
+    half_life_seconds: int = Field(
+        default=86400, ge=60, description="how fast old habits fade in the model"
+    )
+
+
+class FeaturesSpec(WireModel):
+    """Gateway features with a cost in Redis, each on by default."""
+
+    presence: PresenceSpec = Field(default_factory=PresenceSpec)
+    prefetch: PrefetchSpec = Field(default_factory=PrefetchSpec)
+
+
 class CostGuardSpec(WireModel):
     max_surge_per_window: int = Field(
         default=8, ge=1, le=1000, description="pods added at most per window"
@@ -556,6 +590,7 @@ class FleetSpec(WireModel):
     behavior: BehaviorSpec = Field(default_factory=BehaviorSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     drain: DrainSpec = Field(default_factory=DrainSpec)
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
     cost_guard: CostGuardSpec = Field(default_factory=CostGuardSpec)
     forecast: ForecastSpec = Field(default_factory=ForecastSpec)
     anomalies: AnomaliesSpec = Field(default_factory=AnomaliesSpec)

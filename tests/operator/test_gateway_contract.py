@@ -32,6 +32,17 @@ EXAMPLE: dict[str, Any] = {
         "bandwidthBytesPerSecond": 54321,
     },
     "drain": {"gracePeriodSeconds": 45, "reconnectPerSecond": 123},
+    "features": {
+        "presence": {"enabled": False, "ttlSeconds": 12.5, "eventsChannels": ["venue-*"]},
+        "prefetch": {
+            "enabled": False,
+            "perConnection": 1,
+            "maxChannelsPerPod": 77,
+            "perSecond": 9,
+            "holdSeconds": 21,
+            "halfLifeSeconds": 3600,
+        },
+    },
 }
 
 
@@ -91,6 +102,30 @@ def test_spec_limits_arrive_in_the_gateway_settings(monkeypatch: pytest.MonkeyPa
     assert s.log_level == "debug"
     assert s.log_json is True
     assert (s.port, s.admin_port) == (8443, 9443)
+
+
+def test_spec_features_arrive_in_the_gateway_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings_from_env(monkeypatch, r.gateway_env(parse_spec(EXAMPLE)))
+    assert (s.presence, s.presence_ttl_s, s.presence_events_channels) == (False, 12.5, ["venue-*"])
+    assert s.prefetch is False
+    assert (s.prefetch_per_connection, s.prefetch_max_channels) == (1, 77)
+    assert (s.prefetch_per_s, s.prefetch_hold_s, s.prefetch_half_life_s) == (9, 21, 3600)
+    defaults = settings_from_env(monkeypatch, r.gateway_env(FleetSpec()))
+    assert defaults.presence is True
+    assert defaults.prefetch is True
+    assert defaults.presence_events_channels == []
+    low = parse_spec(
+        {
+            "features": {
+                "presence": {"ttlSeconds": 0.3},
+                "prefetch": {"perConnection": 0, "perSecond": 1, "halfLifeSeconds": 60},
+            }
+        }
+    )
+    s = settings_from_env(monkeypatch, r.gateway_env(low))  # the CRD's bounds still load
+    assert (s.presence_ttl_s, s.prefetch_per_connection) == (0.3, 0)
+    with pytest.raises(ValueError, match="less than or equal to 5"):
+        parse_spec({"features": {"prefetch": {"perConnection": 6}}})
 
 
 def test_every_emitted_name_is_a_gateway_setting() -> None:
