@@ -23,9 +23,16 @@ class FakeDecision:
 
 
 @dataclass
+class FakeEvent:
+    reason: str
+    message: str
+
+
+@dataclass
 class FakeResult:
     decision: FakeDecision | None
     status: object = None
+    events: list[FakeEvent] | None = None
 
 
 class ScriptedAutoscaling:
@@ -71,6 +78,42 @@ async def test_the_loop_survives_a_failing_tick_and_reports_only_changes() -> No
     ]
     assert len(results) == scaler.ticks - 1  # every tick but the failed one
     assert describe(FakeResult(None)) is None
+
+
+async def test_the_loop_prints_every_anomaly_raised_or_resolved() -> None:
+    flood = FakeEvent("AnomalyDetected", "ConnectFlood: 12.0x the usual connects from 1 user")
+    over = FakeEvent("AnomalyResolved", "ConnectFlood resolved")
+    script: list[Any] = [
+        FakeResult(None, events=[FakeEvent("ScaledUp", "2 -> 3"), flood]),
+        FakeResult(None, events=[over]),
+        FakeResult(None),
+    ]
+    scaler = ScriptedAutoscaling(script)
+    lines: list[str] = []
+    task = asyncio.create_task(run_autoscaler(scaler, 0.01, lines.append))
+    try:
+        await wait_until(lambda: scaler.ticks >= 4, timeout_s=30, message="ticks")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert lines == [f"anomaly: {flood.message}", f"anomaly: {over.message}"]
+
+
+def test_wsfleet_up_runs_the_operators_anomaly_watch() -> None:
+    from wsfleet_operator.anomaly.watch import AnomalyWatch
+    from wsfleet_operator.spec import parse_spec
+
+    from wsfleet.localfleet.autoscale import build_autoscaler
+    from wsfleet.localfleet.manifest import FleetManifest
+
+    spec = parse_spec({"prometheus": {"url": "http://127.0.0.1:1"}})
+    manifest = FleetManifest("weddings", "default", spec)
+    built = build_autoscaler(spec, target=None, manifest=manifest)  # type: ignore[arg-type]
+    watch = built.autoscaler.anomalies  # type: ignore[attr-defined]
+    assert isinstance(watch, AnomalyWatch)
+    assert (watch.namespace, watch.name) == ("default", "weddings")
+    asyncio.run(built.close())
 
 
 def _sleeper(seconds: int = 60) -> subprocess.Popen[bytes]:

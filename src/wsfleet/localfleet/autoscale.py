@@ -1,8 +1,11 @@
 """Run the operator's own autoscaler against the local scale target.
 
 The decision logic is the operator's (`wsfleet_operator`): the same pure
-decision function, fed by the same PromQL from our local Prometheus. Here is
-only the wiring and the timer loop.
+decision function, fed by the same PromQL from our local Prometheus, with the
+same anomaly watch (`spec.anomalies`: latency far above its own seasonal
+expectation, connection floods, memory per connection drifting up). Here is
+only the wiring and the timer loop; what a cluster would get as Events is
+printed.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def build_autoscaler(
 ) -> Autoscaling:
     """The operator's Autoscaler reading our Prometheus and scaling `target`."""
     try:
+        from wsfleet_operator.anomaly.watch import AnomalyWatch
         from wsfleet_operator.autoscaler import Autoscaler
         from wsfleet_operator.prometheus import PrometheusClient, PrometheusMetricsSource
     except ImportError as exc:  # pragma: no cover - the operator ships in this package
@@ -76,10 +80,29 @@ def build_autoscaler(
         forecaster = default_forecaster_factory(
             manifest.namespace, manifest.name, lambda: spec, client
         )
+    watch = AnomalyWatch(client, lambda: spec, manifest.namespace, manifest.name)
     autoscaler = Autoscaler(
-        spec, target, source, forecaster, name=manifest.name, namespace=manifest.namespace
+        spec,
+        target,
+        source,
+        forecaster,
+        name=manifest.name,
+        namespace=manifest.namespace,
+        anomalies=watch,
     )
     return _OperatorAutoscaling(autoscaler, [client.close])
+
+
+ANOMALY_REASONS = ("AnomalyDetected", "AnomalyResolved")
+
+
+def anomaly_lines(result: Any) -> list[str]:
+    """A line per anomaly raised or resolved by this tick (its Events in a cluster)."""
+    return [
+        f"anomaly: {event.message}"
+        for event in getattr(result, "events", None) or ()
+        if getattr(event, "reason", None) in ANOMALY_REASONS
+    ]
 
 
 def describe(result: Any) -> tuple[tuple[object, ...], str] | None:
@@ -115,6 +138,10 @@ async def run_autoscaler(
         else:
             if on_result is not None:
                 on_result(result)
+            for line in anomaly_lines(result):
+                log.warning("anomaly", line=line)
+                if notify is not None:
+                    notify(line)
             described = describe(result)
             if described is not None and described[0] != last:
                 last = described[0]
