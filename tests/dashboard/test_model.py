@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from wsfleet_operator.dashboard.model import (
     FleetSnapshot,
     FleetStateSource,
-    ResourceFleetStateSource,
     StaticFleetStateSource,
+)
+from wsfleet_operator.dashboard.wire import (
+    ResourceFleetStateSource,
     fleet_selector,
     forecast_points,
     parse_time,

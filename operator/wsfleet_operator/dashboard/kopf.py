@@ -25,7 +25,7 @@ import structlog
 
 from wsfleet_operator.dashboard.app import DashboardServer, DashboardSettings, serve_dashboard
 from wsfleet_operator.dashboard.forecasts import ForecastBands
-from wsfleet_operator.dashboard.model import ResourceFleetStateSource
+from wsfleet_operator.dashboard.wire import ResourceFleetStateSource
 from wsfleet_operator.spec import GROUP, PLURAL, VERSION
 
 log = structlog.get_logger("wsfleet.dashboard")

@@ -37,7 +37,7 @@ class LocalDashboard:
 
     def update(self, status: Any) -> None:
         """Show `status` (a `FleetStatus`, or None before the first tick)."""
-        from wsfleet_operator.dashboard.model import snapshot_from_status
+        from wsfleet_operator.dashboard.wire import snapshot_from_status
 
         self.source.put(
             snapshot_from_status(self.manifest.name, self.manifest.namespace, status, self.spec)
