@@ -21,9 +21,8 @@ import json
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from wsfleet.bench.probes import percentile
+from wsfleet.bench.redis_counts import redis_commands
 from wsfleet.bench.servers import gateway_server, usable_cpus
 from wsfleet.client import Client
 from wsfleet.services import RedisServer
@@ -36,20 +35,11 @@ ENV = {
 }
 
 
-async def _commands(redis_url: str) -> int:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        stats = await client.info("commandstats")
-    finally:
-        await client.aclose()
-    return sum(int(v["calls"]) for name, v in stats.items() if "info" not in name)
-
-
 async def _phase(
     clients: list[Client], routes: list[list[str]], redis_url: str
 ) -> dict[str, float]:
     """Every client walks its route (switch by switch); latencies of all switches."""
-    before = await _commands(redis_url)
+    before = sum((await redis_commands(redis_url)).values())
     samples: list[float] = []
 
     async def walk(client: Client, route: list[str]) -> None:
@@ -59,7 +49,7 @@ async def _phase(
             samples.append(time.perf_counter() - started)
 
     await asyncio.gather(*(walk(c, r) for c, r in zip(clients, routes, strict=True)))
-    spent = await _commands(redis_url) - before
+    spent = sum((await redis_commands(redis_url)).values()) - before
     return {
         "switches": len(samples),
         "p50_ms": round(percentile(samples, 0.50) * 1000, 3),
