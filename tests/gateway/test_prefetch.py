@@ -27,13 +27,16 @@ import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster as RedisClusterClient
 from wsfleet_gateway.app import Gateway
 from wsfleet_gateway.backends.redis.broker import RedisBroker
 from wsfleet_gateway.backends.redis.cluster_broker import RedisClusterBroker
 from wsfleet_gateway.backends.redis.habits import (
     HABIT_LUA,
+    MAX_FROM,
     MAX_NEXT,
     connect_key,
+    index_key,
     next_key,
     step_args,
 )
@@ -140,6 +143,24 @@ def test_a_set_keeps_its_strongest_members_and_expires(shared_redis: RedisServer
     client.close()
 
 
+def test_a_user_keeps_a_bounded_number_of_sets_whatever_they_join(
+    shared_redis: RedisServer,
+) -> None:
+    """An attacker joining endless channel names leaves at most MAX_FROM sets behind:
+    the ones least recently left go, with their keys."""
+    client = redis.Redis.from_url(shared_redis.url)
+    user = "flooder"
+    for i in range(MAX_FROM + 40):
+        step(client, user, f"from-{i}", f"to-{i}", 1e9 + i, HALF_LIFE_S, 60_000, 0)
+    sets = {k.decode() for k in client.scan_iter(match=next_key(user, "*"), count=1000)}
+    assert sets == {next_key(user, f"from-{i}") for i in range(40, MAX_FROM + 40)}
+    assert client.zcard(index_key(user)) == MAX_FROM
+    assert 0 < client.pttl(index_key(user)) <= 60_000
+    step(client, user, None, "first", 1e9, HALF_LIFE_S, 60_000, 0)  # the connect set: not
+    assert client.zcard(index_key(user)) == MAX_FROM  # one of them, never dropped with them
+    client.close()
+
+
 def test_the_step_arguments_refuse_a_zero_half_life() -> None:
     with pytest.raises(ValueError, match="half_life_s"):
         step_args("ann", "a", "b", 1.0, 0.0, 1000, 1)
@@ -160,6 +181,13 @@ async def test_a_step_on_a_redis_cluster_reads_and_writes_one_slot(
         await broker.habit_step("ann", "a", "c", 0)
         assert await broker.habit_step("ann", "z", "a", 2) == ["b", "c"]
         assert await broker.habit_step("ann", None, None, 2) == ["a"]
+        for i in range(MAX_FROM + 3):  # the index drops sets by key, on the user's node
+            await broker.habit_step("ann", f"from-{i}", "a", 0)
+        assert await broker.habit_step("ann", "z", "a", 2) == []  # a's set went: left first
+        cluster = RedisClusterClient.from_url(redis_cluster.url)
+        left = list(cluster.scan_iter(match=next_key("ann", "*"), count=1000))
+        cluster.close()
+        assert len(left) == MAX_FROM
     finally:
         await broker.close()
 

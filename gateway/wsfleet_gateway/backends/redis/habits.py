@@ -14,6 +14,11 @@ counts ``2^(s - t/half_life)`` do, so reading the top is one ``ZREVRANGE``. Scor
 small (days since the epoch), never overflow, and need no background job. A set keeps
 its `MAX_NEXT` strongest members and expires `ttl` after its last write.
 
+Bounded per user, whatever they do: an index ``wsf:{u:<user>}:f`` lists the channels
+with a set, by when they were last left; past `MAX_FROM` the least recently left go,
+with their sets. A user who joins a million channel names leaves at most
+``MAX_FROM x MAX_NEXT`` members behind.
+
 One ``EVALSHA`` per switch both learns (records ``from → to``) and predicts (returns
 the top of ``to``'s set), and goes on the broker's command lane without the switch
 waiting for it.
@@ -28,6 +33,8 @@ Arg = str | int
 
 MAX_NEXT: Final = 32
 """Members kept per set: a photographer's 8 to 15 channels, with room to spare."""
+MAX_FROM: Final = 64
+"""Sets kept per user (channels they left with a set of where they went next)."""
 
 HABIT_LUA: Final = """
 local x = tonumber(ARGV[2])
@@ -41,13 +48,25 @@ if ARGV[1] ~= '' then
   local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
   if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1) end
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  if ARGV[6] ~= '' then
+    redis.call('ZADD', KEYS[3], ARGV[2], ARGV[6])
+    local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[7])
+    if over > 0 then
+      local old = redis.call('ZPOPMIN', KEYS[3], over)
+      for i = 1, #old, 2 do redis.call('DEL', ARGV[8] .. old[i]) end
+    end
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  end
 end
 local n = tonumber(ARGV[5])
 if n <= 0 then return {} end
 return redis.call('ZREVRANGE', KEYS[2], 0, n - 1)
 """
-"""KEYS: the set to record in, the set to read. ARGV: the channel to record (empty:
-record nothing), ``now / half_life``, the size cap, the TTL in ms, how many to read."""
+"""KEYS: the set to record in, the set to read, the user's index of sets. ARGV: the
+channel to record (empty: record nothing), ``now / half_life``, the size cap, the TTL in
+ms, how many to read, the channel left (empty: the connect set, not indexed), the most
+sets per user, the prefix of a set's key (the script deletes the sets the index drops:
+same user, same hash tag, same cluster slot)."""
 
 
 def user_tag(user: str) -> str:
@@ -57,6 +76,11 @@ def user_tag(user: str) -> str:
 def next_key(user: str, came_from: str) -> str:
     """Where `user`'s moves away from `came_from` are counted."""
     return f"{user_tag(user)}:n:{came_from}"
+
+
+def index_key(user: str) -> str:
+    """Which channels `user` has a `next_key` set for, by when they last left each."""
+    return f"{user_tag(user)}:f"
 
 
 def connect_key(user: str) -> str:
@@ -88,4 +112,9 @@ def step_args(
     recorded = "" if to is None or to == came_from else to
     read = connect_key(user) if to is None else next_key(user, to)
     x = now_s / half_life_s
-    return [2, record_in, read, recorded, repr(x), MAX_NEXT, max(1, ttl_ms), max(0, n)]
+    indexed = "" if came_from is None or not recorded else came_from
+    return [
+        3, record_in, read, index_key(user),
+        recorded, repr(x), MAX_NEXT, max(1, ttl_ms), max(0, n),
+        indexed, MAX_FROM, next_key(user, ""),
+    ]  # fmt: skip
