@@ -1,12 +1,21 @@
 """The dashboard served by kopf (the operator's way) against the real API server: fleets
-and their status (anomalies included) appear, change and go away."""
+and their status (anomalies included) appear, change and go away.
+
+kopf runs in this process with its watch bounded as the operator bounds it (a stream is
+ended by the server and reopened: a silent one cannot hold events back for long), and
+every kopf log line is kept: if a fleet never shows up, the failure says what kopf did
+(once, in a full run, a fleet did not appear within 120 s with no kopf warning logged;
+never reproduced in isolation or under CPU load)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -20,12 +29,50 @@ from tests.support.fleet_checks import eventually
 from tests.support.kube import Kube
 
 
+class KopfLog(logging.Handler):
+    """The last kopf log lines, every level (for a failure's message)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: collections.deque[str] = collections.deque(maxlen=80)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}"[:300])
+
+
+@dataclass
+class Running:
+    dashboard: KopfDashboard
+    task: asyncio.Task[None]
+    log: KopfLog = field(default_factory=KopfLog)
+
+    def explain(self, kube: Kube) -> str:
+        state = "running" if not self.task.done() else f"ended: {self.task!r}"
+        listed = kube.run("get", "websocketfleets", "-A", check=False)
+        lines = "\n".join(self.log.lines)
+        return f"kopf {state}\nkubectl get websocketfleets -A:\n{listed.stdout}\nkopf log:\n{lines}"
+
+
+async def eventually_or_explain(
+    running: Running, kube: Kube, cond: Callable[[], Awaitable[Any]], message: str
+) -> Any:
+    try:
+        return await eventually(cond, message=message)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{running.explain(kube)}") from exc
+
+
 @contextlib.asynccontextmanager
-async def kopf_with_dashboard(cluster: LocalCluster) -> AsyncIterator[KopfDashboard]:
+async def kopf_with_dashboard(cluster: LocalCluster) -> AsyncIterator[Running]:
     """kopf in this process, as the cluster admin, with only the dashboard's handlers (no
     finalizers: nothing here blocks a fleet's deletion)."""
     registry = kopf.OperatorRegistry()
     pki = cluster.dir / "pki"
+
+    @kopf.on.startup(registry=registry)
+    def bounded_watch(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.watching.server_timeout = 20
+        settings.watching.client_timeout = 30
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -37,6 +84,11 @@ async def kopf_with_dashboard(cluster: LocalCluster) -> AsyncIterator[KopfDashbo
         )
 
     dashboard = register_dashboard(registry, DashboardSettings(port=0, interval_s=0.2))
+    kopf_logger = logging.getLogger("kopf")
+    level = kopf_logger.level
+    kopf_logger.setLevel(logging.DEBUG)
+    log = KopfLog()
+    kopf_logger.addHandler(log)
     task = asyncio.create_task(
         kopf.operator(registry=registry, clusterwide=True, standalone=True), name="kopf-dashboard"
     )
@@ -46,18 +98,21 @@ async def kopf_with_dashboard(cluster: LocalCluster) -> AsyncIterator[KopfDashbo
         )
         if task.done():
             task.result()
-        yield dashboard
+        yield Running(dashboard, task, log)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        kopf_logger.removeHandler(log)
+        kopf_logger.setLevel(level)
     assert dashboard.server is None  # the cleanup handler stopped it
 
 
 async def test_operator_serves_fleets_from_the_cluster(
     chart: LocalCluster, kube: Kube, namespace: str
 ) -> None:
-    async with kopf_with_dashboard(chart) as dashboard, aiohttp.ClientSession() as session:
+    async with kopf_with_dashboard(chart) as running, aiohttp.ClientSession() as session:
+        dashboard = running.dashboard
         assert dashboard.server is not None
         fleets_url = dashboard.server.url + "api/fleets"
         key = f"{namespace}/chat"
@@ -72,7 +127,7 @@ async def test_operator_serves_fleets_from_the_cluster(
             return (await fleets()).get(key)
 
         kube.apply(namespace, fleet("chat", replicas={"min": 2, "max": 6}))
-        shown = await eventually(listed, message="fleet on the dashboard")
+        shown = await eventually_or_explain(running, kube, listed, "fleet on the dashboard")
         assert shown["desired_replicas"] is None  # no operator here: never reconciled
         assert (shown["min_replicas"], shown["max_replicas"]) == (2, 6)
         assert shown["selector"] == f'namespace="{namespace}",service="chat"'
