@@ -44,6 +44,15 @@ async def connect(gateway: Gateway) -> AsyncIterator[ClientFactory]:
 
 
 @pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    """Append the `Client`s a test opens; all closed at teardown."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture
 async def make_pod() -> AsyncIterator[PodFactory]:
     """`RedisBroker` pods (started unless ``start=False``), closed after the test."""
     pods: list[Pod] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -93,14 +93,6 @@ class RecordingClient(Client):
 
     def offsets_of(self, channel: str) -> list[str]:
         return [m.offset for m in self.frames if m.channel == channel]
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def connect(opened: list[Client], url: str) -> RecordingClient:

@@ -222,14 +222,6 @@ async def gateways(redis_server: RedisServer) -> AsyncIterator[GatewayFactory]:
         await gateway.stop()
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        await client.close()
-
-
 def prefetcher(gateway: Gateway) -> Prefetcher:
     assert gateway.ctx.prefetch is not None
     return gateway.ctx.prefetch

@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -67,14 +67,6 @@ def two_gateways(redis_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]
 def fleet() -> Iterator[tuple[ServerProcess, ServerProcess]]:
     with RedisServer() as server, two_gateways(server.url) as pair:
         yield pair
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def connect(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -33,6 +34,13 @@ async def gateway() -> AsyncIterator[Gateway]:
     settings = GatewaySettings(
         port=0, admin_port=0, log_json=True, log_level="warning", jwt_secret=JWT_SECRET
     )
+    async with running(settings) as gw:
+        yield gw
+
+
+@contextlib.asynccontextmanager
+async def running(settings: GatewaySettings) -> AsyncIterator[Gateway]:
+    """A started in-process gateway, stopped when the block ends."""
     gw = Gateway(settings)
     await gw.start()
     try:

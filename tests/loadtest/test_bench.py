@@ -242,3 +242,16 @@ async def test_probes_see_gc_pauses_and_loop_stalls() -> None:
     assert figures["x_load_gc_gen2"] >= 1
     assert figures["x_load_lag_max_ms"] >= 15.0
     assert gc.callbacks.count(pauses._callback) == 0
+
+
+def test_emit_figures_prints_and_writes_the_same_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wsfleet.bench.results import emit_figures
+
+    out = tmp_path / "figures.json"
+    emit_figures({"on": {"p50_ms": 1.5}}, str(out))
+    printed = capsys.readouterr().out
+    assert json.loads(printed) == json.loads(out.read_text()) == {"on": {"p50_ms": 1.5}}
+    emit_figures([1, 2], None)  # no file asked for: printed only
+    assert json.loads(capsys.readouterr().out) == [1, 2]

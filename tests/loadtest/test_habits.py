@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from wsfleet_gateway.app import Gateway
 from wsfleet_gateway.settings import GatewaySettings
 
-from tests.loadtest.conftest import JWT_SECRET
+from tests.loadtest.conftest import JWT_SECRET, running
 from tests.support.waiting import wait_until
 from wsfleet.loadtest import REPORT_SCHEMA, run_scenario
 from wsfleet.loadtest.scenarios import Photographer, next_channel
@@ -70,12 +70,8 @@ async def redis_gateway(redis_server: RedisServer) -> AsyncIterator[Gateway]:
         redis_url=redis_server.url,
         linger_s=0.0,
     )
-    gw = Gateway(settings)
-    await gw.start()
-    try:
+    async with running(settings) as gw:
         yield gw
-    finally:
-        await gw.stop()
 
 
 async def test_photographers_with_habits_land_on_prefetched_channels(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,22 @@ class ScriptedAutoscaling:
         self.closed = True
 
 
+async def run_until_ticks(
+    scaler: ScriptedAutoscaling,
+    ticks: int,
+    notify: Callable[[str], None],
+    on_result: Callable[[Any], None] | None = None,
+) -> None:
+    """The autoscaler loop over `scaler` until it has ticked `ticks` times."""
+    task = asyncio.create_task(run_autoscaler(scaler, 0.01, notify, on_result))
+    try:
+        await wait_until(lambda: scaler.ticks >= ticks, timeout_s=30, message="ticks")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_the_loop_survives_a_failing_tick_and_reports_only_changes() -> None:
     script: list[Any] = [
         RuntimeError("prometheus exploded"),
@@ -65,13 +82,7 @@ async def test_the_loop_survives_a_failing_tick_and_reports_only_changes() -> No
     scaler = ScriptedAutoscaling(script)
     lines: list[str] = []
     results: list[Any] = []
-    task = asyncio.create_task(run_autoscaler(scaler, 0.01, lines.append, results.append))
-    try:
-        await wait_until(lambda: scaler.ticks >= 8, timeout_s=30, message="ticks")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await run_until_ticks(scaler, 8, lines.append, results.append)
     assert lines == [
         "autoscaler: 2 replicas (Metrics): 2->2",
         "autoscaler: 3 replicas (Metrics): 2->3: proposals connections=3",
@@ -90,13 +101,7 @@ async def test_the_loop_prints_every_anomaly_raised_or_resolved() -> None:
     ]
     scaler = ScriptedAutoscaling(script)
     lines: list[str] = []
-    task = asyncio.create_task(run_autoscaler(scaler, 0.01, lines.append))
-    try:
-        await wait_until(lambda: scaler.ticks >= 4, timeout_s=30, message="ticks")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await run_until_ticks(scaler, 4, lines.append)
     assert lines == [f"anomaly: {flood.message}", f"anomaly: {over.message}"]
 
 

@@ -39,6 +39,7 @@ from wsfleet_operator.prometheus import PrometheusClient
 from wsfleet_operator.spec import parse_spec
 
 from wsfleet.bench.probes import percentile
+from wsfleet.bench.results import emit_figures
 from wsfleet.gatewayproc import ServerProcess, cpu_seconds, gateway_process
 from wsfleet.services import PrometheusServer, RedisServer
 
@@ -192,11 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     figures = asyncio.run(run(args.checks))
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as sink:
-            sink.write(text + "\n")
+    emit_figures(figures, args.json)
 
 
 if __name__ == "__main__":

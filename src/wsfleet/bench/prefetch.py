@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 from typing import Any
 
@@ -35,6 +34,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from wsfleet.bench.redis_counts import SentCommands, redis_commands
+from wsfleet.bench.results import emit_figures
 from wsfleet.bench.servers import gateway_server, usable_cpus
 from wsfleet.loadtest import run_scenario
 from wsfleet.services import RedisServer
@@ -178,11 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     figures = asyncio.run(run(args.users, args.switches, args.repeats))
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as sink:
-            sink.write(text + "\n")
+    emit_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import time
 from typing import Any
 
 from wsfleet.bench.probes import percentile
 from wsfleet.bench.redis_counts import redis_commands
+from wsfleet.bench.results import emit_figures
 from wsfleet.bench.servers import gateway_server, usable_cpus
 from wsfleet.client import Client
 from wsfleet.services import RedisServer
@@ -100,11 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     figures = asyncio.run(run(args.clients, args.switches))
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as sink:
-            sink.write(text + "\n")
+    emit_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -651,3 +651,11 @@ def write_results(doc: dict[str, Any], out_dir: Path, name: str | None = None) -
     json_path.write_text(json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
     md_path.write_text(to_markdown(doc))
     return [json_path, md_path]
+
+
+def emit_figures(figures: Any, json_path: str | None) -> None:
+    """Print a side bench's figures as JSON, and write them to `json_path` when given."""
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n", encoding="utf-8")
