@@ -112,6 +112,7 @@ class Gateway:
             self.ctx,
             authenticator,
             self.protection.protection if self.protection is not None else None,
+            self.metrics.socket_writes,
         )
         self.draining = False
         self.stopping = False

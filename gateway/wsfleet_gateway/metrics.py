@@ -57,6 +57,7 @@ METRIC_NAMES: Final = (
     "wsfleet_message_delivery_seconds",
     "wsfleet_messages_total",
     "wsfleet_deliveries_total",
+    "wsfleet_socket_writes_total",
     "wsfleet_cache_requests_total",
     "wsfleet_rejections_total",
     "wsfleet_drain_in_progress",
@@ -145,6 +146,12 @@ class GatewayMetrics:
         )
         self.deliveries = Counter(
             "wsfleet_deliveries", "Message frames written to client sockets.", registry=r
+        )
+        self.socket_writes = Counter(
+            "wsfleet_socket_writes",
+            "Socket writes of data frames: the frames a connection gets in one turn of the"
+            " event loop go out in one write.",
+            registry=r,
         )
         self.cache_requests = CountsByLabels(
             "wsfleet_cache_requests",

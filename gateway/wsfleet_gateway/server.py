@@ -30,7 +30,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
@@ -50,6 +50,7 @@ from picows import (
 )
 
 from wsfleet_gateway.deflate import Agreement, Deflater, TooBigError, inflate, negotiate
+from wsfleet_gateway.outbox import Counter, Outbox, Outboxes
 from wsfleet_gateway.presence import refresh_interval_s
 from wsfleet_gateway.protection.admission import (
     CLOSE_NODE_FULL,
@@ -135,6 +136,7 @@ class ConnectionListener(WSListener):
         "held",
         "ip",
         "last_seen",
+        "outbox",
         "principal",
         "server",
         "session",
@@ -159,6 +161,8 @@ class ConnectionListener(WSListener):
         """Upgrade headers until the connection is set up (then dropped)."""
         self.ip = ""
         self.session: Session | None = None
+        self.outbox: Outbox | None = None
+        """Where the session's frames wait for the end of the loop turn (`outbox.py`)."""
         self.transport: WSTransport | None = None
         self.bucket: TokenBucket | None = None
         """Inbound bandwidth budget (None: no cap)."""
@@ -229,12 +233,15 @@ class ConnectionListener(WSListener):
         ctx = server.ctx
         assert self.principal is not None
         deflate = self.deflate
-        send = (
-            partial(transport.send, _TEXT)
+        boxes, write = server.outboxes, transport.underlying_transport.write
+        outbox = self.outbox = (
+            boxes.outbox(transport, write)
             if deflate is None
-            else compressing_sender(transport, server.deflater, deflate.server_max_window_bits)
+            else boxes.deflating_outbox(transport, write, deflate.server_max_window_bits)
         )
-        session = Session(ctx, self.principal, send, next_connection_id(ctx.settings.node_name))
+        session = Session(
+            ctx, self.principal, outbox.send, next_connection_id(ctx.settings.node_name)
+        )
         self.session = session
         bandwidth = server.bandwidth
         if bandwidth is not None:
@@ -293,6 +300,8 @@ class ConnectionListener(WSListener):
         elif msg_type is _TEXT and frame.fin and self._fragments is None:
             session.receive(frame.get_payload_as_bytes())
         elif msg_type is WSMsgType.CLOSE:
+            if self.outbox is not None:
+                self.outbox.flush()
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
         elif msg_type is WSMsgType.BINARY and frame.fin and self._fragments is None:
@@ -303,7 +312,7 @@ class ConnectionListener(WSListener):
     def _on_compressed(self, transport: WSTransport, session: Session, frame: WSFrame) -> None:
         """RSV1: a compressed message (or its first fragment), if compression was agreed."""
         if self.deflate is None or frame.msg_type not in _DATA or self._fragments is not None:
-            close_transport(transport, CLOSE_PROTOCOL_ERROR, b"unexpected RSV1")
+            close_transport(transport, CLOSE_PROTOCOL_ERROR, b"unexpected RSV1", self.outbox)
             return
         if not frame.fin:  # the first fragment of a compressed message
             self._fragments = bytearray(b"Z" if frame.msg_type is _TEXT else b"B")
@@ -319,10 +328,10 @@ class ConnectionListener(WSListener):
             payload = inflate(data, self.server.ctx.settings.max_message_bytes)
         except TooBigError:
             self.server.ctx.hub.metrics.reject("too_big")
-            close_transport(transport, CLOSE_TOO_BIG, b"message too big")
+            close_transport(transport, CLOSE_TOO_BIG, b"message too big", self.outbox)
             return
         except ValueError:
-            close_transport(transport, CLOSE_PROTOCOL_ERROR, b"bad compressed data")
+            close_transport(transport, CLOSE_PROTOCOL_ERROR, b"bad compressed data", self.outbox)
             return
         session.receive(payload)
 
@@ -339,7 +348,7 @@ class ConnectionListener(WSListener):
             if audit is not None:
                 audit.bandwidth(user, session.id, "closed")
             self._fragments = None
-            close_transport(transport, CLOSE_RATE_LIMITED, b"bandwidth exceeded")
+            close_transport(transport, CLOSE_RATE_LIMITED, b"bandwidth exceeded", self.outbox)
             return
         bucket = self.bucket
         if audit is not None and bucket is not None and bucket.strikes <= 1.0:
@@ -380,8 +389,7 @@ class ConnectionListener(WSListener):
         fragments += frame.get_payload_as_memoryview()
         if len(fragments) - 1 > self.server.ctx.settings.max_message_bytes:
             self._fragments = None
-            transport.send_close(close_code(CLOSE_TOO_BIG), b"message too big")
-            transport.disconnect()
+            close_transport(transport, CLOSE_TOO_BIG, b"message too big", self.outbox)
             return
         if frame.fin:
             self._fragments = None
@@ -428,7 +436,9 @@ class WsServer:
         ctx: SessionContext,
         authenticator: Authenticator,
         protection: Protection | None = None,
+        writes: Counter | None = None,
     ) -> None:
+        """`writes`: counts socket writes of data frames (``wsfleet_socket_writes_total``)."""
         self.ctx = ctx
         self.authenticator = authenticator
         self.protection = protection
@@ -453,6 +463,8 @@ class WsServer:
             Deflater(s.compression_level, s.compression_min_bytes) if s.compression else None
         )
         """Compresses for every connection that negotiated permessage-deflate (None: off)."""
+        self.outboxes = Outboxes(self.deflater, writes)
+        """Every connection's outbox: one socket write per connection and loop turn."""
         self._welcomes: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         """``welcome`` templates by (node, limits): the frame around the connection id."""
 
@@ -580,7 +592,7 @@ class WsServer:
                 continue
             if last_seen < drop_before:
                 self.ctx.hub.metrics.reject("idle_timeout")
-                close_transport(transport, CLOSE_IDLE, b"idle timeout")
+                close_transport(transport, CLOSE_IDLE, b"idle timeout", listener.outbox)
             else:
                 transport.send_ping()
 
@@ -593,7 +605,8 @@ class WsServer:
         """Close every open connection with `code` and wait (bounded) until they are gone."""
         transports = [*self.listeners, *self.admitting]
         for transport in transports:
-            close_transport(transport, code, reason)
+            listener = self.listeners.get(transport)
+            close_transport(transport, code, reason, listener.outbox if listener else None)
         if transports:
             waits = [transport.wait_disconnected() for transport in transports]
             with contextlib.suppress(TimeoutError):
@@ -626,27 +639,13 @@ def _json_plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
-def compressing_sender(
-    transport: WSTransport, deflater: Deflater | None, wbits: int
-) -> Callable[[bytes], None]:
-    """`send` of a connection that negotiated permessage-deflate: frames from the
-    deflater's threshold up go compressed (RSV1), the same bytes for every subscriber."""
-    assert deflater is not None
-    send = transport.send
-    compress = deflater.compress
-    threshold = deflater.min_bytes
-
-    def send_frame(frame: bytes) -> None:
-        if len(frame) < threshold:
-            send(_TEXT, frame)
-        else:
-            send(_TEXT, compress(frame, wbits), True, True)
-
-    return send_frame
-
-
-def close_transport(transport: WSTransport, code: int, reason: bytes) -> None:
-    """Send a close frame and drop the connection (idempotent)."""
+def close_transport(
+    transport: WSTransport, code: int, reason: bytes, outbox: Outbox | None = None
+) -> None:
+    """Send a close frame and drop the connection (idempotent); what waits in `outbox`
+    goes out first."""
+    if outbox is not None:
+        outbox.flush()
     if not transport.is_close_frame_sent:
         transport.send_close(close_code(code), reason)
     transport.disconnect()
