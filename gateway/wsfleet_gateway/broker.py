@@ -250,6 +250,14 @@ class Broker(Protocol):
         Raises `BrokerUnavailableError` fast when the store is unreachable.
         """
 
+    async def publish_many(
+        self, channel: str, data_jsons: Sequence[str]
+    ) -> list[Delivery | Exception]:
+        """`publish` of each, in this order (their offsets follow the list), as few round
+        trips as the store allows. Each entry: the `Delivery`, or the error that
+        publish alone would have raised (`BrokerUnavailableError`, `BadRequestError`,
+        `TimeoutError`). Raises when the whole batch failed (each may have run)."""
+
     async def attach(self, channel: str) -> None:
         """Make sure live messages of `channel` reach this pod (ref-counted).
 
@@ -322,3 +330,17 @@ class JoinByParts:
             return Snapshot(history, None)
         value = await self.get_meta(channel)
         return Snapshot(history, encode_json(value), bool(value))
+
+
+async def publish_each(
+    broker: Broker, channel: str, data_jsons: Sequence[str]
+) -> list[Delivery | Exception]:
+    """`Broker.publish_many` one publish after the other: for a store with nothing to
+    pipeline (in memory), or a publish that must be confirmed on its own."""
+    out: list[Delivery | Exception] = []
+    for data_json in data_jsons:
+        try:
+            out.append(await broker.publish(channel, data_json))
+        except (BrokerUnavailableError, BadRequestError, TimeoutError) as exc:
+            out.append(exc)
+    return out

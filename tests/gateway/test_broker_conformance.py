@@ -9,6 +9,8 @@ Where they differ by design it is said here: Redis trims history approximately
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -65,6 +67,27 @@ async def test_offsets_increase_per_channel_and_data_round_trips(make: Make) -> 
     assert len(set(keys)) == len(keys)
     assert [d.data for d in deliveries] == sent
     assert all(d.channel == "a" for d in deliveries)
+
+
+async def test_publish_many_runs_in_order_as_publish_would(make: Make) -> None:
+    broker, got = await make()
+    await broker.attach("a")
+    before = await broker.publish("a", '"before"')
+    sent = [{"n": i, "text": "été ✓"} for i in range(30)]
+    results = await broker.publish_many("a", [json.dumps(s) for s in sent])
+    deliveries = [r for r in results if isinstance(r, Delivery)]
+    assert len(deliveries) == len(sent)
+    keys = [parse_offset(d.offset) for d in [before, *deliveries]]
+    assert all(a < b for a, b in itertools.pairwise(keys))
+    assert [d.data for d in deliveries] == sent
+    after = await broker.publish("a", '"after"')
+    assert parse_offset(after.offset) > keys[-1]
+    offsets = [d.offset for d in [before, *deliveries, after]]
+    await wait_until(lambda: len(got) >= len(offsets), message="live deliveries")
+    assert [d.offset for d in got] == offsets  # live, once each, in order
+    history = await broker.history("a", None, 100)
+    assert [d.offset for d in history.messages] == offsets
+    assert await broker.publish_many("a", []) == []
 
 
 async def test_history_without_since_is_the_latest_limit(make: Make) -> None:

@@ -28,6 +28,7 @@ from wsfleet_gateway.backends.redis.streams import (
 )
 from wsfleet_gateway.broker import (
     ZERO_OFFSET,
+    BadRequestError,
     BrokerUnavailableError,
     Delivery,
     InvalidOffsetError,
@@ -160,6 +161,26 @@ async def test_publish_returns_the_delivery_and_meta_is_shared(
     assert await b.broker.get_meta(channel) == {}
     await a.broker.set_meta(channel, {"title": "Ada & Bo", "n": [1, 2]})
     assert await b.broker.get_meta(channel) == {"title": "Ada & Bo", "n": [1, 2]}
+
+
+async def test_publish_many_survives_a_script_flush_and_refuses_alone(
+    redis_server: RedisServer, make_pod: PodFactory, raw: Any
+) -> None:
+    pod = await make_pod(redis_server.url)
+    channel = new_channel()
+    await pod.broker.publish(channel, "0")  # loads the script
+    await raw(redis_server).script_flush()  # every script of the pipeline: NOSCRIPT
+    results = await pod.broker.publish_many(channel, [str(i) for i in range(1, 11)])
+    assert [r.data for r in results if isinstance(r, Delivery)] == list(range(1, 11))
+    history = await pod.broker.history(channel, None, 100)
+    assert [d.data for d in history.messages] == list(range(11))  # each ran once
+    # no UTF-8 form: that one publish is refused, the others go in order
+    mixed = await pod.broker.publish_many(channel, ['"a"', '"\ud800"', '"b"'])
+    assert isinstance(mixed[1], BadRequestError)
+    assert [r.data for r in mixed if isinstance(r, Delivery)] == ["a", "b"]
+    await asyncio.to_thread(redis_server.stop)
+    with pytest.raises(BrokerUnavailableError):  # each may have run: the batch fails
+        await pod.broker.publish_many(channel, ["1", "2"])
 
 
 # -- history and recovery ----------------------------------------------------------

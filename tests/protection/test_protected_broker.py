@@ -95,6 +95,27 @@ async def test_publish_fails_fast_once_open_and_recovers_half_open() -> None:
         await broker.close()
 
 
+async def test_publish_many_counts_toward_the_breaker_like_publish() -> None:
+    broker, inner, breaker, _got = await make()
+    try:
+        ok = await broker.publish_many("c", ['"a"', '"b"'])
+        assert [r.data for r in ok if isinstance(r, Delivery)] == ["a", "b"]
+        inner.down = True
+        for _ in range(2):
+            failed = await broker.publish_many("c", ['"x"', '"y"'])
+            assert all(isinstance(r, BrokerUnavailableError) for r in failed)
+        assert breaker.state == "open"
+        with pytest.raises(BrokerUnavailableError, match="breaker"):
+            await broker.publish_many("c", ['"z"'])
+        inner.down = False
+        await wait_until(lambda: breaker.state == "half_open", timeout_s=5)
+        back = await broker.publish_many("c", ['"d"', '"e"'])
+        assert [r.data for r in back if isinstance(r, Delivery)] == ["d", "e"]
+        assert breaker.state == "closed"
+    finally:
+        await broker.close()
+
+
 async def test_local_attachments_are_reattached_with_catch_up() -> None:
     broker, inner, _breaker, got = await make()
     try:

@@ -30,6 +30,7 @@ from wsfleet_gateway.broker import (
     encode_data,
     format_offset,
     parse_offset,
+    publish_each,
 )
 
 
@@ -108,6 +109,11 @@ class MemoryBroker(JoinByParts):
 
     async def publish(self, channel: str, data_json: str) -> Delivery:
         return self.publish_now(channel, data_json)
+
+    async def publish_many(
+        self, channel: str, data_jsons: Sequence[str]
+    ) -> list[Delivery | Exception]:
+        return await publish_each(self, channel, data_jsons)
 
     async def attach(self, channel: str) -> None:
         self._attached[channel] = self._attached.get(channel, 0) + 1

@@ -126,6 +126,23 @@ class ProtectedBroker:
         self.breaker.record_success()
         return delivery
 
+    async def publish_many(
+        self, channel: str, data_jsons: Sequence[str]
+    ) -> list[Delivery | Exception]:
+        if not self.breaker.allow():
+            raise BrokerUnavailableError("redis circuit breaker is open: retry later")
+        try:
+            results = await self.inner.publish_many(channel, data_jsons)
+        except (BrokerUnavailableError, TimeoutError) as exc:
+            self._failed(exc)
+            raise
+        failed = [r for r in results if isinstance(r, BrokerUnavailableError | TimeoutError)]
+        if failed:
+            self._failed(failed[0])
+        else:
+            self.breaker.record_success()
+        return results
+
     # --- subscriptions -------------------------------------------------------------------
 
     async def attach(self, channel: str) -> None:
