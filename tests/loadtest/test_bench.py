@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.waiting import wait_until, wait_until_sync
+from wsfleet.bench import native
 from wsfleet.bench.figures import cache_counts
 from wsfleet.bench.probes import (
     GcPauses,
@@ -183,13 +184,26 @@ def test_tiny_suite_run_writes_results_files(tmp_path: Path) -> None:
     assert "## Compression (permessage-deflate)" in markdown
     assert doc["peers_status"] == "not asked for"
     # every server at once, fan-out bursts in alternating rounds (versus.py)
+    # with the Python subscribers, and with the native (Go) receiver where Go is
+    without_go = native.unavailable()
+    prefixes = ("vs_",) if without_go else ("vs_", "nv_")
     for kind in ("baseline", "gateway-off", "gateway"):
         run = doc["raw_runs"][0][kind]
-        assert run["vs_deliveries_per_s"] > 0, kind
-        assert run["vs_rounds"] == 2, kind
-        assert run["vs_errors"] == "", kind
-    assert doc["raw_runs"][0]["gateway"]["vs_gateway_ratio"] == 1.0
-    assert doc["peers"]["baseline"]["gateway_fanout_ratio"]["how"] == "interleaved"
+        for prefix in prefixes:
+            assert run[f"{prefix}deliveries_per_s"] > 0, (kind, prefix)
+            assert run[f"{prefix}rounds"] == 2, (kind, prefix)
+            assert run[f"{prefix}errors"] == "", (kind, prefix)
+    for prefix in prefixes:
+        assert doc["raw_runs"][0]["gateway"][f"{prefix}gateway_ratio"] == 1.0
+    judged = doc["peers"]["baseline"]["gateway_fanout_ratio"]["how"]
+    if without_go:
+        assert judged == "interleaved, Python client"
+        assert without_go in doc["raw_runs"][0]["gateway"]["nv_errors"]
+    else:
+        assert judged == "interleaved, native receiver"
+        assert (
+            doc["raw_runs"][0]["gateway"]["nv_subscribers"] == doc["config"]["fanout_subscribers"]
+        )
     assert "delivery_load_lag_max_ms" in doc["raw_runs"][0]["gateway"]
 
 

@@ -64,10 +64,17 @@ def test_summaries_pair_the_gateway_with_each_peer_per_run() -> None:
     assert interleaved == {
         "runs": [1.35],
         "median": 1.35,
-        "how": "interleaved",
+        "how": "interleaved, Python client",
         "target": 1.3,
         "meets_target": True,
     }
+    # and the native receiver's rounds before the Python client's
+    runs[0]["node-ws"]["nv_gateway_ratio"] = 2.5
+    runs[0]["node-ws"]["nv_deliveries_per_s"] = 60.0
+    native = peer_summary(runs)["node-ws"]
+    assert native["gateway_fanout_ratio"]["how"] == "interleaved, native receiver"
+    assert native["gateway_fanout_ratio"]["median"] == 2.5
+    assert native["python_ratio"]["median"] == 1.35
     squeezed = compression_summary(
         [
             {

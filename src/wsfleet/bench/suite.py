@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsfleet.bench import figures, peers, probes
+from wsfleet.bench import figures, native, peers, probes
 from wsfleet.bench.interleave import Target, interleaved_switch, window_order
 from wsfleet.bench.servers import (
     BASELINE,
@@ -74,6 +74,9 @@ class SuiteConfig:
     versus_rounds: int = 12
     versus_messages: int = 100
     """The interleaved fan-out of every server (``versus.py``): rounds, publishes a burst."""
+    versus_native: bool = True
+    """Also run it with the native (Go) receiver as the subscribers (``native.py``;
+    needs Go): the targets are judged on that run when it was measured."""
     peers: tuple[str, ...] = peers.PEER_KINDS
     """Node peers measured beside the gateway (``peers.py``; needs node and npm)."""
     compression_subscribers: int = 200
@@ -326,6 +329,7 @@ async def measure_compression(
 async def measure_versus(
     config: SuiteConfig,
     cpu: int | None,
+    load_cpu: int | None,
     redis_url: str,
     peer_kinds: tuple[str, ...],
     peer_root: Path | None,
@@ -345,18 +349,33 @@ async def measure_versus(
             servers[kind] = process.launch()
         for process in servers.values():
             await asyncio.to_thread(process.wait_ready)
-        contenders = {
-            kind: Contender(servers[kind].ws_url, secret_for(kind), servers[kind].cpu_s)
-            for kind in kinds
-        }
-        return await interleaved_fanout(
-            contenders,
-            config.fanout_subscribers,
-            config.versus_messages,
-            config.versus_rounds,
-            reference=GATEWAY,
-            timeout_s=config.fanout_timeout_s,
-        )
+        out: dict[str, dict[str, float | str]] = {kind: {} for kind in kinds}
+        clients = [False]
+        why_not = native.unavailable() if config.versus_native else "off (SuiteConfig)"
+        if why_not is None:
+            clients.append(True)
+        else:
+            log(f"  versus: no native receiver: {why_not}")
+            out[GATEWAY]["nv_errors"] = f"not measured: {why_not}"
+        for use_native in clients:
+            contenders = {
+                kind: Contender(servers[kind].ws_url, secret_for(kind), servers[kind].cpu_s)
+                for kind in kinds
+            }
+            log(f"  versus: {'native (Go)' if use_native else 'Python'} subscribers")
+            figures = await interleaved_fanout(
+                contenders,
+                config.fanout_subscribers,
+                config.versus_messages,
+                config.versus_rounds,
+                reference=GATEWAY,
+                timeout_s=config.fanout_timeout_s,
+                native_cpu=load_cpu,
+                native=use_native,
+            )
+            for kind, values in figures.items():
+                out[kind].update(values)
+        return out
     finally:
         for server in servers.values():
             await asyncio.to_thread(server.stop)
@@ -439,7 +458,7 @@ async def run_suite(config: SuiteConfig, log: Log | None = None) -> dict[str, An
                 figures_by_kind[GATEWAY].update(squeezed)
                 try:
                     versus = await measure_versus(
-                        config, server_cpu, redis.url, peer_kinds, peer_root, say
+                        config, server_cpu, load_cpu, redis.url, peer_kinds, peer_root, say
                     )
                 except Exception as exc:
                     say(f"  versus: failed: {exc!r}")

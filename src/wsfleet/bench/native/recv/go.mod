@@ -1,0 +1,3 @@
+module wsfleet.local/benchrecv
+
+go 1.22
