@@ -69,6 +69,11 @@ class Subscriber(Protocol):
         """Write one text frame to the socket (never blocks)."""
 
     @property
+    def deliver(self) -> SendFrame:
+        """Queue one live message frame, written with the others of this loop turn (never
+        blocks; never before a frame `send` wrote earlier)."""
+
+    @property
     def subscriptions(self) -> dict[str, Subscription]:
         """Channel → subscription: owned by the hub, stored on the connection."""
 
@@ -219,7 +224,7 @@ class Hub:
             return True
         if presence is None:
             member = None
-        sub = Subscription(conn.send, member)
+        sub = Subscription(conn.deliver, member)
         conn.subscriptions[channel] = sub
         subs = self._channels.get(channel)
         if subs is None:

@@ -8,11 +8,12 @@ delivery's cost (the gateway spent 10.9 µs of CPU per delivery with a write per
 frame, docs/benchmarks.md), so batching is where fan-out gets cheaper, not in Python.
 
 Nothing changes on the wire but the segmenting: every message keeps its own WebSocket
-frame, in the order it was sent. The first frame of a turn marks the connection and
-schedules one flush for the whole gateway with ``call_soon``: no timer, no frame waits
-for a later one, the batch leaves as soon as the loop gets to the flush. Every data
-frame of a connection goes through its outbox (replies too), so a reply never
-overtakes a delivery sent before it. Control frames (ping, pong, close) go straight
+frame, in the order it was sent. A live message (`Outbox.deliver`, the fan-out's path)
+is queued; the first of a turn marks the connection and schedules one flush for the
+whole gateway with ``call_soon``: no timer, no frame waits for a later one, the batch
+leaves as soon as the loop gets to the flush. A reply (`Outbox.send`) is written at
+once when nothing waits, as before, and queued behind the deliveries when some do, so
+it never overtakes one sent before it. Control frames (ping, pong, close) go straight
 through picows; the listener flushes the outbox before it sends a close (`flush`),
 so a close never overtakes data either. A server frame is never masked, so a message
 is framed once and the same bytes go to every subscriber (`Outboxes.framed`).
@@ -167,11 +168,30 @@ class Outbox:
         self.write = write
         self.frames: list[bytes] | None = None
 
-    def send(self, payload: bytes) -> None:
-        """Queue `payload` as a text frame (the connection's `SendFrame`)."""
+    def frame(self, payload: bytes) -> bytes:
+        """`payload` as this connection's frame (framed once per message in a row)."""
         boxes = self.boxes
         last = boxes.last_plain
-        self.queue(last[1] if last[0] is payload else boxes.framed(payload))
+        return last[1] if last[0] is payload else boxes.framed(payload)
+
+    def send(self, payload: bytes) -> None:
+        """A reply or an event (the session's `send`): written now when nothing waits,
+        else queued behind what does (so it never overtakes a delivery)."""
+        frame = self.frame(payload)
+        if self.frames is not None:
+            self.frames.append(frame)
+            return
+        transport = self.transport
+        if transport.is_close_frame_sent or transport.is_disconnected:
+            return
+        self.write(frame)
+        writes = self.boxes.writes
+        if writes is not None:
+            writes.inc()
+
+    def deliver(self, payload: bytes) -> None:
+        """A live message (the hub's fan-out): queued, written with the turn's others."""
+        self.queue(self.frame(payload))
 
     def queue(self, frame: bytes) -> None:
         frames = self.frames
@@ -209,11 +229,10 @@ class DeflatingOutbox(Outbox):
         super().__init__(boxes, transport, write)
         self.wbits = wbits
 
-    def send(self, payload: bytes) -> None:
+    def frame(self, payload: bytes) -> bytes:
         boxes = self.boxes
         deflater = boxes.deflater
         assert deflater is not None
         if len(payload) < deflater.min_bytes:
-            self.queue(boxes.framed(payload))
-        else:
-            self.queue(boxes.packed(deflater.compress(payload, self.wbits)))
+            return boxes.framed(payload)
+        return boxes.packed(deflater.compress(payload, self.wbits))

@@ -239,8 +239,9 @@ class ConnectionListener(WSListener):
             if deflate is None
             else boxes.deflating_outbox(transport, write, deflate.server_max_window_bits)
         )
+        node = ctx.settings.node_name
         session = Session(
-            ctx, self.principal, outbox.send, next_connection_id(ctx.settings.node_name)
+            ctx, self.principal, outbox.send, next_connection_id(node), outbox.deliver
         )
         self.session = session
         bandwidth = server.bandwidth

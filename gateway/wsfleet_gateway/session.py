@@ -112,6 +112,7 @@ class Session:
         "_subscriptions",
         "closed",
         "ctx",
+        "deliver",
         "habit",
         "id",
         "moved",
@@ -120,11 +121,19 @@ class Session:
     )
 
     def __init__(
-        self, ctx: SessionContext, principal: Principal, send: SendFrame, conn_id: str
+        self,
+        ctx: SessionContext,
+        principal: Principal,
+        send: SendFrame,
+        conn_id: str,
+        deliver: SendFrame | None = None,
     ) -> None:
         self.ctx = ctx
         self.principal = principal
         self.send = send
+        """Replies and events: written now (behind any deliveries still queued)."""
+        self.deliver = send if deliver is None else deliver
+        """Live messages: queued and written with the others of the loop turn."""
         self.id = conn_id
         self._subscriptions: dict[str, Subscription] | None = None
         self.closed = False
@@ -344,8 +353,8 @@ class Session:
                 self._failed(request, result)
                 continue
             messages.inc()
-            if not self.closed:
-                self.send(encode_published(request.id, channel, result.offset))
+            if not self.closed:  # queued: the run's replies leave in one write
+                self.deliver(encode_published(request.id, channel, result.offset))
 
     # --- presence ------------------------------------------------------------------
 

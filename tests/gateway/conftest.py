@@ -12,6 +12,7 @@ from wsfleet_gateway.backends.redis.broker import RedisBroker
 
 from tests.gateway.helpers import Pod, PodFactory, make_settings
 from wsfleet.client import Client
+from wsfleet.services import RedisServer
 
 
 @pytest.fixture
@@ -50,6 +51,32 @@ async def clients() -> AsyncIterator[list[Client]]:
     yield opened
     for client in opened:
         await client.close()
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def redis_gateways(redis_server: RedisServer) -> AsyncIterator[GatewayFactory]:
+    """`await redis_gateways(**settings)` → a started in-process gateway on the test's
+    Redis (a channel left is unsubscribed at once: ``linger_s`` 0); all stopped after."""
+    started: list[Gateway] = []
+
+    async def factory(**overrides: Any) -> Gateway:
+        values: dict[str, Any] = {
+            "redis_url": redis_server.url,
+            "linger_s": 0.0,
+            "node_name": f"gw-{len(started)}",
+            **overrides,
+        }
+        gateway = Gateway(make_settings(**values))
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield factory
+    for gateway in started:
+        await gateway.stop()
 
 
 @pytest.fixture

@@ -62,6 +62,8 @@ class HubConn:
     def send(self, frame: bytes) -> None:
         self.frames.append(json.loads(frame))
 
+    deliver = send
+
     def data(self, channel: str) -> list[Any]:
         """The data of the live `message` frames of `channel`."""
         return [

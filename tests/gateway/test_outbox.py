@@ -65,8 +65,8 @@ async def test_one_turn_is_one_write_per_connection_in_order() -> None:
     box_a, box_b = boxes.outbox(a, a.write), boxes.outbox(b, b.write)
     payloads = [f'{{"n":{i}}}'.encode() for i in range(20)]
     for payload in payloads:
-        box_a.send(payload)
-        box_b.send(payload)
+        box_a.deliver(payload)
+        box_b.deliver(payload)
     assert a.writes == []  # nothing before the turn ends
     assert boxes.pending() == 2
     await asyncio.sleep(0)
@@ -74,7 +74,7 @@ async def test_one_turn_is_one_write_per_connection_in_order() -> None:
     assert [p for _, p in parse_frames(a.writes[0])] == payloads
     assert a.writes == b.writes
     assert writes.value == 2
-    box_a.send(b"next turn")
+    box_a.deliver(b"next turn")
     await asyncio.sleep(0)
     assert parse_frames(a.writes[1]) == [(FIN_TEXT, b"next turn")]
     assert len(b.writes) == 1
@@ -94,11 +94,12 @@ async def test_nothing_is_written_after_a_close_and_flush_is_idempotent() -> Non
     closed.is_close_frame_sent = True
     gone.is_disconnected = True
     for transport in (closed, gone, open_):
-        boxes.outbox(transport, transport.write).send(b"x")
+        boxes.outbox(transport, transport.write).deliver(b"x")
+        boxes.outbox(transport, transport.write).send(b"y")
     boxes.flush()
     boxes.flush()
     assert closed.writes == gone.writes == []
-    assert open_.writes == [text_frame(b"x")]
+    assert open_.writes == [text_frame(b"y"), text_frame(b"x")]  # a reply goes at once
 
 
 async def test_flushing_one_outbox_early_keeps_order_with_the_turn() -> None:
@@ -107,11 +108,12 @@ async def test_flushing_one_outbox_early_keeps_order_with_the_turn() -> None:
     boxes = Outboxes()
     t = FakeTransport()
     box = boxes.outbox(t, t.write)
+    box.deliver(b"message")
     box.send(b"reconnect")
     assert box.flush() == 1
     assert box.flush() == 0
     await asyncio.sleep(0)
-    assert t.writes == [text_frame(b"reconnect")]
+    assert t.writes == [text_frame(b"message") + text_frame(b"reconnect")]
 
 
 async def test_a_deflating_outbox_compresses_from_the_threshold_once_per_message() -> None:
@@ -125,8 +127,8 @@ async def test_a_deflating_outbox_compresses_from_the_threshold_once_per_message
     ]
     small, big = b'{"n":1}', b'{"text":"' + b"first dance at nine " * 20 + b'"}'
     for box in boxes_:
-        box.send(small)
-        box.send(big)
+        box.deliver(small)
+        box.deliver(big)
     await asyncio.sleep(0)
     assert t1.writes == t2.writes  # the same compressed bytes for both
     (first_small, got_small), (first_big, packed) = parse_frames(t1.writes[0])
@@ -143,7 +145,23 @@ async def test_a_transport_that_raises_costs_the_others_nothing() -> None:
     def refuse(data: bytes) -> None:
         raise RuntimeError("transport gone")
 
-    boxes.outbox(broken, refuse).send(b"lost")
-    boxes.outbox(fine, fine.write).send(b"kept")
+    boxes.outbox(broken, refuse).deliver(b"lost")
+    boxes.outbox(fine, fine.write).deliver(b"kept")
     await asyncio.sleep(0)
     assert fine.writes == [text_frame(b"kept")]
+
+
+async def test_a_reply_goes_at_once_unless_deliveries_wait_then_behind_them() -> None:
+    writes = Count()
+    boxes = Outboxes(writes=writes)
+    t = FakeTransport()
+    box = boxes.outbox(t, t.write)
+    box.send(b"pong")
+    assert t.writes == [text_frame(b"pong")]  # nothing waited: no extra loop turn
+    box.deliver(b"m1")
+    box.send(b"unsubscribed")  # must not overtake m1
+    box.deliver(b"m2")
+    assert len(t.writes) == 1
+    await asyncio.sleep(0)
+    assert [p for _, p in parse_frames(t.writes[1])] == [b"m1", b"unsubscribed", b"m2"]
+    assert writes.value == 2

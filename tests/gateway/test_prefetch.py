@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -44,7 +44,7 @@ from wsfleet_gateway.backends.redis.slots import key_slot
 from wsfleet_gateway.prefetch import Prefetcher
 from wsfleet_gateway.protection.jwt_auth import issue_token
 
-from tests.gateway.helpers import make_settings
+from tests.gateway.conftest import GatewayFactory
 from tests.support.waiting import wait_until
 from wsfleet.client import Client, ServerError
 from wsfleet.services import RedisCluster, RedisServer
@@ -195,31 +195,15 @@ async def test_a_step_on_a_redis_cluster_reads_and_writes_one_slot(
 # --- on real gateways -----------------------------------------------------------------
 
 
-GatewayFactory = Callable[..., Awaitable[Gateway]]
-
-
 @pytest.fixture
-async def gateways(redis_server: RedisServer) -> AsyncIterator[GatewayFactory]:
-    started: list[Gateway] = []
+def gateways(redis_gateways: GatewayFactory) -> GatewayFactory:
+    """Gateways on one Redis with JWT auth, holding prefetched channels 60 s."""
 
-    async def factory(**overrides: Any) -> Gateway:
-        values: dict[str, Any] = {
-            "redis_url": redis_server.url,
-            "auth": "enabled",
-            "jwt_secret": SECRET,
-            "linger_s": 0.0,  # a channel left is unsubscribed at once, unless prefetched
-            "prefetch_hold_s": 60.0,
-            "node_name": f"gw-{len(started)}",
-            **overrides,
-        }
-        gateway = Gateway(make_settings(**values))
-        await gateway.start()
-        started.append(gateway)
-        return gateway
+    def factory(**overrides: Any) -> Awaitable[Gateway]:
+        values = {"auth": "enabled", "jwt_secret": SECRET, "prefetch_hold_s": 60.0}
+        return redis_gateways(**{**values, **overrides})
 
-    yield factory
-    for gateway in started:
-        await gateway.stop()
+    return factory
 
 
 def prefetcher(gateway: Gateway) -> Prefetcher:

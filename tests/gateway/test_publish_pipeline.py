@@ -8,40 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 from wsfleet_gateway.app import Gateway
 from wsfleet_gateway.broker import parse_offset
 
-from tests.gateway.helpers import make_settings
+from tests.gateway.conftest import GatewayFactory
 from tests.support.waiting import wait_until
 from wsfleet.client import Client, Message, ServerError
 from wsfleet.services import RedisServer
 
-Start = Callable[..., Awaitable[Gateway]]
-
 
 @pytest.fixture
-async def start(redis_server: RedisServer) -> AsyncIterator[Start]:
-    started: list[Gateway] = []
+def start(redis_gateways: GatewayFactory) -> GatewayFactory:
+    """Gateways on the test's Redis that admit the tests' many connections at once."""
 
-    async def factory(**overrides: Any) -> Gateway:
-        values: dict[str, Any] = {
-            "redis_url": redis_server.url,
-            "linger_s": 0.0,
-            "user_connects_per_min": 10_000,
-            **overrides,
-        }
-        gateway = Gateway(make_settings(**values))
-        await gateway.start()
-        started.append(gateway)
-        return gateway
+    def factory(**overrides: Any) -> Awaitable[Gateway]:
+        return redis_gateways(**{"user_connects_per_min": 10_000, **overrides})
 
-    yield factory
-    for gateway in started:
-        await gateway.stop()
+    return factory
 
 
 def socket_writes(gateway: Gateway) -> float:
@@ -66,7 +53,7 @@ def increasing(offsets: list[str]) -> bool:
 
 
 async def test_a_burst_from_one_connection_is_one_pipeline_and_few_writes(
-    start: Start, clients: list[Client]
+    start: GatewayFactory, clients: list[Client]
 ) -> None:
     gateway = await start()
     subscriber, publisher = await connect(gateway, clients), await connect(gateway, clients)
@@ -83,7 +70,7 @@ async def test_a_burst_from_one_connection_is_one_pipeline_and_few_writes(
 
 
 async def test_publishers_racing_one_channel_each_keep_their_order(
-    start: Start, clients: list[Client]
+    start: GatewayFactory, clients: list[Client]
 ) -> None:
     gateway = await start()
     subscribers = [await connect(gateway, clients) for _ in range(10)]
@@ -113,7 +100,7 @@ async def test_publishers_racing_one_channel_each_keep_their_order(
 
 
 async def test_a_forbidden_run_is_refused_request_by_request(
-    start: Start, clients: list[Client]
+    start: GatewayFactory, clients: list[Client]
 ) -> None:
     gateway = await start()
     publisher = await connect(gateway, clients)
@@ -125,7 +112,7 @@ async def test_a_forbidden_run_is_refused_request_by_request(
 
 
 async def test_redis_gone_every_queued_publish_is_answered_then_served_again(
-    start: Start, redis_server: RedisServer, clients: list[Client]
+    start: GatewayFactory, redis_server: RedisServer, clients: list[Client]
 ) -> None:
     gateway = await start(redis_timeout_s=0.5)
     subscriber, publisher = await connect(gateway, clients), await connect(gateway, clients)
