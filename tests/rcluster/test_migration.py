@@ -16,7 +16,7 @@ import contextlib
 from typing import Any
 
 from wsfleet_gateway.backends.redis.cluster_broker import RedisClusterBroker
-from wsfleet_gateway.backends.redis.slots import channel_slot
+from wsfleet_gateway.backends.redis.slots import SlotMap, channel_slot
 from wsfleet_gateway.backends.redis.streams import meta_key, stream_key
 from wsfleet_gateway.broker import BrokerUnavailableError, Delivery, parse_offset
 
@@ -44,8 +44,8 @@ async def test_a_slot_migrated_step_by_step_loses_and_repeats_nothing(
 
     got: list[Delivery] = []
     own: list[Delivery] = []
-    # the publisher's pod subscribes too: its own MOVED replies patch its slot map before
-    # the new topology arrives, which must still move its channel (a regression)
+    # the publisher's pod subscribes too: its fan-out must move whether its own MOVED
+    # replies patched its slot map before the new topology arrived or not
     publisher = RedisClusterBroker(cluster.url, op_timeout_s=2.0, linger_s=0.05)
     subscriber = RedisClusterBroker(cluster.url, op_timeout_s=2.0, linger_s=0.05)
     await publisher.start(own.append)
@@ -104,7 +104,9 @@ async def test_a_slot_migrated_step_by_step_loses_and_repeats_nothing(
             await cli(port, "cluster", "setslot", str(slot), "node", ids[target])
         await wait_until(lambda: subscriber.fanout.moves > 0, WAIT_S, message="channel moved")
         await wait_until(lambda: publisher.fanout.moves > 0, WAIT_S, message="moved there too")
-        await wait_until(lambda: publisher.lanes.moved > 0, WAIT_S, message="MOVED followed")
+        # whether the publisher's next publish meets MOVED or its new topology comes first is
+        # a race (the source drops the shard subscription as it gives the slot away); the
+        # MOVED-first order is pinned by the test below
         await more(50, "publishes after the migration")
     finally:
         stop.set()
@@ -138,3 +140,57 @@ async def test_a_slot_migrated_step_by_step_loses_and_repeats_nothing(
         publisher.detach(CHANNEL)
         await subscriber.close()
         await publisher.close()
+
+
+async def test_a_topology_already_patched_by_moved_is_still_announced(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A MOVED reply patches the lanes' slot map at once; the topology read it triggers then
+    equals that map, and must still reach the listeners (the sharded fan-out moves its
+    channels on it). A regression: listeners were told only of maps unlike the patched one,
+    so a pod that published before its fan-out heard of the move never moved its channel."""
+    cluster = redis_cluster
+    key = "moved-before-topology"  # a slot no test writes: it changes hands empty
+    slot = channel_slot(key)
+    source = await asyncio.to_thread(cluster.owner, slot)
+    primaries = [p for p, _ in await asyncio.to_thread(cluster.shards)]
+    target = next(p for p in primaries if p != source)
+    ids = {p: await asyncio.to_thread(node_id, cluster, p) for p in (source, target)}
+    lanes = RedisClusterBroker(cluster.url).lanes  # no fan-out, no periodic topology reads
+    told: list[int] = []
+
+    def listener(slot_map: SlotMap) -> None:
+        owner = slot_map.owner(slot)
+        assert owner is not None
+        told.append(owner[1])
+
+    async def hand_over(owner: int, to: int) -> None:
+        """As ``redis-cli --cluster reshard`` does it (the target's epoch is bumped)."""
+        await asyncio.to_thread(
+            cluster.cli, to, "cluster", "setslot", str(slot), "importing", ids[owner]
+        )
+        await asyncio.to_thread(
+            cluster.cli, owner, "cluster", "setslot", str(slot), "migrating", ids[to]
+        )
+        for port in sorted(primaries, key=lambda p: (p != to, p != owner)):
+            await asyncio.to_thread(
+                cluster.cli, port, "cluster", "setslot", str(slot), "node", ids[to]
+            )
+
+        async def handed() -> bool:
+            return await asyncio.to_thread(cluster.owner, slot) == to
+
+        await wait_until(handed, WAIT_S, message="the slot handed over")
+
+    lanes.listeners.append(listener)
+    try:
+        await lanes.topology()
+        assert told == [source]
+        await hand_over(source, target)
+        assert await lanes.execute("EXISTS", key) == 0  # sent to the source: MOVED, followed
+        assert lanes.moved == 1
+        await wait_until(lambda: len(told) == 2, WAIT_S, message="the new topology announced")
+        assert told == [source, target]
+    finally:
+        await lanes.close()
+        await hand_over(target, source)
