@@ -162,7 +162,8 @@ class ConnectionListener(WSListener):
         self.ip = ""
         self.session: Session | None = None
         self.outbox: Outbox | None = None
-        """Where the session's frames wait for the end of the loop turn (`outbox.py`)."""
+        """The session's frames: live messages wait for the end of the loop turn, replies
+        go at once unless messages wait (`outbox.py`)."""
         self.transport: WSTransport | None = None
         self.bucket: TokenBucket | None = None
         """Inbound bandwidth budget (None: no cap)."""

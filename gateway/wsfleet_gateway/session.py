@@ -225,7 +225,9 @@ class Session:
         try:
             while queue and not self.closed:
                 request = queue.popleft()
-                run = publish_run(request, queue) if isinstance(request, Publish) else None
+                run = (
+                    publish_run(request, queue) if queue and isinstance(request, Publish) else None
+                )
                 if run is not None and len(run) > 1:
                     await self._handle_run(run)
                 else:
