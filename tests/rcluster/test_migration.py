@@ -50,69 +50,69 @@ async def test_a_slot_migrated_step_by_step_loses_and_repeats_nothing(
     subscriber = RedisClusterBroker(cluster.url, op_timeout_s=2.0, linger_s=0.05)
     await publisher.start(own.append)
     await subscriber.start(got.append)
-    acked: list[str] = []
-    failed: list[BaseException] = []
-    stop = asyncio.Event()
-
-    async def publish() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            try:
-                acked.append((await publisher.publish(CHANNEL, str(n))).offset)
-            except BrokerUnavailableError as exc:
-                failed.append(exc)
-            await asyncio.sleep(0.003)  # a paced load
-
-    async def more(count: int, what: str) -> None:
-        seen = len(acked)
-        await wait_until(lambda: len(acked) >= seen + count, WAIT_S, message=what)
-
-    def cli(port: int, *args: str) -> Any:
-        return asyncio.to_thread(cluster.cli, port, *args)
-
-    await publisher.set_meta(CHANNEL, {"venue": "Old Mill"})
-    snapshot = await subscriber.join(CHANNEL, None, 10)
-    assert (await publisher.join(CHANNEL, None, 10)).history.offset == snapshot.history.offset
-    start = parse_offset(snapshot.history.offset)
-    task = asyncio.create_task(publish())
     try:
-        await more(20, "publishes before the migration")
-        await cli(target, "cluster", "setslot", str(slot), "importing", ids[source])
-        await cli(source, "cluster", "setslot", str(slot), "migrating", ids[target])
-        await more(20, "publishes while the slot is migrating")
+        acked: list[str] = []
+        failed: list[BaseException] = []
+        stop = asyncio.Event()
 
-        # the metadata moves first: a read of history and metadata spans two nodes now
-        await cli(source, "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys",
-                  meta_key(CHANNEL))  # fmt: skip
-        reader = RedisClusterBroker(cluster.url, op_timeout_s=3.0)
-        await reader.start(lambda d: None)
+        async def publish() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    acked.append((await publisher.publish(CHANNEL, str(n))).offset)
+                except BrokerUnavailableError as exc:
+                    failed.append(exc)
+                await asyncio.sleep(0.003)  # a paced load
+
+        async def more(count: int, what: str) -> None:
+            seen = len(acked)
+            await wait_until(lambda: len(acked) >= seen + count, WAIT_S, message=what)
+
+        def cli(port: int, *args: str) -> Any:
+            return asyncio.to_thread(cluster.cli, port, *args)
+
+        await publisher.set_meta(CHANNEL, {"venue": "Old Mill"})
+        snapshot = await subscriber.join(CHANNEL, None, 10)
+        assert (await publisher.join(CHANNEL, None, 10)).history.offset == snapshot.history.offset
+        start = parse_offset(snapshot.history.offset)
+        task = asyncio.create_task(publish())
         try:
-            read = asyncio.create_task(reader.read(CHANNEL, None, 5, meta=True))
-            await wait_until(lambda: reader.lanes.retried > 0, WAIT_S, message="TRYAGAIN")
-            await cli(source, "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys",
-                      stream_key(CHANNEL))  # fmt: skip
-            whole = await read
-            assert whole.meta_json == '{"venue":"Old Mill"}'
-            assert len(whole.history.messages) == 5
-        finally:
-            await reader.close()
-        await wait_until(lambda: publisher.lanes.asked > 0, WAIT_S, message="ASK followed")
-        await more(20, "publishes to the target before the slot is handed over")
+            await more(20, "publishes before the migration")
+            await cli(target, "cluster", "setslot", str(slot), "importing", ids[source])
+            await cli(source, "cluster", "setslot", str(slot), "migrating", ids[target])
+            await more(20, "publishes while the slot is migrating")
 
-        for port in primaries:  # the hand-over, as redis-cli does it
-            await cli(port, "cluster", "setslot", str(slot), "node", ids[target])
-        await wait_until(lambda: subscriber.fanout.moves > 0, WAIT_S, message="channel moved")
-        await wait_until(lambda: publisher.fanout.moves > 0, WAIT_S, message="moved there too")
-        # whether the publisher's next publish meets MOVED or its new topology comes first is
-        # a race (the source drops the shard subscription as it gives the slot away); the
-        # MOVED-first order is pinned by the test below
-        await more(50, "publishes after the migration")
-    finally:
-        stop.set()
-        with contextlib.suppress(BaseException):
-            await task
-    try:
+            # the metadata moves first: a read of history and metadata spans two nodes now
+            await cli(source, "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys",
+                      meta_key(CHANNEL))  # fmt: skip
+            reader = RedisClusterBroker(cluster.url, op_timeout_s=3.0)
+            await reader.start(lambda d: None)
+            try:
+                read = asyncio.create_task(reader.read(CHANNEL, None, 5, meta=True))
+                await wait_until(lambda: reader.lanes.retried > 0, WAIT_S, message="TRYAGAIN")
+                await cli(source, "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys",
+                          stream_key(CHANNEL))  # fmt: skip
+                whole = await read
+                assert whole.meta_json == '{"venue":"Old Mill"}'
+                assert len(whole.history.messages) == 5
+            finally:
+                await reader.close()
+            await wait_until(lambda: publisher.lanes.asked > 0, WAIT_S, message="ASK followed")
+            await more(20, "publishes to the target before the slot is handed over")
+
+            for port in primaries:  # the hand-over, as redis-cli does it
+                await cli(port, "cluster", "setslot", str(slot), "node", ids[target])
+            await wait_until(lambda: subscriber.fanout.moves > 0, WAIT_S, message="channel moved")
+            await wait_until(lambda: publisher.fanout.moves > 0, WAIT_S, message="moved there too")
+            # whether the publisher's next publish meets MOVED or its new topology comes first is
+            # a race (the source drops the shard subscription as it gives the slot away); the
+            # MOVED-first order is pinned by the test below
+            await more(50, "publishes after the migration")
+        finally:
+            stop.set()
+            with contextlib.suppress(BaseException):
+                await task
         assert await asyncio.to_thread(cluster.owner, slot) == target
         last = max(acked, key=parse_offset)
         expected = [o for o in acked if parse_offset(o) > start]
