@@ -19,7 +19,7 @@ import json
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -74,6 +74,9 @@ def delivery_latency_s(payload: bytes, received_ns: int) -> float | None:
 class LoadConnection(WSListener):
     """A client connection that tracks its requests by id and counts deliveries."""
 
+    message_prefix: ClassVar[bytes] = MESSAGE_PREFIX
+    """How a delivery's payload starts (every other frame is a reply or an event)."""
+
     def __init__(self, stats: RunStats) -> None:
         super().__init__()
         self.stats = stats
@@ -112,7 +115,7 @@ class LoadConnection(WSListener):
         payload = frame.get_payload_as_bytes()
         if frame.rsv1:
             payload = self._inflate(payload)
-        if payload.startswith(MESSAGE_PREFIX):
+        if payload.startswith(self.message_prefix):
             self.delivered += 1
             self.stats.delivered += 1
             if self.on_message is not None:
@@ -249,18 +252,11 @@ class SocketIOConnection(LoadConnection):
     a ``message`` event, counted on a prefix test as `LoadConnection` counts its own.
     """
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type is not _TEXT:
-            return
-        payload = frame.get_payload_as_bytes()
-        if frame.rsv1:
-            payload = self._inflate(payload)
-        if payload.startswith(SOCKETIO_MESSAGE_PREFIX):
-            self.delivered += 1
-            self.stats.delivered += 1
-            if self.on_message is not None:
-                self.on_message(self, payload)
-            return
+    message_prefix = SOCKETIO_MESSAGE_PREFIX
+
+    def _on_reply_frame(self, payload: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
         head = payload[:2]
         if head == b"43":  # an ack: 43<id>[reply]
             start = payload.index(b"[")
