@@ -71,12 +71,12 @@ class Outboxes:
     """The outboxes of one gateway with frames waiting, and their one flush per turn."""
 
     __slots__ = (
-        "_dirty",
         "_loop",
         "_packed",
-        "_scheduled",
         "deflater",
+        "dirty",
         "last_plain",
+        "scheduled",
         "writes",
     )
 
@@ -91,8 +91,10 @@ class Outboxes:
         self.writes = writes
         """Counts socket writes of data frames (``wsfleet_socket_writes_total``)."""
         self._loop = loop
-        self._dirty: list[Outbox] = []
-        self._scheduled = False
+        self.dirty: list[Outbox] = []
+        """The outboxes sent something this turn (the fan-out appends to it directly)."""
+        self.scheduled = False
+        """A flush is scheduled for the end of this turn."""
         self.last_plain: tuple[bytes, bytes] = (b"", text_frame(b""))
         """The last payload framed and its frame: a fan-out frames each message once."""
         self._packed: tuple[bytes, bytes] = self.last_plain
@@ -128,31 +130,44 @@ class Outboxes:
 
     def mark(self, box: Outbox) -> None:
         """`box` has its first frame of this turn: flush it when the turn ends."""
-        self._dirty.append(box)
-        if not self._scheduled:
-            self._scheduled = True
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            loop.call_soon(self.flush)
+        self.dirty.append(box)
+        if not self.scheduled:
+            self.schedule()
+
+    def schedule(self) -> None:
+        self.scheduled = True
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write every waiting outbox: one write per connection."""
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
+        """Write every waiting outbox: one write per connection (`Outbox.flush` inlined:
+        this loop runs once per connection that was sent something this turn)."""
+        self.scheduled = False
+        dirty, self.dirty = self.dirty, []
         written = 0
         for box in dirty:
+            frames = box.frames
+            if frames is None:  # flushed early (before a close)
+                continue
+            box.frames = None
+            transport = box.transport
+            if transport.is_close_frame_sent or transport.is_disconnected:
+                continue
             try:
-                written += box.flush()
+                box.write(frames[0] if len(frames) == 1 else b"".join(frames))
             except Exception:  # one broken transport must not cost the others their frames
                 log.exception("outbox_write_failed")
+                continue
+            written += 1
         writes = self.writes
         if written and writes is not None:
             writes.inc(written)
 
     def pending(self) -> int:
         """Outboxes with frames waiting."""
-        return sum(1 for box in self._dirty if box.frames is not None)
+        return sum(1 for box in self.dirty if box.frames is not None)
 
 
 class Outbox:
@@ -190,8 +205,21 @@ class Outbox:
             writes.inc()
 
     def deliver(self, payload: bytes) -> None:
-        """A live message (the hub's fan-out): queued, written with the turn's others."""
-        self.queue(self.frame(payload))
+        """A live message (the hub's fan-out): queued, written with the turn's others.
+
+        Called once per subscriber per message, so `frame`, `queue` and `Outboxes.mark`
+        are inlined (each Python call costs about as much as the rest of a delivery)."""
+        boxes = self.boxes
+        last = boxes.last_plain
+        frame = last[1] if last[0] is payload else boxes.framed(payload)
+        frames = self.frames
+        if frames is None:
+            self.frames = [frame]
+            boxes.dirty.append(self)
+            if not boxes.scheduled:
+                boxes.schedule()
+        else:
+            frames.append(frame)
 
     def queue(self, frame: bytes) -> None:
         frames = self.frames
@@ -228,6 +256,9 @@ class DeflatingOutbox(Outbox):
     ) -> None:
         super().__init__(boxes, transport, write)
         self.wbits = wbits
+
+    def deliver(self, payload: bytes) -> None:
+        self.queue(self.frame(payload))
 
     def frame(self, payload: bytes) -> bytes:
         boxes = self.boxes

@@ -100,6 +100,11 @@ async def test_nothing_is_written_after_a_close_and_flush_is_idempotent() -> Non
     boxes.flush()
     assert closed.writes == gone.writes == []
     assert open_.writes == [text_frame(b"y"), text_frame(b"x")]  # a reply goes at once
+    for transport in (closed, gone):  # an early flush (before a close) writes nothing either
+        box = boxes.outbox(transport, transport.write)
+        box.deliver(b"z")
+        assert box.flush() == 0
+        assert transport.writes == []
 
 
 async def test_flushing_one_outbox_early_keeps_order_with_the_turn() -> None:
